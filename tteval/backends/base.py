@@ -1,0 +1,75 @@
+"""The backend protocol: a batch of sampling requests in, completions with tokens and logprobs out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class Request:
+    """Sample `n` continuations of one prompt (plain text) or one chat (list of role/content messages)."""
+
+    prompt: str | None = None
+    messages: tuple[tuple[str, str], ...] | None = None  # ((role, content), ...)
+    n: int = 1
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_tokens: int = 512
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: bool = True
+    top_logprobs: int = 0  # also return the top-k alternatives (token -> logprob) at each generated position
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("a Request needs exactly one of prompt or messages")
+
+
+@dataclass
+class Completion:
+    """One sampled continuation. `logprob` is the sum of the sampled tokens' log-probabilities."""
+
+    text: str
+    num_tokens: int
+    finish_reason: str  # "stop" (EOS or stop string) | "length"
+    logprob: float | None = None
+    token_logprobs: list[float] | None = None
+    tokens: list[str] | None = None  # generated token strings, aligned with token_logprobs
+    top_logprobs: list[dict[str, float]] | None = None  # per position, when Request.top_logprobs > 0
+    prompt_tokens: int = 0
+
+    @property
+    def mean_logprob(self) -> float | None:
+        """Length-normalised log-probability (log of the inverse perplexity), as RPC uses."""
+        if self.logprob is None or self.num_tokens == 0:
+            return None
+        return self.logprob / self.num_tokens
+
+
+@dataclass
+class Usage:
+    """Token and call counters a backend accumulates, for compute accounting."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """Anything that turns a batch of requests into completions; one call per round, never one per sample."""
+
+    name: str
+    model: str
+    usage: Usage
+
+    def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        """Return, for each request, its `n` completions in sample order."""
+        ...
+
+    def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str:
+        """Render chat messages to the model's prompt string with the generation prompt appended."""
+        ...
+
+    def close(self) -> None: ...
