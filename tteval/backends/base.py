@@ -38,6 +38,7 @@ class Completion:
     tokens: list[str] | None = None  # generated token strings, aligned with token_logprobs
     top_logprobs: list[dict[str, float]] | None = None  # per position, when Request.top_logprobs > 0
     prompt_tokens: int = 0
+    stop_reason: str | None = None  # the stop string that ended it; None for EOS or length
 
     @property
     def mean_logprob(self) -> float | None:

@@ -1,0 +1,98 @@
+"""The `tteval` command end to end on the embedded CPU model, and one-line errors on bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TTEVAL = [sys.executable, "-m", "tteval.cli"]
+
+
+def tteval(*args, cwd=None, timeout=600):
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([*TTEVAL, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+def only_run_dir(out: Path) -> Path:
+    dirs = [d for d in out.iterdir() if d.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def check_run_files(run: Path, n: int, limit: int):
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["status"] == "complete"
+    assert meta["config"]["n"] == n and meta["backend"]["name"] == "llamacpp"
+    assert meta["usage"]["completion_tokens"] > 0 and meta["timings"]["generation_s"] > 0
+    assert {"python", "numpy", "tteval"} <= set(meta["versions"])
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == n * limit
+    for s in samples:
+        assert {"task_id", "sample_index", "completion", "answer", "correct", "num_tokens", "logprob", "scores"} <= set(s)
+        assert isinstance(s["correct"], bool) and s["num_tokens"] >= 1
+    assert sorted({s["sample_index"] for s in samples}) == list(range(n))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_problems"] == limit and metrics["n"] == n
+    for name in ("pass@k", "maj@k"):
+        ks = [p["k"] for p in metrics["curves"][name]]
+        assert ks == [k for k in (1, 2, 4, 8) if k <= n]
+        for p in metrics["curves"][name]:
+            assert 0 <= p["lower"] <= p["value"] <= p["upper"] <= 1 and p["lower"] < p["upper"]
+    return samples, metrics
+
+
+def test_run_gsm8k_end_to_end(tmp_path):
+    r = tteval("run", "--task", "gsm8k", "--limit", "2", "-n", "2", "--max-tokens", "64", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "pass@k" in r.stdout and "maj@k" in r.stdout
+    samples, _ = check_run_files(only_run_dir(tmp_path), n=2, limit=2)
+    assert all(s["logprob"] < 0 for s in samples)
+
+
+def test_run_mbpp_end_to_end(tmp_path):
+    r = tteval("run", "--task", "mbpp", "--limit", "2", "-n", "2", "--max-tokens", "96", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    samples, _ = check_run_files(only_run_dir(tmp_path), n=2, limit=2)
+    assert all(s["grading"]["status"] in {"passed", "failed", "timeout", "crashed"} for s in samples)
+
+
+def test_rerun_is_a_noop_resume(tmp_path):
+    args = ("run", "--task", "gsm8k", "--limit", "1", "-n", "2", "--max-tokens", "16", "--out", str(tmp_path))
+    assert tteval(*args).returncode == 0
+    run = only_run_dir(tmp_path)
+    before = (run / "samples.jsonl").read_bytes()
+    r = tteval(*args)
+    assert r.returncode == 0 and "resuming" in r.stderr
+    assert (run / "samples.jsonl").read_bytes() == before
+
+
+def test_help_explains_every_command():
+    for cmd in ("run", "score", "tasks"):
+        r = tteval(cmd, "--help")
+        assert r.returncode == 0 and "Usage" in r.stdout and len(r.stdout) > 300
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["run", "--task", "nope"], "unknown task 'nope'"),
+        (["run", "--backend", "tpu"], "unknown backend 'tpu'"),
+        (["run", "--model", "/no/such/model.gguf"], "model file not found"),
+        (["run", "-n", "0"], "-n must be at least 1"),
+        (["run", "--max-tokens", "-1"], "--max-tokens must be at least 1"),
+        (["run", "--limit", "5000", "--task", "humaneval"], "beyond the dataset"),
+        (["run", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--model", "m"], "cannot reach"),
+        (["run", "--backend", "openai"], "needs --base-url"),
+        (["score", "/no/such.jsonl", "--task", "gsm8k"], "sample file not found"),
+        (["run", "--resume", "/no/such/run"], "file not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
+    r = tteval(*args, "--out", str(tmp_path)) if args[0] == "run" and "--resume" not in args else tteval(*args)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr + r.stdout
+    assert message in r.stderr
+    assert len([line for line in r.stderr.splitlines() if line.strip()]) == 1, r.stderr

@@ -1,0 +1,83 @@
+"""Particle filtering: the odds-softmax weight map, resampling that concentrates on high reward, and a real run."""
+
+import numpy as np
+import pytest
+
+from tteval.strategies.particle_filter import Particle, _resample, particle_filter, resampling_probs
+from tteval.verifiers.genrm import ScoreResult
+
+
+def test_weight_map_matches_reference_toy_values():
+    np.testing.assert_allclose(resampling_probs(np.array([0.9, 0.5, 0.1])), [0.8901, 0.0989, 0.0110], atol=1e-4)
+    np.testing.assert_allclose(resampling_probs(np.array([0.9, 0.5, 0.1]), 0.5), [0.9877, 0.0122, 0.0002], atol=1e-4)
+
+
+def test_weight_map_survives_rewards_of_exactly_zero_and_one():
+    p = resampling_probs(np.array([0.0, 1.0, 0.5]))
+    assert np.all(np.isfinite(p)) and p.sum() == pytest.approx(1) and p.argmax() == 1
+
+
+def test_high_temperature_resampling_is_uniform():
+    np.testing.assert_allclose(resampling_probs(np.array([0.9, 0.5, 0.1]), 1e6), [1 / 3] * 3, atol=1e-5)
+
+
+def test_resampling_concentrates_on_high_reward_with_fixed_seed():
+    pool = [Particle(text=f"p{i}", rewards=[r]) for i, r in enumerate([0.95, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2])]
+    new = _resample(pool, np.random.default_rng(0), 1.0, True)
+    texts = [p.text for p in new]
+    assert len(new) == 8 and texts.count("p0") >= 5
+    again = _resample(pool, np.random.default_rng(0), 1.0, True)
+    assert [p.text for p in again] == texts
+    new[0].rewards.append(0.1)
+    assert pool[0].rewards == [0.95]  # resampled particles are copies
+
+
+def test_finished_particles_are_kept_out_of_resampling_when_asked():
+    pool = [Particle("done", [0.01], done=True), Particle("a", [0.9]), Particle("b", [0.1])]
+    new = _resample(pool, np.random.default_rng(1), 1.0, resample_inactive=False)
+    assert new[0].text == "done" and len(new) == 3
+
+
+class KeywordScorer:
+    """A deterministic process reward: high when the partial answer mentions the keyword."""
+
+    def __init__(self, keyword):
+        self.keyword, self.calls = keyword, 0
+
+    def score(self, items):
+        self.calls += 1
+        return [ScoreResult(0.9 if self.keyword in text else 0.1, tokens=1) for _, text in items]
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from tteval.backends.llamacpp import LlamaCppBackend
+
+    b = LlamaCppBackend()
+    yield b
+    b.close()
+
+
+def test_particle_filter_on_the_cpu_model(backend):
+    questions = ["What is 2 + 3?", "What is 10 - 4?"]
+    prompts = [backend.apply_chat_template((("user", q),)) for q in questions]
+    scorer = KeywordScorer("5")
+    calls_before = backend.usage.calls
+    results = particle_filter(backend, scorer, questions, prompts, 4, step_tokens=24, max_steps=3, seed=7)
+    assert len(results) == 2
+    for r in results:
+        assert len(r.particles) == 4 and 0 <= r.selected < 4
+        assert r.policy_tokens > 0 and r.verifier_tokens > 0 and 1 <= r.steps <= 3
+        assert all(p.text for p in r.particles)
+    # one batched backend call and one scorer call per step, over both problems
+    assert backend.usage.calls - calls_before == results[0].steps
+    assert scorer.calls == results[0].steps
+    again = particle_filter(backend, KeywordScorer("5"), questions, prompts, 4, step_tokens=24, max_steps=3, seed=7)
+    assert [p.text for p in again[0].particles] == [p.text for p in results[0].particles]
+
+
+def test_one_particle_is_a_single_sample(backend):
+    q = "Name a colour."
+    prompts = [backend.apply_chat_template((("user", q),))]
+    (r,) = particle_filter(backend, KeywordScorer("x"), [q], prompts, 1, step_tokens=16, max_steps=2, seed=3)
+    assert len(r.particles) == 1 and r.selected == 0

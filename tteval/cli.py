@@ -1,0 +1,152 @@
+"""The `tteval` command line: run, score, tasks (and later sweep, leaderboard, report)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from tteval.errors import TtevalError
+
+app = typer.Typer(
+    help="tteval: measure how much test-time compute buys. Sample candidate pools, verify them, and score "
+    "strategies (best-of-N, self-consistency, RPC, GenRM, particle filtering) with unbiased estimators.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+@app.command()
+def run(
+    task: str = typer.Option("gsm8k", "--task", "-t", help="Task name (see `tteval tasks`) or a path to a task YAML."),
+    model: str = typer.Option(
+        "smollm2",
+        "--model",
+        "-m",
+        help="Model: 'smollm2' (the embedded CPU default GGUF), a local .gguf path, or a hub id / served model name.",
+    ),
+    backend: str = typer.Option("llamacpp", "--backend", "-b", help="Sampling backend: llamacpp (CPU), vllm (GPU), openai (HTTP)."),
+    n: int = typer.Option(4, "-n", "--num-samples", help="Candidates sampled per problem (the pool size N)."),
+    limit: Optional[int] = typer.Option(4, "--limit", "-l", help="Use only the first L problems of the task."),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Maximum generated tokens per candidate."),
+    temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature (0 = greedy)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass."),
+    seed: int = typer.Option(0, "--seed", help="Run seed; each problem's samples depend only on it and the problem id."),
+    out_dir: Path = typer.Option(Path("results"), "--out", "-o", help="Folder that receives <run_id>/."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (openai backend)."),
+    tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files."),
+    data_source: str = typer.Option("auto", "--data-source", help="auto (vendored file, else hub), local, or hub."),
+    batch_problems: Optional[int] = typer.Option(None, "--batch-problems", help="Problems per backend call (checkpoint unit)."),
+    workers: int = typer.Option(2, "--workers", help="Parallel verifier processes."),
+    strategy: str = typer.Option(
+        "sample", "--strategy", "-s",
+        help="sample: an i.i.d. pool of N, scored by every selector at every k <= N; "
+        "particle-filter: N particles steered step by step by a process reward (the generative verifier on CPU).",
+    ),
+    verifier: str = typer.Option("none", "--verifier", help="Score pool candidates with a model-based verifier: none | genrm."),
+    verifications: int = typer.Option(1, "--verifications", "-V", help="Verification chains per candidate (GenRM's V)."),
+    verifier_max_tokens: int = typer.Option(128, "--verifier-max-tokens", help="Tokens per verification chain."),
+    pf_step_tokens: int = typer.Option(128, "--pf-step-tokens", help="Particle filtering: max tokens per step."),
+    pf_max_steps: int = typer.Option(40, "--pf-max-steps", help="Particle filtering: max steps per particle."),
+    pf_softmax_temp: float = typer.Option(1.0, "--pf-softmax-temp", help="Particle filtering: resampling temperature."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder with its recorded config."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse identical seeded requests from the SQLite generation cache ($TTEVAL_CACHE_DIR)."),
+) -> None:
+    """Sample N candidates per problem, verify them, and write run.json, samples.jsonl and metrics.json.
+
+    Re-running the same command with the same --out resumes an interrupted run where it stopped.
+    """
+    from tteval.report import metrics_table
+    from tteval.runner import RunConfig, execute
+    from tteval.results import read_json
+
+    if resume is not None:
+        meta = read_json(resume / "run.json")
+        config = RunConfig.from_dict(meta["config"])
+        config.out = str(resume.parent)
+        config.cache = cache
+    else:
+        config = RunConfig(
+            task=task, model=model, backend=backend, strategy=strategy, n=n, limit=limit, max_tokens=max_tokens,
+            temperature=temperature, top_p=top_p, seed=seed, base_url=base_url,
+            tasks_dir=str(tasks_dir) if tasks_dir else None, data_source=data_source,
+            batch_problems=batch_problems, workers=workers, out=str(out_dir), cache=cache, verifier=verifier,
+            verifications=verifications, verifier_max_tokens=verifier_max_tokens, pf_step_tokens=pf_step_tokens,
+            pf_max_steps=pf_max_steps, pf_softmax_temp=pf_softmax_temp,
+        )  # fmt: skip
+    run_dir = execute(config, console=err)
+    out.print(metrics_table(read_json(run_dir.metrics_json), title=f"{config.task} · {config.model} · n={config.n}"))
+    out.print(f"results: [bold]{run_dir.path}[/]")
+
+
+@app.command()
+def score(
+    samples: Path = typer.Argument(..., help="A samples JSONL: tteval's, or human-eval/evalplus {task_id, completion|solution}."),
+    task: str = typer.Option(..., "--task", "-t", help="The task the samples answer."),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the graded samples here (JSONL); metrics go beside it."),
+    tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files."),
+    workers: int = typer.Option(2, "--workers", help="Parallel verifier processes."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap intervals."),
+) -> None:
+    """Grade an external sample file against a task's gold answers or unit tests, and print its metrics."""
+    from tteval.report import metrics_table
+    from tteval.scoring import score_file
+
+    metrics = score_file(samples, task, out_file=out_file, tasks_dir=tasks_dir, workers=workers, seed=seed)
+    out.print(metrics_table(metrics, title=f"{samples.name} · {task}"))
+
+
+@app.command()
+def tasks(tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files.")) -> None:
+    """List the available tasks with their kind, size and data source."""
+    from rich.table import Table
+
+    from tteval.tasks import load_task, local_data_path, task_names
+
+    table = Table(title="tteval tasks")
+    for col in ("task", "kind", "problems", "source (hub)", "vendored file", "license"):
+        table.add_column(col)
+    for name in task_names(tasks_dir):
+        t = load_task(name, tasks_dir)
+        path = local_data_path(t)
+        size = sum(1 for _ in open(path, "rb")) if path and path.is_file() else "?"
+        hub = t.source.get("hub") or {}
+        hub_s = f"{hub.get('path', '')} [{hub.get('split', '')}]" if hub else "-"
+        table.add_row(t.name, t.kind, str(size), hub_s, path.name if path else "-", str(t.source.get("license", "")))
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point: run the typer app, turning user errors into one line on stderr and a non-zero exit."""
+    try:
+        app(standalone_mode=False)
+    except TtevalError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and aborts arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if os.environ.get("TTEVAL_DEBUG"):
+            raise
+        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set TTEVAL_DEBUG=1 for the traceback)")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
