@@ -57,6 +57,11 @@ def run(
     pf_max_steps: int = typer.Option(40, "--pf-max-steps", help="Particle filtering: max steps per particle."),
     pf_softmax_temp: float = typer.Option(1.0, "--pf-softmax-temp", help="Particle filtering: resampling temperature."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder with its recorded config."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", help="Shard problems over Ray actors: 'local' starts Ray here; or a cluster address (ray://host:10001)."
+    ),
+    ray_actors: int = typer.Option(2, "--ray-actors", help="Ray actors, each holding one loaded backend (one per GPU)."),
+    tensor_parallel: int = typer.Option(1, "--tensor-parallel", help="vLLM tensor-parallel GPUs per engine (and per Ray actor)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse identical seeded requests from the SQLite generation cache ($TTEVAL_CACHE_DIR)."),
 ) -> None:
     """Sample N candidates per problem, verify them, and write run.json, samples.jsonl and metrics.json.
@@ -79,7 +84,8 @@ def run(
             tasks_dir=str(tasks_dir) if tasks_dir else None, data_source=data_source,
             batch_problems=batch_problems, workers=workers, out=str(out_dir), cache=cache, verifier=verifier,
             verifications=verifications, verifier_max_tokens=verifier_max_tokens, pf_step_tokens=pf_step_tokens,
-            pf_max_steps=pf_max_steps, pf_softmax_temp=pf_softmax_temp,
+            pf_max_steps=pf_max_steps, pf_softmax_temp=pf_softmax_temp, ray=ray, ray_actors=ray_actors,
+            tensor_parallel=tensor_parallel,
         )  # fmt: skip
     run_dir = execute(config, console=err)
     out.print(metrics_table(read_json(run_dir.metrics_json), title=f"{config.task} · {config.model} · n={config.n}"))

@@ -26,6 +26,7 @@ class Grader:
         self.workers = workers
         self.group_code = group_code
         self._math = None
+        self._limits: dict = {}
         if task.kind == "math":
             from tteval.verifiers.math import MathGrader
 
@@ -42,15 +43,18 @@ class Grader:
 
         gold = self.task.gold(problem)
         answers = [extract_answer(c, style=self.task.extract_style) for c in completions]
-        correct = self._math.grade([(a, gold) for a in answers])
+        checks = self._math.check([(a, gold) for a in answers])
         classes = self._math.equivalence_classes(answers)
-        return [Verdict(a, bool(ok), int(k), {"gold": gold}) for a, ok, k in zip(answers, correct, classes)]
+        return [
+            Verdict(a, bool(c.correct), int(k), {"gold": gold, "status": c.status})
+            for a, c, k in zip(answers, checks, classes)
+        ]
 
     def _grade_code(self, problems: Sequence[Problem], completions: Sequence[Sequence[str]]) -> list[list[Verdict]]:
-        from tteval.verifiers.code import behaviour_signature, check_programs, default_limits, extract_code
+        from tteval.verifiers.code import behaviour_signatures, check_programs, extract_code
 
-        limits = default_limits()
-        items, owners, codes = [], [], []
+        limits = self._code_limits(problems)
+        items, owners, codes, item_limits = [], [], [], []
         for pi, (problem, comps) in enumerate(zip(problems, completions)):
             tests = self.task.tests(problem)
             for c in comps:
@@ -58,21 +62,36 @@ class Grader:
                 codes.append(code)
                 items.append((self.task.program(problem, code), tests))
                 owners.append(pi)
-        verdicts = check_programs(items, limits, workers=self.workers)
+                item_limits.append(limits[pi])
+        verdicts = check_programs(items, item_limits, workers=self.workers)
+        grouped = [self.group_code and len(completions[pi]) > 1 and code.strip() for pi, code in zip(owners, codes)]
+        to_sign = [i for i, g in enumerate(grouped) if g]
+        signs = dict(zip(to_sign, behaviour_signatures([items[i] for i in to_sign], [item_limits[i] for i in to_sign],
+                                                       workers=self.workers)))  # fmt: skip
         out: list[list[Verdict]] = [[] for _ in problems]
-        signatures: dict[str, int] = {}
-        for (program, tests), code, v, pi in zip(items, codes, verdicts, owners):
-            if not code.strip():
-                klass = -1
-            elif self.group_code and len(completions[pi]) > 1:
-                sig = f"{pi}:" + behaviour_signature(program, tests, limits)
-                klass = signatures.setdefault(sig, len(signatures))
+        classes: list[dict[str, int]] = [{} for _ in problems]
+        for i, (code, v, pi) in enumerate(zip(codes, verdicts, owners)):
+            sig = signs.get(i)
+            if not code.strip() or (sig is not None and sig.startswith("!")):
+                klass = -1  # no code, or a program that crashes on the inputs: no vote
             else:
-                klass = len(signatures)
-                signatures[f"{pi}:#{klass}"] = klass
+                klass = classes[pi].setdefault(sig if sig is not None else f"#{i}", len(classes[pi]))
             detail = {"status": v.status, "detail": v.detail, "runtime_s": v.runtime_s, "time_limit_s": v.time_limit_s}
             out[pi].append(Verdict(code if code.strip() else None, bool(v.passed), klass, detail))
         return out
+
+    def _code_limits(self, problems: Sequence[Problem]) -> list:
+        """Per-problem time limits calibrated from the reference solution's measured runtime (evalplus-style)."""
+        from tteval.verifiers.code import calibrate_time_limit, default_limits, reference_runtimes
+
+        base = default_limits()
+        todo = [p for p in problems if p.task_id not in self._limits]
+        if todo:
+            refs = [(self.task.program(p, self.task.reference(p)), self.task.tests(p)) for p in todo]
+            times = reference_runtimes(refs, base, repeats=1, workers=self.workers)
+            for p, t in zip(todo, times):
+                self._limits[p.task_id] = base.replace(wall_s=calibrate_time_limit(t))
+        return [self._limits[p.task_id] for p in problems]
 
     def close(self) -> None:
         if self._math is not None:

@@ -22,7 +22,7 @@ def group_by_problem(samples: Sequence[dict[str, Any]]) -> dict[str, list[dict[s
         groups.setdefault(s["task_id"], []).append(s)
     for g in groups.values():
         g.sort(key=lambda s: s.get("sample_index", 0))
-    return groups
+    return dict(sorted(groups.items()))  # problem order must not depend on file order (sharded, resumed runs)
 
 
 def _point(values: np.ndarray, seed: int, **extra: Any) -> dict[str, Any]:

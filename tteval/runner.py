@@ -53,9 +53,12 @@ class RunConfig:
     pf_softmax_temp: float = 1.0
     workers: int = 2
     cache: bool = True
+    ray: str | None = None  # None: local; "local": a Ray instance on this machine; else a cluster address
+    ray_actors: int = 2
+    tensor_parallel: int = 1
     # fields below do not change the samples, so they are left out of the run id hash
     out: str = "results"
-    _NON_IDENTITY = ("out", "batch_problems", "workers", "tasks_dir", "cache")
+    _NON_IDENTITY = ("out", "batch_problems", "workers", "tasks_dir", "cache", "ray", "ray_actors")
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -80,6 +83,8 @@ class RunConfig:
             raise TtevalError(f"--verifications must be at least 1, got {self.verifications}")
         if self.pf_softmax_temp <= 0:
             raise TtevalError(f"--pf-softmax-temp must be > 0, got {self.pf_softmax_temp}")
+        if self.ray is not None and self.ray_actors < 1:
+            raise TtevalError(f"--ray-actors must be at least 1, got {self.ray_actors}")
         if self.workers < 1:
             raise TtevalError(f"--workers must be at least 1, got {self.workers}")
         if self.backend == "openai" and not self.base_url:
@@ -123,7 +128,7 @@ def _raw_backend(config: RunConfig) -> Backend:
     if config.backend == "vllm":
         from tteval.backends.vllm import VLLMBackend
 
-        return VLLMBackend(model=config.model, seed=config.seed)
+        return VLLMBackend(model=config.model, seed=config.seed, tensor_parallel_size=config.tensor_parallel)
     from tteval.backends.openai import OpenAIBackend
 
     return OpenAIBackend(base_url=config.base_url, model=config.model)
@@ -223,20 +228,55 @@ def execute(config: RunConfig, console: Console | None = None) -> RunDir:
     return run
 
 
-def _generate(
-    config: RunConfig, task: Task, problems: list[Problem], complete: set[str], run: RunDir, meta: dict, console: Console
-) -> None:
-    backend = make_backend(config)
-    meta["backend"] = {"name": backend.name, "model": backend.model}
-    grader = Grader(task, workers=config.workers)
-    scorer = None
+def make_scorer(config: RunConfig, backend: Backend):
+    """The model-based scorer a run needs (the generative verifier on the policy backend), or None."""
     if config.verifier == "genrm" or config.strategy == "particle-filter":
         from tteval.verifiers.genrm import GenRMScorer
 
-        scorer = GenRMScorer(backend, config.verifications, config.verifier_max_tokens, seed=config.seed)
+        return GenRMScorer(backend, config.verifications, config.verifier_max_tokens, seed=config.seed)
+    return None
+
+
+def _local_results(config: RunConfig, task: Task, chunks: list[list[Problem]], meta: dict):
+    """Process chunks in this process, yielding (records, timings, usage delta) per chunk."""
+    backend = make_backend(config)
+    meta["backend"] = {"name": backend.name, "model": backend.model}
+    grader = Grader(task, workers=config.workers)
+    scorer = make_scorer(config, backend)
+    try:
+        for batch in chunks:
+            timings = {"generation_s": 0.0, "grading_s": 0.0}
+            u = backend.usage
+            before = (u.prompt_tokens, u.completion_tokens, u.calls)
+            records = _chunk_records(config, task, batch, backend, grader, scorer, timings)
+            delta = {"prompt_tokens": u.prompt_tokens - before[0], "completion_tokens": u.completion_tokens - before[1],
+                     "calls": u.calls - before[2]}  # fmt: skip
+            yield records, timings, delta
+    finally:
+        grader.close()
+        backend.close()
+
+
+def _ray_results(config: RunConfig, chunks: list[list[Problem]], meta: dict):
+    from tteval.distributed import RayWorkers
+
+    address = None if config.ray in ("", "local", "auto-local") else config.ray
+    workers = RayWorkers(asdict(config), config.ray_actors, address, gpus_per_actor=config.tensor_parallel if config.backend == "vllm" else 0)
+    meta["backend"] = {"name": config.backend, "model": config.model, "ray_actors": config.ray_actors}
+    try:
+        yield from workers.map(chunks)
+    finally:
+        workers.close()
+
+
+def _generate(
+    config: RunConfig, task: Task, problems: list[Problem], complete: set[str], run: RunDir, meta: dict, console: Console
+) -> None:
     chunk = default_batch_problems(config)
+    # chunks are fixed slices of the whole problem list, so a resumed run batches exactly as the first did
+    chunks = [[p for p in problems[i : i + chunk] if p.task_id not in complete] for i in range(0, len(problems), chunk)]
+    chunks = [c for c in chunks if c]
     timings, usage = meta["timings"], meta["usage"]
-    base_usage = dict(usage)  # a resumed run adds to what earlier sessions spent
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -245,20 +285,19 @@ def _generate(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
+    results = _ray_results(config, chunks, meta) if config.ray is not None else _local_results(config, task, chunks, meta)
     try:
         with Progress(*columns, console=console, transient=False) as progress:
             bar = progress.add_task(f"{task.name} x{config.n}", total=len(problems), completed=len(complete), tps="")
-            # chunks are fixed slices of the whole problem list, so a resumed run batches exactly as the first did
-            for start in range(0, len(problems), chunk):
-                batch = [p for p in problems[start : start + chunk] if p.task_id not in complete]
-                if not batch:
-                    continue
-                run.append_samples(_chunk_records(config, task, batch, backend, grader, scorer, timings))
-                for key in base_usage:
-                    usage[key] = base_usage[key] + getattr(backend.usage, key)
+            for records, chunk_timings, delta in results:
+                run.append_samples(records)
+                for key, value in chunk_timings.items():
+                    timings[key] = round(timings.get(key, 0.0) + value, 3)
+                for key, value in delta.items():
+                    usage[key] = usage.get(key, 0) + value
                 write_json_atomic(run.run_json, meta)
                 tps = usage["completion_tokens"] / max(timings["generation_s"], 1e-9)
-                progress.update(bar, advance=len(batch), tps=f"{tps:,.0f} tok/s")
+                progress.update(bar, advance=len({r["task_id"] for r in records}), tps=f"{tps:,.0f} tok/s")
     except KeyboardInterrupt:
         meta["status"] = "interrupted"
         write_json_atomic(run.run_json, meta)
@@ -267,8 +306,7 @@ def _generate(
         console.print(f"resume with: [bold]{resume_command(run)}[/]")
         raise
     finally:
-        grader.close()
-        backend.close()
+        results.close()
 
 
 def _chunk_records(config: RunConfig, task: Task, batch: list[Problem], backend, grader, scorer, timings) -> list[dict]:

@@ -1,0 +1,29 @@
+"""Ray scale-out: a local Ray instance with 2 CPU actors gives exactly the samples of an unsharded run."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("ray", reason="Ray is the optional extra tteval[ray]; the test extras install it")
+
+ARGS = ["run", "--task", "gsm8k", "--limit", "4", "-n", "2", "--max-tokens", "24", "--batch-problems", "1", "--no-cache"]
+
+
+def run_samples(out, *extra):
+    r = subprocess.run([sys.executable, "-m", "tteval.cli", *ARGS, "--out", str(out), *extra], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run,) = [d for d in out.iterdir() if d.is_dir()]
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    return run, sorted(samples, key=lambda s: (s["task_id"], s["sample_index"]))
+
+
+def test_sharded_run_equals_unsharded_run(tmp_path):
+    run_a, local = run_samples(tmp_path / "local")
+    run_b, sharded = run_samples(tmp_path / "ray", "--ray", "local", "--ray-actors", "2")
+    assert run_a.name == run_b.name  # Ray does not change what is computed, so the run id is the same
+    assert sharded == local
+    assert json.loads((run_b / "metrics.json").read_text()) == json.loads((run_a / "metrics.json").read_text())
+    meta = json.loads((run_b / "run.json").read_text())
+    assert meta["backend"]["ray_actors"] == 2 and meta["usage"]["completion_tokens"] > 0

@@ -1,0 +1,618 @@
+"""Run untrusted Python programs in a throw-away sandbox: namespaces, an unprivileged uid, rlimits, capped output.
+
+How a program runs (`run_python`):
+
+    harness (this process)
+      └─ launcher: `python -I -S -c _LAUNCHER cfg`, a new session; holds the wall-time alarm, reports over a pipe
+           └─ program: `python -s -P main.py`, set up between fork and exec
+
+Isolation modes (`isolation_mode()` probes once which one works):
+
+* ``namespaces`` (running as root, the case here): the launcher calls unshare(2) for new PID, mount and network
+  namespaces. The program is PID 1 of its PID namespace, so when it ends or is killed every process it started
+  dies with it (fork bombs, daemons that `setsid()` away); it cannot see or signal the harness (`os.getppid()` is
+  0 in there). Its mount namespace gets: the whole tree read-only (mount_setattr, recursive), a fresh /proc,
+  size-capped private tmpfs on /tmp, /var/tmp and /dev/shm (the working directory is a fresh folder on that
+  /tmp), and root-only folders on the interpreter's path (e.g. /root holding a pyenv Python) replaced by an empty
+  tmpfs that exposes only the interpreter's folders, so the rest of /root stays hidden. Its network namespace
+  has only a loopback device that is down: no connection leaves, not even to 127.0.0.1 of the host. Then it
+  drops to a random unprivileged uid/gid (one per run, so RLIMIT_NPROC, which root ignores and which counts per
+  user, bounds exactly this run's processes and threads), sets no_new_privs and a parent-death signal, and execs.
+* ``userns`` (not root, unprivileged user namespaces allowed): the same PID, mount and network namespaces inside
+  a new user namespace that maps only the caller's own uid, so the program keeps the caller's uid (and could read
+  the caller's files) but the filesystem is read-only outside its private tmpfs, its processes die with it, it
+  cannot see or signal the harness and has no network. RLIMIT_NPROC then counts all the caller's processes, so
+  it is set to `max_processes` plus those already running.
+* ``plain`` (none of the above works): a new session, the same rlimits, and a kill of the program's process
+  group at the end; no network isolation, no uid change, and a descendant that calls `setsid()` can outlive
+  the run.
+
+Force a mode with TTEVAL_SANDBOX_MODE=namespaces|userns|plain.
+
+The program gets a scrubbed environment (PATH, LANG, HOME and TMPDIR = its working directory, PYTHONHASHSEED=0,
+one BLAS/OpenMP thread). It runs with `-s -P` rather than `-I`: those are the two halves of `-I` besides `-E`,
+and `-E` would also drop PYTHONHASHSEED, which we pin so set/dict-of-str ordering is reproducible run to run;
+the scrubbed environment already gives what `-E` protects against. stdin/stdout/stderr are unlinked temporary
+files (no pipe can fill and deadlock); RLIMIT_FSIZE bounds them and we read back at most `output_bytes`
+from the start plus a short tail, so a final status line survives a flood of output.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+import secrets
+import select
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+from tteval.errors import TtevalError
+
+STATUSES = ("ok", "error", "timeout", "killed", "sandbox_error")
+TAIL_BYTES = 4096  # kept from the end of a truncated stdout, where status lines go
+_BACKSTOP_S = 5.0  # extra seconds the harness waits for the launcher before killing it itself
+_UID_RANGE = (200_000, 2**31 - 2)  # random per-run uid/gid; no passwd entry needed
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one program; the defaults equal the shipped `verifiers/sandbox.yaml`."""
+
+    wall_s: float = 10.0  # wall-clock limit of the program, interpreter start included
+    cpu_s: float | None = None  # CPU seconds (RLIMIT_CPU, whole seconds); None: wall_s rounded up, plus 1
+    memory_mb: int = 4096  # address space (RLIMIT_AS)
+    file_size_mb: int = 64  # largest file written (RLIMIT_FSIZE), stdout/stderr included; also each tmpfs size
+    max_processes: int = 64  # processes + threads of the run (RLIMIT_NPROC under a per-run uid)
+    output_bytes: int = 1 << 20  # bytes of stdout and of stderr kept
+    network: bool = False  # True keeps the host network (no network namespace)
+
+    def __post_init__(self) -> None:
+        for name in ("wall_s", "memory_mb", "file_size_mb", "max_processes", "output_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise TtevalError(f"sandbox limit {name} must be a positive number, got {value!r}")
+        if self.cpu_s is not None and not (isinstance(self.cpu_s, (int, float)) and self.cpu_s > 0):
+            raise TtevalError(f"sandbox limit cpu_s must be a positive number or null, got {self.cpu_s!r}")
+
+    @property
+    def cpu_limit_s(self) -> int:
+        """The RLIMIT_CPU soft limit applied, in whole seconds."""
+        return math.ceil(self.cpu_s) if self.cpu_s is not None else math.ceil(self.wall_s) + 1
+
+    def replace(self, **changes: Any) -> "Limits":
+        """A copy with some limits changed (validated again)."""
+        return Limits(**{**asdict(self), **changes})
+
+
+@dataclass
+class ExecResult:
+    """What happened to one sandboxed program: status, exit code, capped output, wall and CPU time."""
+
+    status: str  # "ok" | "error" (non-zero exit) | "timeout" (wall or CPU) | "killed" (signal) | "sandbox_error"
+    returncode: int | None  # exit code, or -signal when killed; None when it never ran
+    stdout: str
+    stderr: str
+    runtime_s: float  # wall time from fork to reap of the program (its interpreter start included)
+    cpu_s: float  # user + system CPU of the program and the children it waited for
+    limit: Limits
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+    stdout_tail: str = ""  # the last TAIL_BYTES of stdout when it was truncated, else ""
+    isolation: str = ""  # "namespaces" | "userns" | "plain"
+    note: str = ""  # why it ended, when not by itself (e.g. "wall time limit 2 s"), or the sandbox error
+
+
+def load_limits(path: str | Path | None = None, **overrides: Any) -> Limits:
+    """Read limits from a YAML file (default: the shipped `verifiers/sandbox.yaml`), then apply `overrides`."""
+    import yaml
+
+    from tteval.paths import shipped_dir
+
+    spec_path = Path(path) if path is not None else shipped_dir("verifiers") / "sandbox.yaml"
+    try:
+        spec = yaml.safe_load(spec_path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise TtevalError(f"cannot read sandbox limits from {spec_path}: {exc}") from None
+    values = dict(spec.get("limits") or {})
+    known = {f.name for f in fields(Limits)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TtevalError(f"unknown sandbox limit(s) {', '.join(unknown)} in {spec_path}; known: {sorted(known)}")
+    values.update(overrides)
+    return Limits(**values)
+
+
+def run_python(source: str, limits: Limits, stdin: str | None = None) -> ExecResult:
+    """Run one Python program in a fresh sandbox and return its status, capped output and times."""
+    if not isinstance(source, str):
+        raise TtevalError(f"run_python needs the program as a str, got {type(source).__name__}")
+    mode = isolation_mode()
+    with _Run(source, limits, stdin, mode) as run:
+        return run.result()
+
+
+def run_many(
+    sources: Sequence[str],
+    limits: Limits | Sequence[Limits],
+    workers: int = 2,
+    stdins: Sequence[str | None] | None = None,
+) -> list[ExecResult]:
+    """Run many programs, at most `workers` at a time, and return their results in input order."""
+    n = len(sources)
+    per_limits = _per_item(limits, n, "limits")
+    per_stdin = list(stdins) if stdins is not None else [None] * n
+    if len(per_stdin) != n:
+        raise TtevalError(f"run_many got {n} sources but {len(per_stdin)} stdins")
+    if workers < 1:
+        raise TtevalError(f"workers must be at least 1, got {workers}")
+    if n == 0:
+        return []
+    if workers == 1 or n == 1:
+        return [run_python(s, lim, inp) for s, lim, inp in zip(sources, per_limits, per_stdin)]
+    with ThreadPoolExecutor(max_workers=min(workers, n), thread_name_prefix="tteval-sandbox") as pool:
+        return list(pool.map(run_python, sources, per_limits, per_stdin))
+
+
+def isolation_mode() -> str:
+    """The strongest isolation that works here: 'namespaces' (root), 'userns' (unprivileged), else 'plain'."""
+    forced = os.environ.get("TTEVAL_SANDBOX_MODE", "").strip().lower()
+    if forced in MODES:
+        return forced
+    if forced:
+        raise TtevalError(f"TTEVAL_SANDBOX_MODE must be one of {', '.join(MODES)}, got {forced!r}")
+    return _probe_mode()
+
+
+MODES = ("namespaces", "userns", "plain")
+
+
+@lru_cache(maxsize=1)
+def _probe_mode() -> str:
+    """Try the full sandbox once on a trivial program; fall back a mode at a time."""
+    if not sys.platform.startswith("linux"):
+        return "plain"
+    mode = "namespaces" if os.geteuid() == 0 else "userns"  # root in a user namespace could undo read-only mounts
+    with _Run("pass", Limits(wall_s=10.0), None, mode) as run:
+        probe = run.result()
+    if probe.status == "ok":
+        return mode
+    why = probe.note or probe.stderr.strip().splitlines()[-1:] or probe.status
+    warnings.warn(f"tteval's code sandbox falls back to plain mode (no namespaces, no network isolation): {why}",
+                  RuntimeWarning, stacklevel=3)
+    return "plain"
+
+
+def _per_item(value: Any, n: int, name: str) -> list[Any]:
+    if isinstance(value, Limits):
+        return [value] * n
+    items = list(value)
+    if len(items) != n:
+        raise TtevalError(f"got {n} programs but {len(items)} {name}")
+    return items
+
+
+def _reveal_plan() -> list[list[Any]]:
+    """[[blocked_dir, [needed paths under it]], ...]: root-only folders the unprivileged program must pass."""
+    return _reveal_plan_for(tuple(sys.path))
+
+
+@lru_cache(maxsize=8)
+def _reveal_plan_for(path_entries: tuple[str, ...]) -> list[list[Any]]:
+    needed = {sys.base_prefix, sys.prefix, sys.base_exec_prefix, sys.exec_prefix}
+    needed.add(str(Path(os.path.realpath(sys.executable)).parent.parent))
+    needed.update(p for p in path_entries if p and os.path.isdir(p))
+    plan: dict[str, set[str]] = {}
+    for raw in needed:
+        path = Path(os.path.realpath(raw))
+        for ancestor in reversed(path.parents):
+            if ancestor == Path("/"):
+                continue
+            try:
+                mode = ancestor.stat().st_mode
+            except OSError:
+                break
+            if not mode & stat.S_IXOTH:
+                plan.setdefault(str(ancestor), set()).add(str(path))
+                break
+    out = []
+    for blocked, paths in sorted(plan.items()):
+        keep = sorted(p for p in paths if not any(p != q and p.startswith(q + os.sep) for q in paths))
+        out.append([blocked, keep])
+    return out
+
+
+def _nproc_limit(max_processes: int, own_uid: bool) -> int:
+    """RLIMIT_NPROC counts every process of the real uid: under a fresh uid it is the run's own budget; otherwise
+    it must leave room for the user's other processes (and root ignores it)."""
+    if own_uid:
+        return max_processes
+    uid = os.getuid()
+    owned = 0
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                owned += entry.stat().st_uid == uid
+            except OSError:
+                continue
+    return max_processes + owned
+
+
+def _program_env(workdir: str) -> dict[str, str]:
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "HOME": workdir,
+        "TMPDIR": workdir,
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+class _Run:
+    """One launch: a private folder for main.py, temp files for the std streams, the report pipe; all cleaned up."""
+
+    def __init__(self, source: str, limits: Limits, stdin: str | None, mode: str):
+        self.limits, self.mode = limits, mode
+        self.dir = tempfile.mkdtemp(prefix="tteval-sbx-")
+        os.chmod(self.dir, 0o700)
+        self.program_path = os.path.join(self.dir, "main.py")
+        with open(self.program_path, "w", encoding="utf-8", errors="surrogatepass") as fh:
+            fh.write(source)
+        with tempfile.TemporaryFile() as scratch:  # handed over read-only, so the program cannot rewrite it
+            if stdin:
+                scratch.write(stdin.encode("utf-8", errors="surrogatepass"))
+                scratch.flush()
+            fd_path = f"/proc/self/fd/{scratch.fileno()}"
+            self.stdin = open(fd_path, "rb") if os.path.exists(fd_path) else os.fdopen(os.dup(scratch.fileno()), "rb")
+            self.stdin.seek(0)
+        self.stdout = tempfile.TemporaryFile()
+        self.stderr = tempfile.TemporaryFile()
+
+    def __enter__(self) -> "_Run":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fh in (self.stdin, self.stdout, self.stderr):
+            fh.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _config(self, report_fd: int) -> dict[str, Any]:
+        lim = self.limits
+        namespaces = self.mode in ("namespaces", "userns")
+        own_uid = self.mode == "namespaces"  # a fresh uid per run; the other modes keep the caller's
+        workdir = os.path.join("/tmp", os.path.basename(self.dir)) if namespaces else self.dir
+        uid = secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) + _UID_RANGE[0]
+        return {
+            "mode": self.mode,
+            "report_fd": report_fd,
+            "harness_pid": os.getpid(),
+            "program": self.program_path,
+            "workdir": workdir,
+            "exe": sys.executable,
+            "argv": [sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []), "main.py"],
+            "env": _program_env(workdir),
+            "wall_s": float(lim.wall_s),
+            "rlimits": {
+                "RLIMIT_CPU": [lim.cpu_limit_s, lim.cpu_limit_s + 1],
+                "RLIMIT_AS": [lim.memory_mb << 20] * 2,
+                "RLIMIT_FSIZE": [lim.file_size_mb << 20] * 2,
+                "RLIMIT_NPROC": [_nproc_limit(lim.max_processes, own_uid)] * 2,
+                "RLIMIT_CORE": [0, 0],
+            },
+            "network": bool(lim.network),
+            "tmpfs_mb": int(lim.file_size_mb),
+            "uid": uid if own_uid else None,
+            "reveal": _reveal_plan() if own_uid else [],
+        }
+
+    def result(self) -> ExecResult:
+        read_fd, write_fd = os.pipe()
+        try:
+            cfg = repr(self._config(write_fd))
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", "-c", _LAUNCHER, cfg],
+                    stdin=self.stdin, stdout=self.stdout, stderr=self.stderr,
+                    pass_fds=(write_fd,), start_new_session=True, env={}, cwd=self.dir,
+                )
+            except OSError as exc:
+                return self._finish(None, None, f"cannot start the sandbox launcher: {exc}")
+            os.close(write_fd)
+            write_fd = -1
+            try:
+                backstop = not _wait(proc, self.limits.wall_s + _BACKSTOP_S)
+            except BaseException:  # e.g. Ctrl-C in the harness: take the run down with us
+                _kill_group(proc.pid)
+                proc.wait()
+                raise
+            if backstop:
+                _kill_group(proc.pid)
+                proc.wait()
+            report = _read_all(read_fd)
+            return self._finish(_parse_report(report), proc.returncode, "launcher backstop" if backstop else "")
+        finally:
+            os.close(read_fd)
+            if write_fd >= 0:
+                os.close(write_fd)
+
+    def _finish(self, report: dict[str, Any] | None, launcher_rc: int | None, note: str) -> ExecResult:
+        out, out_cut, tail = _read_capped(self.stdout, self.limits.output_bytes, TAIL_BYTES)
+        err, err_cut, _ = _read_capped(self.stderr, self.limits.output_bytes, 0)
+        base = dict(limit=self.limits, stdout=out, stderr=err, stdout_truncated=out_cut, stderr_truncated=err_cut,
+                    stdout_tail=tail, isolation=self.mode)
+        if report is None or "status" not in report:
+            if note == "launcher backstop":
+                return ExecResult(status="timeout", returncode=None, runtime_s=float(self.limits.wall_s), cpu_s=0.0,
+                                  note=f"wall time limit {self.limits.wall_s:g} s (the launcher had to be killed)",
+                                  **base)
+            if launcher_rc is not None and launcher_rc < 0:
+                return ExecResult(status="killed", returncode=launcher_rc, runtime_s=0.0, cpu_s=0.0,
+                                  note=f"the sandbox launcher was killed by signal {-launcher_rc}", **base)
+            why = note or f"the sandbox launcher exited with code {launcher_rc} and no report"
+            return ExecResult(status="sandbox_error", returncode=None, runtime_s=0.0, cpu_s=0.0, note=why, **base)
+        if report["status"] == "sandbox_error":
+            return ExecResult(status="sandbox_error", returncode=None, runtime_s=0.0, cpu_s=0.0,
+                              note=str(report.get("error", "")), **base)
+        rc, cpu, wall = report["returncode"], float(report["cpu"]), float(report["wall"])
+        if report.get("timed_out"):
+            status, note = "timeout", f"wall time limit {self.limits.wall_s:g} s"
+        elif rc < 0 and (-rc == signal.SIGXCPU or (-rc == signal.SIGKILL and cpu >= self.limits.cpu_limit_s - 0.05)):
+            status, note = "timeout", f"CPU time limit {self.limits.cpu_limit_s} s"
+        elif rc < 0:
+            status, note = "killed", f"killed by signal {signal.Signals(-rc).name if -rc in _SIGNALS else -rc}"
+        else:
+            status, note = ("ok" if rc == 0 else "error"), ""
+        return ExecResult(status=status, returncode=rc, runtime_s=wall, cpu_s=cpu, note=note, **base)
+
+
+_SIGNALS = {int(s) for s in signal.Signals}
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait for `proc` to exit within `timeout` s; True if it did. A pidfd wakes us at once (Popen.wait polls)."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        try:
+            proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
+    if not ready:
+        return False
+    proc.wait()
+    return True
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _read_all(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_report(raw: bytes) -> dict[str, Any] | None:
+    report: dict[str, Any] = {}
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        try:
+            item = ast.literal_eval(line)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            continue
+        if isinstance(item, dict):
+            report.update(item)
+    return report or None
+
+
+def _read_capped(fh: Any, cap: int, tail: int) -> tuple[str, bool, str]:
+    """(first `cap` bytes, whether there was more, last `tail` bytes past the cap) of a temp file, decoded."""
+    size = os.fstat(fh.fileno()).st_size
+    fh.seek(0)
+    head = fh.read(min(size, cap))
+    cut = size > cap
+    end = b""
+    if cut and tail:
+        fh.seek(max(cap, size - tail))
+        end = fh.read(tail)
+    return head.decode("utf-8", errors="replace"), cut, end.decode("utf-8", errors="replace")
+
+
+# The launcher runs as `python -I -S -c _LAUNCHER <config>` with only the standard library; the config is the
+# repr of a dict of literals that the harness wrote (json would cost the launcher 6 ms of imports). Its own
+# failures are reported as {"status": "sandbox_error"}; the program's outcome as status/returncode/wall/cpu.
+_LAUNCHER = r'''
+import ctypes, os, resource, signal, sys, time
+
+cfg = eval(sys.argv[1], {"__builtins__": {}})
+REPORT = cfg["report_fd"]
+os.set_inheritable(REPORT, False)
+
+
+def report(**items):
+    os.write(REPORT, (repr(items) + "\n").encode())
+
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+libc.syscall.restype = ctypes.c_long
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
+SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1
+
+
+class MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def check(rc, what):
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def mount(source, target, fstype, flags, data=None):
+    enc = lambda s: None if s is None else s.encode()
+    check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+prctl = getattr(libc, "prctl", lambda *args: 0)  # Linux only; plain mode elsewhere runs without it
+prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+if os.getppid() != cfg["harness_pid"]:
+    os._exit(111)
+namespaces = cfg["mode"] in ("namespaces", "userns")
+if namespaces:
+    flags = CLONE_NEWNS | CLONE_NEWPID | (0 if cfg["network"] else CLONE_NEWNET)
+    if cfg["mode"] == "userns":
+        flags |= CLONE_NEWUSER
+    outer_uid, outer_gid = os.getuid(), os.getgid()
+    if libc.unshare(flags) != 0:
+        report(status="sandbox_error", error="unshare: " + os.strerror(ctypes.get_errno()))
+        os._exit(0)
+    if cfg["mode"] == "userns":  # map only our own uid/gid, to themselves
+        for name, text in (("setgroups", "deny"), ("uid_map", f"{outer_uid} {outer_uid} 1"),
+                           ("gid_map", f"{outer_gid} {outer_gid} 1")):
+            with open(f"/proc/self/{name}", "w") as fh:
+                fh.write(text)
+with open(cfg["program"], "rb") as fh:
+    source = fh.read()
+
+
+def remount_read_only():
+    """Bind-remount every mount read-only, keeping its nosuid/nodev/noexec flags (a user namespace must)."""
+    keep = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+    with open("/proc/self/mountinfo") as fh:
+        entries = [line.split() for line in fh]
+    for fields_ in entries:
+        target = fields_[4].encode().decode("unicode_escape")
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        for option in fields_[5].split(","):
+            flags |= keep.get(option, 0)
+        try:
+            mount(None, target, None, flags)
+        except OSError:
+            pass  # best effort: the uid drop (root mode) still guards what cannot be remounted
+
+
+def build_filesystem():
+    """In the new mount namespace: reveal the interpreter, make everything read-only, private /proc and tmpfs."""
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    for blocked, paths in cfg["reveal"]:
+        fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in paths]
+        mount("tmpfs", blocked, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+        for p, fd in zip(paths, fds):
+            os.makedirs(p, mode=0o755, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC)
+            os.close(fd)
+    attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    if libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+        remount_read_only()  # kernels before 5.12 have no mount_setattr: remount each mount point instead
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    size = f"size={cfg['tmpfs_mb']}m,mode=1777"
+    for d in ("/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(d):
+            mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, size)
+
+
+def child():
+    os.setsid()
+    workdir, uid = cfg["workdir"], cfg["uid"]
+    if namespaces:
+        build_filesystem()
+        os.makedirs(workdir, mode=0o700, exist_ok=True)
+        with open(os.path.join(workdir, "main.py"), "wb") as fh:
+            fh.write(source)
+        if uid is not None:
+            os.chown(os.path.join(workdir, "main.py"), uid, uid)
+            os.chown(workdir, uid, uid)
+    for name, (soft, hard) in cfg["rlimits"].items():
+        resource.setrlimit(getattr(resource, name), (soft, hard))
+    if uid is not None:
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+    check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.chdir(workdir)
+    os.execve(cfg["exe"], cfg["argv"], cfg["env"])
+
+
+err_r, err_w = os.pipe()
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.close(err_r)
+        child()
+    except BaseException as exc:
+        try:
+            os.write(err_w, f"{type(exc).__name__}: {exc}".encode()[:2000])
+        finally:
+            os._exit(127)
+os.close(err_w)
+timed_out = False
+
+
+def kill_program():
+    for kill in (os.killpg, os.kill):
+        try:
+            kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def on_alarm(signum, frame):
+    global timed_out
+    timed_out = True
+    kill_program()
+
+
+signal.signal(signal.SIGALRM, on_alarm)
+signal.setitimer(signal.ITIMER_REAL, cfg["wall_s"])
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+signal.setitimer(signal.ITIMER_REAL, 0)
+if not namespaces:
+    kill_program()
+setup_error = os.read(err_r, 4096).decode(errors="replace")
+if setup_error:
+    report(status="sandbox_error", error="sandbox setup failed: " + setup_error)
+else:
+    rc = os.waitstatus_to_exitcode(status)
+    report(status="done", returncode=rc, wall=wall, cpu=usage.ru_utime + usage.ru_stime, timed_out=timed_out)
+'''
