@@ -129,6 +129,95 @@ def tasks(tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Ex
     out.print(table)
 
 
+@app.command()
+def leaderboard(
+    root: Path = typer.Argument(Path("results"), help="Folder searched (any depth) for run folders with run.json and metrics.json."),
+    sort: Optional[str] = typer.Option(
+        None, "--sort", help="Sort column (accuracy, tokens, flops, wall_s, budget, model, task, strategy, ...); "
+        "prefix '-' for descending, '+' for ascending. Default: task, then accuracy (best first).",
+    ),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="Only tasks matching this glob pattern."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Only models matching this glob pattern."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", "-s", help="Only strategies (curve names) matching this glob, e.g. 'bon@k*'."),
+    budget: str = typer.Option("max", "--budget", "-k", help="'max': each curve at its largest budget; 'all'; or a budget k."),
+    fmt: str = typer.Option("rich", "--format", "-f", help="rich | markdown | csv | json | html."),
+    params: Optional[list[str]] = typer.Option(
+        None, "--params", help="Model parameter count for FLOPs when run.json lacks model_params: COUNT or MODEL=COUNT (repeatable; e.g. 1.5B)."
+    ),
+) -> None:
+    """Rank every run below ROOT: accuracy with its 95% interval, tokens and FLOPs per problem, wall time."""
+    from tteval.leaderboard import (
+        FORMATS, collect_runs, leaderboard_frame, parse_params_option, render_leaderboard, require_rows,
+    )  # fmt: skip
+
+    if fmt not in FORMATS:
+        raise TtevalError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}")
+    df = collect_runs(root, parse_params_option(params), on_warning=_warn_line)
+    require_rows(df, str(root))
+    board = leaderboard_frame(df, task=task, model=model, strategy=strategy, budget=budget, sort=sort)
+    if board.empty:
+        raise TtevalError("no leaderboard rows match the filters (check --task, --model, --strategy, --budget)")
+    rendered = render_leaderboard(board, fmt)
+    if isinstance(rendered, str):
+        sys.stdout.write(rendered)
+    else:
+        out.print(rendered)
+
+
+@app.command()
+def sweep(
+    run_dirs: list[Path] = typer.Argument(..., help="Run folders, or folders holding run folders (searched at any depth)."),
+    out_dir: Path = typer.Option(Path("sweep"), "--out", "-o", help="Folder for sweep.csv/.parquet, compute_optimal.csv and the plots."),
+    params: Optional[list[str]] = typer.Option(
+        None, "--params", help="Model parameter count for FLOPs when run.json lacks model_params: COUNT or MODEL=COUNT (repeatable)."
+    ),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write scaling plots (PNG and SVG) for samples, tokens and FLOPs axes."),
+) -> None:
+    """Gather runs into a tidy sweep table, plot accuracy against budget, and name the best strategy per budget."""
+    from tteval.leaderboard import collect_runs, optimal_rich_table, parse_params_option, require_rows, write_sweep
+
+    df = collect_runs(run_dirs, parse_params_option(params), on_warning=_warn_line)
+    require_rows(df, ", ".join(str(d) for d in run_dirs))
+    result = write_sweep(df, out_dir, plots=plots)
+    out.print(optimal_rich_table(result.optimal))
+    written = [result.csv, *([result.parquet] if result.parquet else []), result.optimal_csv, *result.plots]
+    out.print(f"{len(result.table)} points from {df['path'].nunique()} runs; wrote:")
+    for path in written:
+        out.print(f"  {path}", highlight=False, markup=False)
+
+
+@app.command()
+def report(
+    root: Path = typer.Argument(Path("results"), help="Folder searched (any depth) for run folders."),
+    out_file: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML file to write."),
+    title: str = typer.Option("tteval report", "--title", help="Page title."),
+    params: Optional[list[str]] = typer.Option(
+        None, "--params", help="Model parameter count for FLOPs when run.json lacks model_params: COUNT or MODEL=COUNT (repeatable)."
+    ),
+    max_problems: int = typer.Option(50, "--max-problems", help="Problems shown per run in the drill-down."),
+    max_candidates: int = typer.Option(64, "--max-candidates", help="Candidates shown per problem."),
+    max_chars: int = typer.Option(2000, "--max-chars", help="Characters shown per completion."),
+) -> None:
+    """Write one self-contained offline HTML page: leaderboard, scaling plots and a per-problem drill-down."""
+    from tteval.html_report import DrillLimits, write_report
+    from tteval.leaderboard import collect_runs, parse_params_option, require_rows
+
+    for name, value in (("--max-problems", max_problems), ("--max-candidates", max_candidates), ("--max-chars", max_chars)):
+        if value < 1:
+            raise TtevalError(f"{name} must be at least 1, got {value}")
+    df = collect_runs(root, parse_params_option(params), on_warning=_warn_line)
+    require_rows(df, str(root))
+    path = write_report(df, out_file, DrillLimits(max_problems, max_candidates, max_chars), title=title)
+    out.print(f"report: [bold]{path}[/] ({path.stat().st_size / 1024:,.0f} KiB, {df['path'].nunique()} runs)")
+
+
+def _warn_line(message: str) -> None:
+    """Print a one-line warning on stderr (skipped run folders)."""
+    from rich.markup import escape
+
+    err.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: run the typer app, turning user errors into one line on stderr and a non-zero exit."""
     try:

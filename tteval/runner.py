@@ -210,6 +210,10 @@ def execute(config: RunConfig, console: Console | None = None) -> RunDir:
     config.validate()
     task = load_task(config.task, Path(config.tasks_dir) if config.tasks_dir else None)
     problems = load_problems(task, config.limit, config.data_source)
+    if config.backend == "llamacpp":
+        from tteval.backends.llamacpp import resolve_model_path
+
+        resolve_model_path(config.model)  # fail on a missing model before a run folder is made
     run, meta = open_run(config)
     complete = run.drop_incomplete(config.n)
     todo = [p for p in problems if p.task_id not in complete]
@@ -238,23 +242,27 @@ def make_scorer(config: RunConfig, backend: Backend):
 
 
 def _local_results(config: RunConfig, task: Task, chunks: list[list[Problem]], meta: dict):
-    """Process chunks in this process, yielding (records, timings, usage delta) per chunk."""
+    """Load the backend now (so a bad model fails before any progress bar), then process chunks lazily."""
     backend = make_backend(config)
     meta["backend"] = {"name": backend.name, "model": backend.model}
     grader = Grader(task, workers=config.workers)
     scorer = make_scorer(config, backend)
-    try:
-        for batch in chunks:
-            timings = {"generation_s": 0.0, "grading_s": 0.0}
-            u = backend.usage
-            before = (u.prompt_tokens, u.completion_tokens, u.calls)
-            records = _chunk_records(config, task, batch, backend, grader, scorer, timings)
-            delta = {"prompt_tokens": u.prompt_tokens - before[0], "completion_tokens": u.completion_tokens - before[1],
-                     "calls": u.calls - before[2]}  # fmt: skip
-            yield records, timings, delta
-    finally:
-        grader.close()
-        backend.close()
+
+    def results():
+        try:
+            for batch in chunks:
+                timings = {"generation_s": 0.0, "grading_s": 0.0}
+                u = backend.usage
+                before = (u.prompt_tokens, u.completion_tokens, u.calls)
+                records = _chunk_records(config, task, batch, backend, grader, scorer, timings)
+                delta = {"prompt_tokens": u.prompt_tokens - before[0], "completion_tokens": u.completion_tokens - before[1],
+                         "calls": u.calls - before[2]}  # fmt: skip
+                yield records, timings, delta
+        finally:
+            grader.close()
+            backend.close()
+
+    return results()
 
 
 def _ray_results(config: RunConfig, chunks: list[list[Problem]], meta: dict):

@@ -1,0 +1,348 @@
+"""A self-contained offline HTML report: leaderboard, scaling plots and a per-problem drill-down of every run.
+
+One file, no scripts and no network: CSS is inline, plots are inline SVG, and a Content-Security-Policy forbids
+scripts and remote loads. All model text (completions, answers, names) is untrusted and goes through
+html.escape. The drill-down is capped (problems per run, candidates per problem, characters per completion) so
+that a 500 x 64 pool still gives a page a browser opens.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tteval.errors import TtevalError
+
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;max-width:1400px;padding:1rem 2rem;color:#1d1d1f}
+h1{font-size:1.6rem;margin:.2rem 0}h2{margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}
+h3{margin-bottom:.3rem}.muted{color:#666}.note{background:#fff8e1;border-left:3px solid #f0b400;padding:.3rem .6rem}
+table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:13px}
+th,td{border:1px solid #e3e3e3;padding:.25rem .5rem;vertical-align:top;text-align:left}
+th{background:#f5f5f7;position:sticky;top:0}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+tr:nth-child(even) td{background:#fafafa}.ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}
+.plot svg{max-width:100%;height:auto}.plot{margin:.5rem 0 1.5rem}
+details.problem{border:1px solid #e3e3e3;border-radius:4px;margin:.3rem 0;padding:.2rem .6rem}
+details.problem>summary{cursor:pointer;font-weight:600}
+pre{white-space:pre-wrap;word-break:break-word;background:#f6f8fa;padding:.5rem;margin:.3rem 0;max-height:30rem;overflow:auto}
+code{background:#f3f3f3;padding:0 .2rem}dl.kv{display:grid;grid-template-columns:max-content auto;gap:.1rem 1rem}
+dl.kv dt{color:#666}dl.kv dd{margin:0}
+"""
+
+
+def e(x: Any) -> str:
+    """HTML-escape any value (quotes included): every string that reaches the page goes through here."""
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def html_table(frame: pd.DataFrame, numeric: Iterable[str] = (), cls: str = "") -> str:
+    """An escaped <table> of a DataFrame's values (columns named in `numeric` are right-aligned)."""
+    numeric = set(numeric)
+    head = "".join(f'<th class="num">{e(c)}</th>' if c in numeric else f"<th>{e(c)}</th>" for c in frame.columns)
+    body = []
+    for row in frame.itertuples(index=False):
+        cells = "".join(
+            f'<td class="num">{e(v)}</td>' if c in numeric else f"<td>{e(v)}</td>" for c, v in zip(frame.columns, row)
+        )
+        body.append(f"<tr>{cells}</tr>")
+    return f'<table class="{e(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+@dataclass
+class DrillLimits:
+    """Caps that keep the page small for big pools."""
+
+    max_problems: int = 50
+    max_candidates: int = 64
+    max_chars: int = 2000
+
+
+# ---------------------------------------------------------------------------------------------- samples
+
+
+def read_samples(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The sample records of a samples.jsonl and the number of unreadable lines (skipped)."""
+    records, bad = [], 0
+    if not path.is_file():
+        return records, bad
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(r, dict) and "task_id" in r:
+                records.append(r)
+            else:
+                bad += 1
+    return records, bad
+
+
+def _class_key(s: Mapping[str, Any]) -> Any:
+    """The voting class of a candidate: its answer_class (>= 0), else its answer text; None for no answer."""
+    cls = s.get("answer_class")
+    if isinstance(cls, (int, float)) and not isinstance(cls, bool):
+        return ("class", int(cls)) if cls >= 0 else None
+    ans = s.get("answer")
+    return None if ans in (None, "") else ("answer", str(ans))
+
+
+@dataclass
+class ProblemView:
+    """One problem's candidates with the vote count of each one's answer class."""
+
+    task_id: str
+    candidates: list[dict[str, Any]]
+    votes: dict[Any, int]
+    majority: Any
+    num_correct: int
+
+
+def problem_views(records: Sequence[Mapping[str, Any]]) -> list[ProblemView]:
+    """Group candidates by problem (sorted by task id, candidates by sample index) and count votes per class."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(str(r["task_id"]), []).append(dict(r))
+    views = []
+    for tid in sorted(groups):
+        cands = sorted(groups[tid], key=lambda s: s.get("sample_index") if isinstance(s.get("sample_index"), int) else 0)
+        votes: dict[Any, int] = {}
+        for s in cands:
+            key = _class_key(s)
+            if key is not None:
+                votes[key] = votes.get(key, 0) + 1
+        majority = max(votes, key=lambda k: votes[k]) if votes else None
+        views.append(ProblemView(tid, cands, votes, majority, sum(1 for s in cands if s.get("correct") is True)))
+    return views
+
+
+def _verdict(correct: Any) -> str:
+    if correct is True:
+        return '<span class="ok">✓</span>'
+    if correct is False:
+        return '<span class="bad">✗</span>'
+    return '<span class="muted">?</span>'
+
+
+def _fmt_scores(scores: Any) -> str:
+    if not isinstance(scores, Mapping) or not scores:
+        return "–"
+    parts = []
+    for name, v in scores.items():
+        parts.append(f"{name}={v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{name}={v}")
+    return ", ".join(parts)
+
+
+def _completion_cell(text: Any, max_chars: int) -> str:
+    text = "" if text is None else str(text)
+    shown = text[:max_chars]
+    more = len(text) - len(shown)
+    tail = f'<span class="muted">… [{more:,} more characters not shown]</span>' if more > 0 else ""
+    return f"<details><summary>{len(text):,} chars</summary><pre>{e(shown)}</pre>{tail}</details>"
+
+
+def _representative(p: ProblemView, key: Any) -> tuple[str, Any]:
+    """(answer text, correct) of the first candidate in a vote class."""
+    for s in p.candidates:
+        if _class_key(s) == key:
+            return str(s.get("answer")), s.get("correct")
+    return "", None
+
+
+def problem_html(p: ProblemView, limits: DrillLimits) -> str:
+    """One collapsible problem: vote table and candidate table with collapsible completions."""
+    n = len(p.candidates)
+    if p.majority is not None:
+        maj_answer, maj_ok = _representative(p, p.majority)
+        maj = f"majority {e(maj_answer)!s} {_verdict(maj_ok)} ({p.votes[p.majority]}/{n} votes)"
+    else:
+        maj = '<span class="muted">no extracted answers</span>'
+    summary = f"{e(p.task_id)} — {p.num_correct}/{n} correct · {maj} · {len(p.votes)} answer classes"
+    vote_rows = []
+    for key, count in sorted(p.votes.items(), key=lambda kv: -kv[1]):
+        ans, ok = _representative(p, key)
+        vote_rows.append(f"<tr><td>{e(ans)}</td><td class='num'>{count}</td><td>{_verdict(ok)}</td></tr>")
+    no_answer = sum(1 for s in p.candidates if _class_key(s) is None)
+    if no_answer:
+        vote_rows.append(f"<tr><td class='muted'>(no answer)</td><td class='num'>{no_answer}</td><td></td></tr>")
+    votes = ("<table class='votes'><thead><tr><th>answer</th><th class='num'>votes</th><th>correct</th></tr></thead>"
+             f"<tbody>{''.join(vote_rows)}</tbody></table>")  # fmt: skip
+    rows = []
+    for s in p.candidates[: limits.max_candidates]:
+        key = _class_key(s)
+        mark = " ★" if s.get("selected") else ""
+        rows.append(
+            "<tr>"
+            f"<td class='num'>{e(s.get('sample_index'))}{mark}</td><td>{e(s.get('answer'))}</td>"
+            f"<td>{_verdict(s.get('correct'))}</td><td class='num'>{p.votes.get(key, 0) if key is not None else 0}</td>"
+            f"<td>{e(_fmt_scores(s.get('scores')))}</td><td class='num'>{e(s.get('num_tokens'))}</td>"
+            f"<td>{e(s.get('finish_reason'))}</td><td>{_completion_cell(s.get('completion'), limits.max_chars)}</td>"
+            "</tr>"
+        )
+    more = n - min(n, limits.max_candidates)
+    more_note = f"<p class='muted'>{more} more candidates not shown (--max-candidates)</p>" if more > 0 else ""
+    cands = ("<table class='candidates'><thead><tr><th class='num'>#</th><th>answer</th><th>correct</th>"
+             "<th class='num'>votes</th><th>scores</th><th class='num'>tokens</th><th>finish</th><th>completion</th>"
+             f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{more_note}")  # fmt: skip
+    return f"<details class='problem'><summary>{summary}</summary>{votes}{cands}</details>"
+
+
+# ---------------------------------------------------------------------------------------------- sections
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _curves_table(rows: pd.DataFrame) -> str:
+    from tteval.leaderboard import fmt_interval
+
+    ks = sorted(set(rows["budget"].astype(int)))
+    head = "<th>curve</th>" + "".join(f"<th class='num'>k={k}</th>" for k in ks)
+    body = []
+    for strategy, g in rows.groupby("strategy", sort=False):
+        by_k = {int(r.budget): r for r in g.itertuples(index=False)}
+        cells = "".join(
+            f"<td class='num'>{e(fmt_interval(100 * by_k[k].value, 100 * by_k[k].lower, 100 * by_k[k].upper))}</td>"
+            if k in by_k else "<td></td>"
+            for k in ks
+        )  # fmt: skip
+        body.append(f"<tr><td><b>{e(strategy)}</b></td>{cells}</tr>")
+    return f"<table class='curves'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def run_section(index: int, folder: Path, rows: pd.DataFrame, limits: DrillLimits) -> str:
+    """A run's header, curve table and per-problem drill-down."""
+    from tteval.leaderboard import fmt_seconds
+
+    meta = _read_meta(folder)
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    first = rows.iloc[0]
+    facts = {
+        "run id": first["run_id"], "folder": str(folder), "model": first["model"], "task": first["task"],
+        "strategy": config.get("strategy", ""), "pool size n": config.get("n", first["n"]),
+        "problems": first["num_problems"], "temperature": config.get("temperature", ""),
+        "max tokens": config.get("max_tokens", ""), "seed": config.get("seed", ""),
+        "verifier": config.get("verifier", ""), "status": meta.get("status", ""),
+        "wall time": fmt_seconds(float(first["wall_s"])), "finished": meta.get("finished", ""),
+    }  # fmt: skip
+    kv = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in facts.items() if v not in ("", None))
+    records, bad = read_samples(folder / "samples.jsonl")
+    views = problem_views(records)
+    parts = [f"<section class='run' id='run-{index}'>", f"<h3>{e(first['task'])} · {e(first['model'])} · "
+             f"{e(config.get('strategy', ''))} · <code>{e(first['run_id'])}</code></h3>",
+             f"<dl class='kv'>{kv}</dl>", _curves_table(rows)]  # fmt: skip
+    if bad:
+        parts.append(f"<p class='note'>{bad} unreadable lines in samples.jsonl were skipped.</p>")
+    if not views:
+        parts.append("<p class='muted'>No samples.jsonl in this folder: no drill-down.</p>")
+    else:
+        shown = views[: limits.max_problems]
+        parts.append(f"<h4>Problems ({len(shown)} of {len(views)} shown)</h4>")
+        parts.extend(problem_html(p, limits) for p in shown)
+        if len(views) > len(shown):
+            parts.append(f"<p class='muted'>{len(views) - len(shown)} more problems not shown (--max-problems).</p>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _optimal_html(opt: pd.DataFrame) -> str:
+    from tteval.leaderboard import fmt_budget
+
+    if opt.empty:
+        return "<p class='muted'>Not enough strategies to compare.</p>"
+    shown = pd.DataFrame(
+        {
+            "axis": opt["axis"], "model": opt["model"], "task": opt["task"],
+            "budget": [fmt_budget(a, b) for a, b in zip(opt["axis"], opt["budget"])], "best": opt["best"],
+            "accuracy %": [f"{100 * v:.1f}" for v in opt["value"]], "runner-up": opt["runner_up"].replace("", "–"),
+            "runner-up %": ["–" if math.isnan(v) else f"{100 * v:.1f}" for v in opt["runner_up_value"]],
+            "margin (points)": ["–" if math.isnan(m) else f"{100 * m:+.1f}{'*' if s else ''}"
+                                for m, s in zip(opt["margin"], opt["separated"])],
+        }  # fmt: skip
+    )
+    return html_table(shown, numeric={"budget", "accuracy %", "runner-up %", "margin (points)"}, cls="optimal")
+
+
+def build_report(
+    df: pd.DataFrame, limits: DrillLimits | None = None, title: str = "tteval report", skipped: Sequence[str] = ()
+) -> str:
+    """The whole report page as one HTML string, from collect_runs() rows."""
+    from tteval import __version__
+    from tteval.leaderboard import compute_optimal, display_frame, leaderboard_frame
+    from tteval.plots import scaling_svg
+
+    limits = limits or DrillLimits()
+    if df.empty:
+        raise TtevalError("no runs to report: no folders with run.json and metrics.json")
+    board = leaderboard_frame(df, budget="max")
+    folders = list(dict.fromkeys(df["path"]))
+    run_index = {p: i for i, p in enumerate(folders)}
+    generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    flops_known = bool(np.isfinite(df["flops"].to_numpy(dtype=float)).any())
+    axes = ["samples", "tokens"] + (["flops"] if flops_known else [])
+    parts = [
+        "<!DOCTYPE html>",
+        "<html lang='en'><head><meta charset='utf-8'>",
+        f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f"<p class='muted'>{len(folders)} runs · {df['task'].nunique()} tasks · {df['model'].nunique()} models · "
+        f"generated {e(generated)} by tteval {e(__version__)}</p>",
+    ]
+    if skipped:
+        items = "".join(f"<li><code>{e(s)}</code></li>" for s in skipped)
+        parts.append(f"<div class='note'>Skipped run folders (missing or malformed files):<ul>{items}</ul></div>")
+    parts.append("<h2 id='leaderboard'>Leaderboard</h2>")
+    parts.append("<p class='muted'>Each run's curves at their largest budget. Accuracy in % with its 95% interval; "
+                 "pass@k is coverage (an oracle upper bound), not a deployable strategy.</p>")  # fmt: skip
+    shown = display_frame(board)
+    parts.append(html_table(shown, numeric={"budget", "accuracy % [95% CI]", "tokens/problem", "FLOPs/problem",
+                                            "wall time"}, cls="leaderboard"))  # fmt: skip
+    parts.append("<h2 id='plots'>Scaling plots</h2>")
+    for axis in axes:
+        parts.append(f"<div class='plot' id='plot-{axis}'>{scaling_svg(df, axis)}</div>")
+    if not flops_known:
+        parts.append("<p class='muted'>No FLOPs plot: parameter counts are unknown (pass --params).</p>")
+    parts.append("<h2 id='compute-optimal'>Compute-optimal strategy per budget</h2>")
+    parts.append("<p class='muted'>Oracle curves left out. Margin: best minus runner-up in percentage points; "
+                 "* when the 95% intervals do not overlap.</p>")  # fmt: skip
+    parts.append(_optimal_html(pd.concat([compute_optimal(df, a) for a in axes], ignore_index=True)))
+    parts.append("<h2 id='runs'>Runs</h2><ul>")
+    for p in folders:
+        r = df[df["path"] == p].iloc[0]
+        parts.append(f"<li><a href='#run-{run_index[p]}'>{e(r['task'])} · {e(r['model'])} · {e(r['run_id'])}</a></li>")
+    parts.append("</ul>")
+    for p in folders:
+        parts.append(run_section(run_index[p], Path(p), df[df["path"] == p], limits))
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(
+    df: pd.DataFrame, out: Path, limits: DrillLimits | None = None, title: str = "tteval report"
+) -> Path:
+    """Write the report page to `out` and return its path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    page = build_report(df, limits, title=title, skipped=df.attrs.get("skipped", ()))
+    out.write_text(page, encoding="utf-8")
+    return out

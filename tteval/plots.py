@@ -1,0 +1,139 @@
+"""Scaling plots: accuracy against budget on a log axis (samples k, tokens or FLOPs per problem).
+
+One panel per task, one line per strategy (per model and strategy when several models are present) with its
+95% interval as a band. Figures are built on matplotlib's object API, without pyplot or a GUI backend: PNGs are
+rendered by Agg and SVGs by the SVG backend, and no global backend is switched.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from tteval.errors import TtevalError
+
+AXES = {
+    "samples": ("budget", "samples per problem (k)", 2),
+    "tokens": ("tokens", "generated tokens per problem", 2),
+    "flops": ("flops", "FLOPs per problem (≈ 2 × params × tokens)", 10),
+}
+
+
+def _plain(text: str) -> str:
+    """Escape '$' so model-supplied names never start matplotlib mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _series_label(model: str, strategy: str, multi_model: bool) -> str:
+    return _plain(f"{model} · {strategy}" if multi_model else strategy)
+
+
+def _tick_label(x: float, _pos: object = None) -> str:
+    if x <= 0 or not math.isfinite(x):
+        return ""
+    if x >= 1e5:
+        return f"{x:.0e}".replace("e+0", "e").replace("e+", "e")
+    return f"{x:,.0f}" if x >= 1 else f"{x:g}"
+
+
+def scaling_figure(df: pd.DataFrame, axis: str = "samples") -> Figure:
+    """A figure of accuracy (%) against the chosen budget axis, one panel per task."""
+    from tteval.leaderboard import sweep_points
+
+    if axis not in AXES:
+        raise TtevalError(f"unknown plot axis '{axis}'; choose one of: {', '.join(AXES)}")
+    col, xlabel, base = AXES[axis]
+    pts = sweep_points(df)
+    tasks = sorted(pts["task"].unique()) or ["(no runs)"]
+    multi_model = pts["model"].nunique() > 1
+    series = sorted({(m, s) for m, s in zip(pts["model"], pts["strategy"])}, key=lambda ms: (ms[1], ms[0]))
+    cmap = mpl.colormaps["tab10"] if len(series) <= 10 else mpl.colormaps["tab20"]
+    colors = {ms: cmap(i % cmap.N) for i, ms in enumerate(series)}
+    fig = Figure(figsize=(1.0 + 4.4 * len(tasks), 4.6), layout="constrained")
+    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    handles: dict[str, object] = {}
+    for ax, task in zip(axes, tasks):
+        sub = pts[pts["task"] == task]
+        plotted = 0
+        for (model, strategy), g in sub.groupby(["model", "strategy"], sort=True):
+            g = g[np.isfinite(g[col].to_numpy(dtype=float)) & (g[col] > 0)].sort_values(col)
+            if g.empty:
+                continue
+            x = g[col].to_numpy(dtype=float)
+            y, lo, hi = (100 * g[c].to_numpy(dtype=float) for c in ("value", "lower", "upper"))
+            oracle = strategy.startswith("pass@")
+            color = colors[(model, strategy)]
+            label = _series_label(model, strategy, multi_model)
+            (line,) = ax.plot(x, y, marker="o", ms=4, lw=1.6, color=color, ls="--" if oracle else "-", label=label)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            if ok.sum() >= 2:
+                ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.08 if oracle else 0.18, lw=0)
+            elif ok.any():
+                ax.errorbar(x[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="none", ecolor=color, capsize=3)
+            handles.setdefault(label, line)
+            plotted += 1
+        ax.set_title(_plain(task))
+        ax.set_xlabel(xlabel)
+        ax.grid(True, which="major", alpha=0.3)
+        if plotted == 0:
+            why = "FLOPs unknown: pass --params or set model_params" if axis == "flops" else "no points"
+            ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center", color="0.4")
+            ax.set_xticks([])
+            continue
+        ax.set_xscale("log", base=base)
+        if axis == "samples":
+            ks = sorted(set(sub["budget"].astype(int)))
+            ax.set_xticks(ks)
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
+        elif axis == "tokens":
+            ax.xaxis.set_major_locator(LogLocator(base=2))
+            ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        lo_y, hi_y = ax.get_ylim()
+        ax.set_ylim(max(0.0, lo_y), min(100.0, hi_y) if hi_y > 0 else 1.0)
+    axes[0].set_ylabel("accuracy % (pass@k: coverage)")
+    if handles:
+        fig.legend(list(handles.values()), list(handles.keys()), loc="outside right center", fontsize="small",
+                   frameon=False)  # fmt: skip
+    fig.suptitle(f"accuracy vs {axis} budget (95% intervals)")
+    return fig
+
+
+def figure_bytes(fig: Figure, fmt: str, salt: str = "tteval") -> bytes:
+    """The figure encoded as PNG or SVG; SVG ids are salted so several plots can share one HTML page."""
+    buf = io.BytesIO()
+    with mpl.rc_context({"svg.hashsalt": salt, "svg.fonttype": "path"}):
+        metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+        fig.savefig(buf, format=fmt, dpi=110, metadata=metadata)
+    return buf.getvalue()
+
+
+def scaling_svg(df: pd.DataFrame, axis: str = "samples") -> str:
+    """The scaling figure as an inline <svg> element (no XML prolog, comments or metadata)."""
+    svg = figure_bytes(scaling_figure(df, axis), "svg", salt=f"tteval-{axis}").decode("utf-8")
+    svg = svg[svg.index("<svg") :]
+    svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
+    return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+
+
+def write_scaling_plots(df: pd.DataFrame, out_dir: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Write scaling_{samples,tokens,flops}.{png,svg} into out_dir and return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for axis in AXES:
+        fig = scaling_figure(df, axis)
+        for fmt in formats:
+            path = out_dir / f"scaling_{axis}.{fmt}"
+            path.write_bytes(figure_bytes(fig, fmt, salt=f"tteval-{axis}"))
+            paths.append(path)
+    return paths
