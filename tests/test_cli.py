@@ -70,7 +70,7 @@ def test_rerun_is_a_noop_resume(tmp_path):
 
 
 def test_help_explains_every_command():
-    for cmd in ("run", "score", "tasks"):
+    for cmd in ("run", "score", "tasks", "leaderboard", "sweep", "report"):
         r = tteval(cmd, "--help")
         assert r.returncode == 0 and "Usage" in r.stdout and len(r.stdout) > 300
 

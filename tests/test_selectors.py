@@ -1,126 +1,250 @@
-"""Selectors on hand-built pools where the right choice is known: self-consistency, best-of-N, RPC."""
+"""Selectors (self-consistency, weighted vote, best-of-N, PRM step aggregation) on hand-built pools whose right
+answer is known, plus brute-force checks of the toy values in ALGORITHMS.md §5.4-5.5."""
+
+from __future__ import annotations
+
+import itertools
+import math
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tteval.strategies.best_of_n import aggregate_steps, best_of_n, weighted_best_of_n
-from tteval.strategies.pool import Pool
-from tteval.strategies.rpc import perplexity_consistency, ppl_select, prune_rule, reasoning_pruning, rpc_confidence
-from tteval.strategies.self_consistency import majority_vote, weighted_vote
 from tteval.errors import TtevalError
+from tteval.strategies.best_of_n import aggregate_steps, best_of_n, weighted_best_of_n
+from tteval.strategies.pool import Pool, class_correct, indices
+from tteval.strategies.rpc import perplexity_consistency, ppl_select
+from tteval.strategies.self_consistency import majority_vote, vote_shares, weighted_vote
 
-ALL = np.arange
+pytestmark = pytest.mark.filterwarnings("error")
 
 
-def pool(answers, gold=0, **kw):
+def pool(answers, gold=0, **kw) -> Pool:
+    """A pool whose correct answer class is `gold` (class -1 is never correct)."""
     return Pool(answers=answers, correct=[a == gold for a in answers], **kw)
 
 
-def test_majority_picks_largest_class_and_splits_ties():
-    assert majority_vote(pool([0, 0, 1]), ALL(3)) == 1.0
-    assert majority_vote(pool([0, 0, 1, 1]), ALL(4)) == 0.5
-    assert majority_vote(pool([-1, -1, -1, 0]), ALL(4)) == 1.0  # invalid answers cannot win
-    assert majority_vote(pool([-1, -1]), ALL(2)) == 0.0
-    assert majority_vote(pool([1, 1, 0]), np.array([2])) == 1.0  # the subset is respected
+def mean_over_subsets(select, n: int, k: int) -> float:
+    """Exact expectation of a selector's credit over all k-subsets, by enumeration."""
+    subsets = list(itertools.combinations(range(n), k))
+    return math.fsum(select(np.array(s)) for s in subsets) / len(subsets)
 
 
-def test_weighted_vote_can_overrule_the_majority():
-    p = pool([0, 1, 1])
-    assert majority_vote(p, ALL(3)) == 0.0
-    assert weighted_vote(p, ALL(3), np.array([0.9, 0.2, 0.3])) == 1.0
-    assert weighted_best_of_n(p, ALL(3), np.array([0.9, 0.2, 0.3])) == 1.0
+# --- self-consistency --------------------------------------------------------------------------------------------
 
 
-def test_best_of_n_takes_highest_reward_and_splits_ties():
-    p = pool([0, 1, 0])
-    assert best_of_n(p, ALL(3), np.array([0.2, 0.9, 0.1])) == 0.0
-    assert best_of_n(p, ALL(3), np.array([0.9, 0.9, 0.1])) == 0.5
+def test_majority_vote_picks_the_largest_class():
+    assert majority_vote(pool([0, 0, 0, 1, 1], gold=0)) == 1.0
+    assert majority_vote(pool([0, 0, 0, 1, 1], gold=1)) == 0.0
+    assert majority_vote(pool([2, 1, 2, 0, 2, 1], gold=2)) == 1.0
 
 
-def test_step_aggregation():
+def test_majority_vote_splits_ties_evenly():
+    assert majority_vote(pool([0, 0, 1, 1], gold=0)) == 0.5
+    assert majority_vote(pool([0, 1, 2], gold=2)) == pytest.approx(1 / 3)
+    assert majority_vote(pool([0, 1, 2], gold=5)) == 0.0
+
+
+def test_invalid_answers_never_win():
+    assert majority_vote(pool([-1, -1, -1, 1], gold=1)) == 1.0
+    assert majority_vote(pool([-1, -1, 0, 0, 1], gold=1)) == 0.0  # the -1s are ignored, class 0 wins
+    assert majority_vote(pool([-1, -1], gold=0)) == 0.0  # all invalid: credit 0
+    w = np.array([100.0, 100.0, 0.1])
+    assert weighted_vote(pool([-1, -1, 3], gold=3), None, w) == 1.0
+    # a grader may pass a candidate whose class is -1 (e.g. no behaviour class computed): it still never wins a vote
+    p = Pool(answers=[-1, -1], correct=[True, True])
+    assert majority_vote(p) == 0.0 and class_correct(p) == {-1: False}
+
+
+def test_majority_vote_toy_from_the_maj_at_k_notes():
+    # ALGORITHMS.md §5.5: answers (a, a, b), gold a, k = 2 -> 2/3 (two of three pairs contain both a's; the
+    # {a, b} pairs tie and earn 1/2 each: (1 + 1/2 + 1/2) / 3)
+    p = pool([0, 0, 1], gold=0)
+    assert mean_over_subsets(lambda ix: majority_vote(p, ix), 3, 2) == pytest.approx(2 / 3)
+
+
+def test_vote_shares_are_the_vote_fractions():
+    assert vote_shares(pool([0, 0, 1, -1])) == {-1: 0.25, 0: 0.5, 1: 0.25}
+
+
+# --- weighted vote / weighted best-of-N ----------------------------------------------------------------------------
+
+
+def test_weighted_vote_overrules_the_majority_when_rewards_favour_the_minority():
+    p = pool([0, 1, 1], gold=0, rewards={"orm": [0.9, 0.2, 0.3]})
+    assert majority_vote(p) == 0.0
+    assert weighted_vote(p, None, [0.9, 0.2, 0.3]) == 1.0
+    assert weighted_vote(p, None, "orm") == 1.0
+    assert weighted_best_of_n(p, None, "orm") == 1.0
+    assert weighted_vote(p, None, [0.9, 0.5, 0.5]) == 0.0  # 1.0 for class 1 beats 0.9
+
+
+def test_weighted_vote_splits_ties_and_equal_weights_reduce_to_majority():
+    p = pool([0, 1, 1, 2], gold=1)
+    assert weighted_vote(p, None, [0.5, 0.25, 0.25, 0.0]) == 0.5  # classes 0 and 1 tie at 0.5
+    assert weighted_vote(p, None, np.full(4, 0.7)) == majority_vote(p) == 1.0
+    assert weighted_vote(p, None, np.zeros(4)) == pytest.approx(1 / 3)  # every valid class ties at 0
+
+
+def test_weighted_vote_rejects_negative_weights_and_unknown_names():
+    p = pool([0, 1])
+    with pytest.raises(TtevalError, match="non-negative"):
+        weighted_vote(p, None, [0.5, -0.1])
+    with pytest.raises(TtevalError, match="no reward named 'prm'"):
+        weighted_vote(p, None, "prm")
+
+
+# --- best-of-N -----------------------------------------------------------------------------------------------------
+
+
+def test_best_of_n_picks_the_highest_reward():
+    p = Pool(answers=[0, 1, 0], correct=[False, True, False], rewards={"rm": [0.2, 0.9, 0.1]})
+    assert best_of_n(p, None, "rm") == 1.0
+    assert best_of_n(p, None, [0.95, 0.9, 0.1]) == 0.0
+
+
+def test_best_of_n_splits_ties_and_matches_the_exact_toy_values():
+    # ALGORITHMS.md §5.4: scores (0.9, 0.9, 0.1), correct (1, 0, 1): k = 1 -> 2/3, k = 2 -> 1/2, k = 3 -> 1/2
+    p = Pool(answers=[0, 1, 0], correct=[True, False, True], rewards={"rm": [0.9, 0.9, 0.1]})
+    assert best_of_n(p, None, "rm") == 0.5
+    for k, want in ((1, 2 / 3), (2, 1 / 2), (3, 1 / 2)):
+        assert mean_over_subsets(lambda ix: best_of_n(p, ix, "rm"), 3, k) == pytest.approx(want)
+
+
+def test_best_of_n_can_demote_invalid_answers():
+    p = Pool(answers=[-1, 2], correct=[False, True], rewards={"rm": [0.8, 0.3]})
+    assert best_of_n(p, None, "rm") == 0.0
+    assert best_of_n(p, None, "rm", invalid_reward=0.0) == 1.0
+
+
+# --- PRM step aggregation ------------------------------------------------------------------------------------------
+
+
+def test_step_aggregation_values():
     s = [0.9, 0.5, 0.8]
-    assert aggregate_steps(s, "last") == 0.8 and aggregate_steps(s, "min") == 0.5
-    assert aggregate_steps(s, "prod") == pytest.approx(0.36) and aggregate_steps(s, "mean") == pytest.approx(2.2 / 3)
-    with pytest.raises(TtevalError):
-        aggregate_steps(s, "median")
+    assert aggregate_steps(s, "last") == 0.8
+    assert aggregate_steps(s) == 0.8  # search-and-learn's default
+    assert aggregate_steps(s, "min") == 0.5
+    assert aggregate_steps(s, "prod") == pytest.approx(0.36)
+    assert aggregate_steps(s, "mean") == pytest.approx(2.2 / 3)
+    assert aggregate_steps([0.7], "prod") == 0.7
 
 
-def test_pool_validates_lengths():
-    with pytest.raises(TtevalError, match="mean_logprob"):
-        Pool(answers=[0, 1], correct=[True, False], mean_logprob=[0.0])
+def test_step_aggregation_rejects_bad_input():
+    with pytest.raises(TtevalError, match="unknown step aggregation"):
+        aggregate_steps([0.5], "median")
+    with pytest.raises(TtevalError, match="empty"):
+        aggregate_steps([], "min")
+    with pytest.raises(TtevalError, match="finite"):
+        aggregate_steps([0.5, float("nan")], "mean")
 
 
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(0, 3), min_size=1, max_size=10), st.randoms())
-def test_selectors_do_not_depend_on_candidate_order(answers, rnd):
-    rewards = np.linspace(0.1, 0.9, len(answers))
-    perm = list(range(len(answers)))
+# --- subsets, order, validation ------------------------------------------------------------------------------------
+
+
+def test_the_index_subset_is_respected():
+    rewards = {"rm": [0.6, 0.5, 0.1, 0.2, 0.99]}
+    p = pool([1, 1, 0, 0, 0], gold=1, mean_logprob=np.log([0.5, 0.6, 0.9, 0.9, 0.9]), rewards=rewards)
+    assert majority_vote(p) == 0.0
+    assert majority_vote(p, [0, 1, 2]) == 1.0
+    assert majority_vote(p, np.array([2])) == 0.0
+    assert best_of_n(p, None, "rm") == 0.0
+    assert best_of_n(p, [0, 1, 2, 3], "rm") == 1.0
+    assert weighted_vote(p, [0, 3], "rm") == 1.0
+    assert ppl_select(p, [0, 1]) == 1.0 and ppl_select(p) == 0.0
+
+
+def test_pool_take_permutes_every_field():
+    p = Pool(answers=[0, 1, 2], correct=[True, False, False], mean_logprob=[-0.1, -0.2, -0.3],
+             completions=["a", "b", "c"], rewards={"rm": [0.1, 0.2, 0.3]}, num_tokens=[5, 6, 7])  # fmt: skip
+    q = p.take([2, 0])
+    assert q.answers.tolist() == [2, 0] and q.correct.tolist() == [False, True]
+    assert q.mean_logprob.tolist() == [-0.3, -0.1] and q.completions == ["c", "a"]
+    assert q.rewards["rm"].tolist() == [0.3, 0.1] and q.num_tokens.tolist() == [7, 5]
+
+
+@st.composite
+def pools(draw):
+    """Random pools with few classes and coarse rewards/logprobs, so that ties are frequent."""
+    n = draw(st.integers(1, 9))
+    answers = draw(st.lists(st.integers(-1, 3), min_size=n, max_size=n))
+    gold = draw(st.integers(0, 3))
+    grid = st.sampled_from([0.0, 0.1, 0.2, 0.3, 0.5, 0.9])
+    rewards = draw(st.lists(grid, min_size=n, max_size=n))
+    mlp = draw(st.lists(st.sampled_from([-0.1, -0.5, -1.0, -2.0]), min_size=n, max_size=n))
+    texts = draw(st.lists(st.sampled_from(["x", "y", "z", "w"]), min_size=n, max_size=n))
+    texts = [f"{a}:{t}" for a, t in zip(answers, texts)]  # the same text always carries the same answer
+    mlp_by_text = {t: m for t, m in zip(texts, mlp)}  # ...and the same log-probability
+    return pool(answers, gold=gold, rewards={"rm": rewards}, completions=texts,
+                mean_logprob=[mlp_by_text[t] for t in texts])  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None)
+@given(pools(), st.randoms(use_true_random=False))
+def test_selectors_do_not_depend_on_candidate_order(p, rnd):
+    perm = list(range(len(p)))
     rnd.shuffle(perm)
-    a, b = pool(answers), pool([answers[i] for i in perm])
-    assert majority_vote(a, ALL(len(answers))) == majority_vote(b, ALL(len(answers)))
-    assert best_of_n(a, ALL(len(answers)), rewards) == best_of_n(b, ALL(len(answers)), rewards[perm])
+    q = p.take(perm)
+    assert majority_vote(q) == majority_vote(p)
+    assert weighted_vote(q, None, "rm") == weighted_vote(p, None, "rm")
+    assert best_of_n(q, None, "rm") == best_of_n(p, None, "rm")
+    assert ppl_select(q) == ppl_select(p)
+    assert perplexity_consistency(q, prune=False) == perplexity_consistency(p, prune=False)
+    assert perplexity_consistency(q, prune=False, dedup=False) == perplexity_consistency(p, prune=False, dedup=False)
 
 
-def logp(p):
-    return np.log(np.asarray(p, dtype=float))
+@settings(max_examples=60, deadline=None)
+@given(pools())
+def test_credits_are_probabilities_and_unanimous_correct_pools_score_one(p):
+    for value in (majority_vote(p), weighted_vote(p, None, "rm"), best_of_n(p, None, "rm"), ppl_select(p)):
+        assert 0.0 <= value <= 1.0
+    unanimous = pool([2] * len(p), gold=2, rewards={"rm": p.rewards["rm"]})
+    assert majority_vote(unanimous) == weighted_vote(unanimous, None, "rm") == best_of_n(unanimous, None, "rm") == 1.0
 
 
-def test_rpc_framework_figure_toy():
-    # after pruning: green {0.45, 0.55}, pentagon {0.85}, yellow {0.80, 0.80 with identical text}
-    p = pool([0, 0, 1, 2, 2], gold=0, mean_logprob=logp([0.45, 0.55, 0.85, 0.80, 0.80]),
-             completions=["g1", "g2", "p", "y", "y"])  # fmt: skip
-    conf = rpc_confidence(p, ALL(5), prune=False)
-    assert conf[0] == pytest.approx(1.00 / 2.65) and conf[1] == pytest.approx(0.85 / 2.65)
-    assert conf[2] == pytest.approx(0.80 / 2.65)
-    assert perplexity_consistency(p, ALL(5), prune=False) == 1.0
-    no_dedup = rpc_confidence(p, ALL(5), prune=False, dedup=False)
-    assert no_dedup[2] == pytest.approx(1.60 / 3.45)
+def test_pool_validation():
+    with pytest.raises(TtevalError, match="mean_logprob has 1 entries but there are 2 answers"):
+        Pool(answers=[0, 1], correct=[True, False], mean_logprob=[0.0])
+    with pytest.raises(TtevalError, match="correct"):
+        Pool(answers=[0, 1], correct=[True])
+    with pytest.raises(TtevalError, match="completions"):
+        Pool(answers=[0, 1], correct=[True, False], completions=["a"])
+    with pytest.raises(TtevalError, match="rewards\\['rm'\\]"):
+        Pool(answers=[0, 1], correct=[True, False], rewards={"rm": [0.1, 0.2, 0.3]})
+    with pytest.raises(TtevalError, match="num_tokens"):
+        Pool(answers=[0, 1], correct=[True, False], num_tokens=[3])
+    with pytest.raises(TtevalError, match="NaN"):
+        Pool(answers=[0, 1], correct=[True, False], rewards={"rm": [0.1, float("nan")]})
+    with pytest.raises(TtevalError, match=">= 0, or -1"):
+        Pool(answers=[-2, 1], correct=[False, False])
+    with pytest.raises(TtevalError, match="<= 0"):
+        Pool(answers=[0], correct=[True], mean_logprob=[0.5])
+    p = pool([0, 1])
+    with pytest.raises(TtevalError, match="out of range"):
+        majority_vote(p, [0, 2])
+    with pytest.raises(TtevalError, match="at least one"):
+        majority_vote(p, np.array([], dtype=int))
+    with pytest.raises(TtevalError, match="integer"):
+        majority_vote(p, np.array([0.5]))
 
 
-def test_rpc_prefers_more_probability_mass_when_votes_tie():
-    p = pool([0, 0, 1, 1], gold=1, mean_logprob=logp([0.3, 0.35, 0.7, 0.75]), completions=list("abcd"))
-    assert majority_vote(p, ALL(4)) == 0.5
-    assert perplexity_consistency(p, ALL(4), prune=False) == 1.0
+def test_class_correct_maps_each_class():
+    p = Pool(answers=[3, -1, 0, 3], correct=[True, False, False, True])
+    assert class_correct(p) == {-1: False, 0: False, 3: True}
+    assert indices(p, None).tolist() == [0, 1, 2, 3]
 
 
-def test_pruning_drops_the_low_probability_cluster():
-    rng = np.random.default_rng(0)
-    probs = np.concatenate([rng.uniform(0.85, 0.95, 12), rng.uniform(0.15, 0.25, 6)])
-    keep = reasoning_pruning(probs)
-    assert keep[:12].all() and not keep[12:].any()
+def test_selectors_averaged_over_all_subsets_match_the_exact_estimators():
+    # enumerating every k-subset of the selector's credit must give tteval.estimators' exact maj@k and bon@k
+    from tteval.estimators import best_of_k, maj_at_k
 
-
-def test_pruning_lets_the_high_probability_answer_win():
-    probs = np.array([0.9] * 5 + [0.2] * 25)
-    p = pool([0] * 5 + [1] * 25, gold=0, mean_logprob=logp(probs), completions=[str(i) for i in range(30)])
-    assert majority_vote(p, ALL(30)) == 0.0
-    assert perplexity_consistency(p, ALL(30), prune=False) == 0.0  # 25 x 0.2 = 5.0 > 5 x 0.9 = 4.5
-    assert perplexity_consistency(p, ALL(30), prune=True) == 1.0
-
-
-def test_nothing_is_pruned_in_degenerate_pools():
-    assert reasoning_pruning(np.array([0.4])).all()
-    assert reasoning_pruning(np.full(6, 0.5)).all()
-    keep = reasoning_pruning(np.array([1.0, 1.0, 1e-12, 0.5, 0.99]))
-    assert keep.dtype == bool and keep[0] and keep[1]
-
-
-def test_a_low_component_path_above_the_mean_is_kept():
-    p = np.array([0.9, 0.8, 0.1, 0.7])  # mean 0.625
-    low = np.array([0.0, 0.0, 1.0, 1.0])  # the last two are better explained by the low component
-    high = np.array([1.0, 1.0, 0.0, 0.0])
-    assert prune_rule(p, low, high).tolist() == [False, False, True, False]
-
-
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.integers(-1, 3), min_size=1, max_size=10))
-def test_pc_without_pruning_and_equal_probabilities_is_self_consistency(answers):
-    p = pool(answers, mean_logprob=np.full(len(answers), -0.5), completions=[str(i) for i in range(len(answers))])
-    assert perplexity_consistency(p, ALL(len(answers)), prune=False) == majority_vote(p, ALL(len(answers)))
-
-
-def test_ppl_picks_the_most_probable_path():
-    p = pool([1, 0, 1], mean_logprob=logp([0.2, 0.9, 0.3]))
-    assert ppl_select(p, ALL(3)) == 1.0
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        n = int(rng.integers(1, 8))
+        k = int(rng.integers(1, n + 1))
+        answers = rng.integers(-1, 3, n)
+        p = pool(answers, gold=int(rng.integers(0, 3)), rewards={"rm": rng.choice([0.1, 0.5, 0.9], n)})
+        assert mean_over_subsets(lambda ix: majority_vote(p, ix), n, k) == pytest.approx(maj_at_k(answers, p.correct, k))
+        bon = mean_over_subsets(lambda ix: best_of_n(p, ix, "rm"), n, k)
+        assert bon == pytest.approx(best_of_k(p.rewards["rm"], p.correct, k))

@@ -1,266 +1,739 @@
-"""Unbiased estimators of strategy@k from one pool of n >= k samples, and confidence intervals over problems.
+"""Unbiased estimators of strategy@k from one pool of n >= k samples per problem, and intervals over problems.
 
-All functions are pure numpy. Per-problem functions take one problem's arrays; task-level numbers are means over
-problems with `summarize` giving the interval.
+Everything here is a pure function on numpy arrays. Per-problem functions take one problem's arrays and return
+that problem's value (or its curve over several k); a task-level number is the mean over problems, and
+`summarize` gives it with a boundary-aware interval. Formulas and sources are in each docstring; the notes are
+/work/shared/peers/ALGORITHMS.md sections 4 and 5.
+
+Conventions: k > n is an error (no unbiased estimate exists from n < k samples); an expectation "over k-subsets"
+means over the C(n, k) subsets of the pool drawn uniformly without replacement; ties are split evenly.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import gammaln, xlog1py, xlogy
+from scipy.stats import beta, norm
 
 from tteval.errors import TtevalError
 
-
-def comb_ratio(a: np.ndarray | int, k: int, n: np.ndarray | int) -> np.ndarray:
-    """C(a, k) / C(n, k) = prod_{i<k} (a-i)/(n-i) for 0 <= a <= n (0 when a < k), as a sum of logs: stable for
-    n in the thousands, where the binomials themselves overflow."""
-    a = np.asarray(a, dtype=float)
-    n = np.asarray(n, dtype=float)
-    i = np.arange(k, dtype=float).reshape((k,) + (1,) * np.broadcast(a, n).ndim)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.clip((a - i) / (n - i), 0.0, None)
-        logs = np.log(terms)
-    return np.where(a >= k, np.exp(logs.sum(axis=0)), 0.0)
+# Largest number of float64 cells a temporary array may take before work is split into chunks (32 MiB).
+_CHUNK_CELLS = 1 << 22
 
 
-def _check_k(n: np.ndarray | int, k: int) -> None:
+# --------------------------------------------------------------------------------------------- validation
+
+
+def _int_array(x: object, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.dtype.kind == "b" or a.dtype.kind not in "iuf":
+        raise TtevalError(f"{name} must be integers, got {a.dtype}")
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or np.any(a != np.round(a)):
+            raise TtevalError(f"{name} must be whole numbers")
+        a = a.astype(np.int64)
+    return a.astype(np.int64, copy=False)
+
+
+def _check_k(k: object, n: int) -> int:
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TtevalError(f"k must be an integer, got {k!r}")
+    k = int(k)
     if k < 1:
         raise TtevalError(f"k must be at least 1, got {k}")
-    if np.any(np.asarray(n) < k):
-        raise TtevalError(f"k={k} exceeds the number of samples n={int(np.min(n))}: no unbiased estimate exists")
+    if k > n:
+        raise TtevalError(f"k={k} exceeds the number of samples n={n}: no unbiased estimate exists")
+    return k
+
+
+def _check_ks(ks: Sequence[int], n: int) -> np.ndarray:
+    arr = np.atleast_1d(np.asarray(ks))
+    if arr.size == 0:
+        raise TtevalError("ks must name at least one k")
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        return np.array([_check_k(k, n) for k in arr.reshape(-1).tolist()], dtype=np.int64)
+    if arr.min() < 1 or arr.max() > n:
+        _check_k(int(arr.min()) if arr.min() < 1 else int(arr.max()), n)
+    return arr.astype(np.int64)
+
+
+def _vector(x: object, name: str, allow_inf: bool = False) -> np.ndarray:
+    a = np.asarray(x, dtype=float)
+    if a.ndim != 1:
+        raise TtevalError(f"{name} must be a 1-D array, got shape {a.shape}")
+    if a.size == 0:
+        raise TtevalError(f"{name} is empty")
+    bad = np.isnan(a) if allow_inf else ~np.isfinite(a)
+    if np.any(bad):
+        raise TtevalError(f"{name} holds {'NaN' if allow_inf else 'non-finite'} values")
+    return a
+
+
+def _pair(x: object, y: object, xname: str, yname: str, allow_inf: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    a = _vector(x, xname, allow_inf)
+    b = _vector(y, yname)
+    if a.shape != b.shape:
+        raise TtevalError(f"{xname} and {yname} differ in length ({a.size} vs {b.size})")
+    return a, b
+
+
+# ---------------------------------------------------------------------------------------------- pass@k
 
 
 def pass_at_k(n: np.ndarray | int, c: np.ndarray | int, k: int) -> np.ndarray:
-    """pass@k = 1 - C(n-c, k) / C(n, k) per problem (Chen et al. 2021, "Evaluating Large Language Models Trained
-    on Code"); 1 when n - c < k. Vectorised over arrays n, c; k > n is an error."""
-    n, c = np.asarray(n), np.asarray(c)
-    _check_k(n, k)
-    return 1.0 - comb_ratio(n - c, k, n)
+    """Unbiased pass@k per problem: 1 - C(n-c, k) / C(n, k), and 1 when n - c < k.
+
+    Chen et al. 2021, "Evaluating Large Language Models Trained on Code" (openai/human-eval
+    `estimate_pass_at_k`). Computed as a product of factors in (0, 1], never with binomials:
+    1 - prod_{i=n-c+1}^{n} (1 - k/i)  (c factors), or the equal 1 - prod_{t=0}^{k-1} (1 - c/(n-t)) (k factors),
+    whichever is shorter; exact to ~1e-15 for n in the thousands. Vectorised over arrays n and c (broadcast);
+    returns an array of their shape. k > n for any problem raises TtevalError.
+    """
+    n_arr, c_arr = np.broadcast_arrays(_int_array(n, "n"), _int_array(c, "c"))
+    if n_arr.size == 0:
+        return np.zeros(n_arr.shape)
+    if np.any(c_arr < 0) or np.any(c_arr > n_arr):
+        raise TtevalError("pass_at_k needs 0 <= c <= n for every problem")
+    k = _check_k(k, int(n_arr.min()))
+    out = np.ones(n_arr.shape)
+    live = (n_arr - c_arr) >= k
+    nl, cl = n_arr[live].astype(float), c_arr[live].astype(float)
+    terms = np.minimum(cl, k).astype(np.int64)
+    if nl.size:
+        width = max(int(terms.max()), 1)
+        rows = max(1, _CHUNK_CELLS // width)
+        res = np.empty(nl.size)
+        for lo in range(0, nl.size, rows):
+            sl = slice(lo, lo + rows)
+            res[sl] = _miss_probability(nl[sl], cl[sl], terms[sl], k, width)
+        out[live] = 1.0 - res
+    return out
 
 
-def pass_at_k_curve(n: np.ndarray, c: np.ndarray, ks: Sequence[int]) -> np.ndarray:
-    """pass@k for each k in ks: shape (len(ks), problems)."""
-    return np.stack([pass_at_k(n, c, k) for k in ks])
+def _miss_probability(n: np.ndarray, c: np.ndarray, terms: np.ndarray, k: int, width: int) -> np.ndarray:
+    """C(n-c, k)/C(n, k) as a product of `terms` factors per row (c-factor or k-factor form)."""
+    t = np.arange(width, dtype=float)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        by_c = 1.0 - k / (n[:, None] - c[:, None] + 1.0 + t)  # i = n-c+1+t
+        by_k = 1.0 - c[:, None] / (n[:, None] - t)
+    fac = np.where((c <= k)[:, None], by_c, by_k)
+    fac = np.where(t < terms[:, None], fac, 1.0)
+    return np.prod(fac, axis=1)
 
 
-def _rank_weights(n: int, k: int) -> np.ndarray:
-    """w_r = C(r-1, k-1) / C(n, k) for ranks r = 1..n (ascending), by ENAMEL's backward recurrence."""
-    w = np.zeros(n)
-    w[n - 1] = k / n
-    for r in range(n - 1, k - 1, -1):  # r is 1-based rank of w[r-1]
-        w[r - 1] = w[r] * (1 - (k - 1) / r)
+def pass_at_k_curve(n: np.ndarray | int, c: np.ndarray | int, ks: Sequence[int]) -> np.ndarray:
+    """pass@k for every k in ks: shape (len(ks), *broadcast shape of n and c), row i for ks[i]."""
+    n_arr = _int_array(n, "n")
+    n_min = int(n_arr.min()) if n_arr.size else 0
+    ks_arr = _check_ks(ks, n_min) if n_arr.size else np.asarray(ks)
+    return np.stack([pass_at_k(n, c, int(k)) for k in ks_arr])
+
+
+# ---------------------------------------------------------------------- order-statistic weights (eff, BoN)
+
+
+def _order_weights(n: int, ks: np.ndarray) -> np.ndarray:
+    """W[i, r-1] = C(r-1, k_i - 1) / C(n, k_i) for ascending ranks r = 1..n: the probability that the sample of
+    rank r is the maximum of a uniformly random k-subset. Built by ENAMEL's backward recurrence
+    w_n = k/n, w_r = w_{r+1} (1 - (k-1)/r) (a reversed cumulative product; no binomials, no overflow)."""
+    kk = ks.astype(float)[:, None]
+    s = np.arange(1, n, dtype=float)[None, :]
+    g = np.ones((len(ks), n))
+    g[:, : n - 1] = np.maximum(1.0 - (kk - 1.0) / s, 0.0)  # factor for r = s; zero once r < k
+    return (kk / n) * np.cumprod(g[:, ::-1], axis=1)[:, ::-1]
+
+
+@lru_cache(maxsize=64)
+def _cached_weights(n: int, ks: tuple[int, ...]) -> np.ndarray:
+    w = _order_weights(n, np.array(ks, dtype=np.int64))
+    w.setflags(write=False)
     return w
 
 
+def _order_sum(n: int, ks: np.ndarray, ascending: np.ndarray) -> np.ndarray:
+    """sum_r W[k, r] v_(r) for values sorted ascending (v: (n,) or (n, m)); chunked over k for large n."""
+    if len(ks) * n <= _CHUNK_CELLS // 4:
+        return _cached_weights(n, tuple(int(k) for k in ks)) @ ascending
+    rows = max(1, _CHUNK_CELLS // n)
+    return np.concatenate([_order_weights(n, ks[i : i + rows]) @ ascending for i in range(0, len(ks), rows)])
+
+
+# ----------------------------------------------------------------------------------------------- eff@k
+
+
 def eff_at_k(scores: Sequence[float], k: int) -> float:
-    """eff@k = E[max of k scores drawn without replacement] = sum_r C(r-1,k-1)/C(n,k) e_(r) over ascending scores
-    (Qiu et al., ICLR 2025, "How Efficient is LLM-Generated Code?", Rao-Blackwellised); equals pass@k on 0/1."""
-    e = np.sort(np.asarray(scores, dtype=float))
-    _check_k(len(e), k)
-    return float(_rank_weights(len(e), k) @ e)
+    """Unbiased eff@k = E[max of k samples' efficiency scores] for one problem (Rao-Blackwellised).
+
+    Qiu et al., ICLR 2025, "How Efficient is LLM-Generated Code? A Rigorous & High-Standard Benchmark"
+    (ENAMEL `enam/evaluate.py` `calc_eff_at_k`): sort e ascending, eff@k = sum_{r=k}^{n} C(r-1,k-1)/C(n,k) e_(r),
+    the exact mean of max over all C(n, k) subsets, with weights from the stable recurrence w_n = k/n,
+    w_r = w_{r+1} (1 - (k-1)/r). 0/1 scores give pass@k; k = 1 the mean, k = n the max. Scores are not clipped
+    (ENAMEL's scores can exceed 1).
+    """
+    e = np.sort(_vector(scores, "scores"))
+    k = _check_k(k, e.size)
+    return float(_order_sum(e.size, np.array([k]), e)[0])
 
 
 def eff_at_k_many(scores: Sequence[Sequence[float]], k: int) -> np.ndarray:
-    """eff@k per problem."""
-    return np.array([eff_at_k(s, k) for s in scores])
+    """eff@k per problem for a list of per-problem score vectors (pools may differ in size; k <= every n)."""
+    arrays = [np.sort(_vector(s, "scores")) for s in scores]
+    out = np.empty(len(arrays))
+    by_n: dict[int, list[int]] = {}
+    for i, a in enumerate(arrays):
+        by_n.setdefault(a.size, []).append(i)
+    for n, idx in by_n.items():
+        kk = _check_k(k, n)
+        out[idx] = _order_sum(n, np.array([kk]), np.stack([arrays[i] for i in idx], axis=1))[0]
+    return out
 
 
 def hodges_lehmann(times: Sequence[float]) -> float:
-    """Median of all Walsh averages (t_a + t_b)/2, a <= b (ENAMEL's per-test time estimator)."""
-    t = np.asarray(times, dtype=float)
-    i, j = np.triu_indices(len(t))
-    return float(np.median((t[i] + t[j]) / 2))
+    """Hodges-Lehmann location of repeated timings: median of all Walsh averages (t_a + t_b)/2 with a <= b
+    (diagonal included, so R runs give R(R+1)/2 averages). ENAMEL `calc_exec_time` (R = 6 runs per test)."""
+    t = _vector(times, "times")
+    i, j = np.triu_indices(t.size)
+    return float(np.median((t[i] + t[j]) / 2.0))
+
+
+def level_time(runs_per_test: Sequence[Sequence[float]]) -> float:
+    """A level's time t_l = max over its tests of the Hodges-Lehmann time of each test's repeated runs (ENAMEL)."""
+    if len(runs_per_test) == 0:
+        raise TtevalError("a level needs at least one test's timings")
+    return max(hodges_lehmann(runs) for runs in runs_per_test)
+
+
+def efficiency_time_limit(
+    ref_times_per_level: Sequence[float], hardness: Sequence[float] = (0, 3, 3, 4), factor: float = 2.0
+) -> float:
+    """ENAMEL's one time limit per problem: T = factor x max over timed levels (hardness > 0) of the reference
+    level time T*_l (factor alpha = 2, `timeout_factor`). Re-time the reference on the evaluation machine."""
+    ref = _vector(ref_times_per_level, "ref_times_per_level")
+    h = _vector(hardness, "hardness")
+    if ref.shape != h.shape:
+        raise TtevalError("ref_times_per_level and hardness must have one entry per level")
+    if not factor > 1:
+        raise TtevalError(f"the time-limit factor must exceed 1, got {factor!r}")
+    if not np.any(h > 0):
+        raise TtevalError("no timed level (every hardness is 0)")
+    return float(factor * ref[h > 0].max())
 
 
 def efficiency_score(
-    level_times: Sequence[float | None],
-    ref_level_times: Sequence[float],
+    times_per_level: Sequence[float | None],
+    ref_times_per_level: Sequence[float | None],
     time_limit: float,
     hardness: Sequence[float] = (0, 3, 3, 4),
+    timed_out_level: int | None = None,
     failed: bool = False,
 ) -> float:
-    """ENAMEL's per-sample efficiency: e_l = max(0, T - t_l) / (T - T*_l), weighted by hardness. A wrong answer
-    scores 0; a timeout at level l (t_l None) right-censors: levels l, l+1, ... score 0. Not clipped above 1.
-    Our reading: T is one limit per problem (alpha x the slowest reference level), level 0 only checks correctness."""
-    if failed or (level_times and level_times[0] is None and hardness[0] == 0 and len(level_times) == 1):
+    """ENAMEL's per-sample efficiency score e_i = sum_l h_l e_l / sum_l h_l, e_l = max(0, T - t_l) / (T - T*_l).
+
+    Source: ENAMEL `enam/evaluate.py` (`calc_eff`, `Evaluator.evaluate1`), ALGORITHMS.md section 4.2. Our reading:
+    * `times_per_level[l]` is t_l (max over the level's tests of each test's Hodges-Lehmann time, `level_time`);
+      `ref_times_per_level[l]` is the reference's T*_l timed the same way; `time_limit` is the problem's one T
+      (`efficiency_time_limit`, alpha x the slowest timed reference level), the same for every level.
+    * `failed` (wrong output or an exception at any executed test) scores 0.
+    * A timeout at level l right-censors: levels l, l+1, ... score 0 and their times are ignored. A timeout at
+      level 0 (the untimed correctness level) is a failure (score 0); at a timed level the sample still counts as
+      passed for pass@k (the caller's bookkeeping; this function only scores efficiency).
+    * Levels with h_l = 0 do not enter the score; their time may be None. Faster than the reference gives
+      e_l > 1, which is kept (not clipped above); slower than T gives 0.
+    """
+    h = _vector(hardness, "hardness")
+    if np.any(h < 0) or h.sum() <= 0:
+        raise TtevalError("hardness weights must be non-negative with a positive sum")
+    if len(times_per_level) != h.size or len(ref_times_per_level) != h.size:
+        raise TtevalError(f"need one time and one reference time per level ({h.size} levels)")
+    if not (math.isfinite(time_limit) and time_limit > 0):
+        raise TtevalError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
+    stop = h.size if timed_out_level is None else int(timed_out_level)
+    if not 0 <= stop <= h.size:
+        raise TtevalError(f"timed_out_level must be a level index in 0..{h.size - 1}, got {timed_out_level}")
+    if failed or stop == 0:
         return 0.0
-    scores = []
-    censored = False
-    for t, ref in zip(level_times, ref_level_times):
-        if censored or t is None:
-            censored = True
-            scores.append(0.0)
-        else:
-            scores.append(max(0.0, time_limit - t) / max(time_limit - ref, 1e-12))
-    h = np.asarray(hardness[: len(scores)], dtype=float)
-    return float(np.dot(h, scores) / h.sum()) if h.sum() else 0.0
+    total = 0.0
+    for lvl in range(stop):
+        if h[lvl] == 0:
+            continue
+        t, ref = times_per_level[lvl], ref_times_per_level[lvl]
+        if t is None or ref is None or not (math.isfinite(t) and math.isfinite(ref)) or t < 0 or ref < 0:
+            raise TtevalError(f"level {lvl} needs finite non-negative times (pass timed_out_level={lvl} for a timeout)")
+        if time_limit <= ref:
+            raise TtevalError(f"time_limit {time_limit} must exceed the reference time {ref} of level {lvl}")
+        total += h[lvl] * max(0.0, time_limit - t) / (time_limit - ref)
+    return float(total / h.sum())
+
+
+# ------------------------------------------------------------------------------------------------ BoN@k
 
 
 def best_of_k(rewards: Sequence[float], correct: Sequence[float], k: int) -> float:
-    """Expected accuracy of the highest-reward candidate of a uniformly random k-subset, ties split evenly:
-    sum_j (c_j/m_j) [C(n-A_j, k) - C(n-A_j-m_j, k)] / C(n, k) over score groups j (A_j samples score higher)."""
+    """Exact expected utility of the highest-reward sample of a uniformly random k-subset, ties split evenly.
+
+    Tie-aware closed form (ALGORITHMS.md section 5.4; the exact form of GenRM's `verifier_at_k`, which averages 100
+    random tie-breaking shuffles, Singhi et al. 2025): with reward groups G_1 > G_2 > ... of sizes m_j, utility sums
+    c_j and A_j samples above group j, BoN@k = sum_j (c_j/m_j) [C(n-A_j, k) - C(n-A_j-m_j, k)] / C(n, k).
+    Since [C(a, k) - C(a-m, k)]/C(n, k) is the sum of the order weights C(r-1,k-1)/C(n,k) over the group's ranks,
+    this equals eff@k's weighted sum over samples sorted by reward with each utility replaced by its tie group's
+    mean: O(n log n), stable weights, no binomials. `correct` may be a float utility (e.g. in [0, 1]).
+    """
     return float(best_of_k_curve(rewards, correct, [k])[0])
 
 
 def best_of_k_curve(rewards: Sequence[float], correct: Sequence[float], ks: Sequence[int]) -> np.ndarray:
-    """best_of_k for every k in ks, sharing the O(n log n) grouping."""
-    r = np.asarray(rewards, dtype=float)
-    y = np.asarray(correct, dtype=float)
-    n = len(r)
-    values, inverse = np.unique(-r, return_inverse=True)  # groups in descending reward
-    m = np.bincount(inverse, minlength=len(values)).astype(float)
-    c = np.bincount(inverse, weights=y, minlength=len(values))
-    above = np.concatenate([[0.0], np.cumsum(m)[:-1]])
-    out = []
-    for k in ks:
-        _check_k(n, k)
-        p = comb_ratio(n - above, k, n) - comb_ratio(n - above - m, k, n)
-        out.append(float(np.sum(c / m * p)))
-    return np.array(out)
+    """best_of_k for every k in ks (one sort and grouping shared across k; weights cached per (n, ks))."""
+    r, y = _pair(rewards, correct, "rewards", "correct", allow_inf=True)
+    ks_arr = _check_ks(ks, r.size)
+    _, inv, counts = np.unique(r, return_inverse=True, return_counts=True)
+    group_mean = np.bincount(inv, weights=y) / counts
+    return _order_sum(r.size, ks_arr, np.repeat(group_mean, counts))
 
 
-def maj_at_k(answers: Sequence[int], correct: Sequence[bool], k: int) -> float:
+def best_of_k_many(rewards: Sequence[Sequence[float]], correct: Sequence[Sequence[float]], ks: Sequence[int]) -> np.ndarray:
+    """best_of_k_curve for each problem: shape (problems, len(ks))."""
+    return np.array([best_of_k_curve(r, y, ks) for r, y in zip(rewards, correct, strict=True)])
+
+
+# ------------------------------------------------------------------------------------------------ maj@k
+
+
+def _answer_classes(answers: object, correct: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(class index per sample or -1, class sizes, class utilities, number of invalid samples)."""
+    a = np.asarray(answers)
+    if a.ndim != 1 or a.size == 0:
+        raise TtevalError("answers must be a non-empty 1-D array of answer-class ids")
+    a = _int_array(a, "answers")
+    y = _vector(correct, "correct")
+    if y.shape != a.shape:
+        raise TtevalError(f"answers and correct differ in length ({a.size} vs {y.size})")
+    valid = a >= 0
+    labels, inv = np.unique(a[valid], return_inverse=True)
+    cls = np.full(a.size, -1, dtype=np.int64)
+    cls[valid] = inv
+    counts = np.bincount(inv, minlength=labels.size)
+    util = np.bincount(inv, weights=y[valid], minlength=labels.size) / np.maximum(counts, 1)
+    return cls, counts, util, int((~valid).sum())
+
+
+def maj_at_k(answers: Sequence[int], correct: Sequence[float], k: int) -> float:
     """Exact expected accuracy of majority voting over a uniformly random k-subset, ties broken uniformly.
-    `answers` are class ids (-1 = no answer: never wins; a subset of only invalid answers scores 0)."""
+
+    See `maj_at_k_curve` for the definition, rules and method (ALGORITHMS.md section 5.5).
+    """
     return float(maj_at_k_curve(answers, correct, [k])[0])
 
 
-def maj_at_k_curve(answers: Sequence[int], correct: Sequence[bool], ks: Sequence[int]) -> np.ndarray:
-    """maj@k for every k in ks by dynamic programming over answer classes (multivariate hypergeometric).
+def maj_at_k_curve(answers: Sequence[int], correct: Sequence[float], ks: Sequence[int]) -> np.ndarray:
+    """maj@k for every k in ks: the exact mean over all C(n, k) subsets of the majority vote's credit.
 
-    For a correct class g with m_g members and j of them drawn, the other k-j draws must give every other valid
-    class at most j votes; a draw with t other classes at exactly j votes wins with probability 1/(1+t). A DP over
-    the other classes counts the ways by (items drawn, t), for all k at once."""
-    a = np.asarray(answers)
-    y = np.asarray(correct, dtype=bool)
-    n = len(a)
-    for k in ks:
-        _check_k(n, k)
-    kmax = max(ks)
-    labels = sorted(set(int(x) for x in a if x >= 0))
-    counts = {lab: int(np.sum(a == lab)) for lab in labels}
-    good = [lab for lab in labels if y[a == lab].any()]
-    n_invalid = int(np.sum(a < 0))
-    totals = np.array([math.comb(n, k) for k in range(kmax + 1)], dtype=float)
-    result = np.zeros(kmax + 1)
-    for g in good:
-        others = [counts[lab] for lab in labels if lab != g]
-        for j in range(1, min(counts[g], kmax) + 1):
-            dp = np.zeros((kmax + 1, len(others) + 1))  # dp[s, t]
-            dp[0, 0] = 1.0
-            for mo in others:
-                new = np.zeros_like(dp)
-                for cnt in range(0, min(mo, j) + 1):
-                    w = math.comb(mo, cnt)
-                    if cnt == j:
-                        new[cnt:, 1:] += w * dp[: kmax + 1 - cnt, :-1]
-                    else:
-                        new[cnt:, :] += w * dp[: kmax + 1 - cnt, :]
-                dp = new
-            if n_invalid:
-                inv = np.array([math.comb(n_invalid, cnt) for cnt in range(kmax + 1)], dtype=float)
-                dp = np.stack([np.convolve(inv, dp[:, t])[: kmax + 1] for t in range(dp.shape[1])], axis=1)
-            ways = dp @ (1.0 / (1.0 + np.arange(dp.shape[1])))  # ways[s] for s other draws
-            for k in range(j, kmax + 1):
-                result[k] += math.comb(counts[g], j) * ways[k - j]
-    return np.array([result[k] / totals[k] for k in ks])
+    Rules: `answers` are answer-class ids; -1 (any negative id) is an invalid / missing answer, which takes a draw
+    but never votes, so it never wins; a subset of only invalid answers earns 0. The winning classes are those
+    with the most votes; a tie among t classes earns the mean of their utilities (uniform tie-break). A class's
+    utility is the mean of `correct` over its members in the pool (their shared correctness when, as usual, all
+    members agree), so several correct classes are fine.
+
+    Method (ours; ALGORITHMS.md section 5.5, multivariate hypergeometric): for a winning class g with exactly j
+    votes, every other class must draw <= j, and a draw with t others at exactly j pays 1/(1+t) = int_0^1 y^t dy.
+    With class generating functions F_c(x, y) = sum_{i<j} C(m_c, i) x^i + y C(m_c, j) x^j, classes with fewer
+    than j members (and the invalid ones) merged into (1+x)^r, the numerator of maj@k is
+    [x^k] sum_j int_0^1 sum_g u_g C(m_g, j) x^j prod_{c != g} F_c dy, divided by C(n, k). The y-integral is exact
+    by Gauss-Legendre with ceil(C/2) nodes (degree <= C-1 in y); the sum over g is a two-state DP ("winner seen
+    or not") over classes; all thresholds j are vectorised and every k up to max(ks) comes out of one pass.
+    Coefficients are tilted to binomial probabilities (C(m, i) -> C(m, i) p^i (1-p)^(m-i)) so they stay in [0, 1]
+    with no cancellation; p = 1/2 suffices up to n ~ 900 (for larger n the ks are split into bands with their
+    own p). Cost per problem ~ sum_c min(m_c, J)^2 * ceil(C/2) * max(ks) flops, J = largest utility class.
+    """
+    cls, counts, util, n_invalid = _answer_classes(answers, correct)
+    n = cls.size
+    ks_arr = _check_ks(ks, n)
+    out = np.zeros(ks_arr.size)
+    if not np.any(util != 0):
+        return out
+    for p, sel in _bands(n, tuple(ks_arr.tolist())):
+        kb = ks_arr[list(sel)]
+        kmax = int(kb.max())
+        num = _maj_numerator(counts, util, n_invalid, n, kmax, p)
+        out[list(sel)] = num[kb] / _pmf_table(n, kmax + 1, p)[n, kb]
+    return out
 
 
-def resampled_at_k(select: Callable[[np.ndarray], float], n: int, k: int, reps: int = 200, seed: int = 0) -> tuple[float, float]:
-    """Monte-Carlo strategy@k for any selector: mean credit over `reps` seeded random k-subsets and its standard
-    error (exact, with se 0, when k == n)."""
-    _check_k(n, k)
+def maj_at_k_many(answers: Sequence[Sequence[int]], correct: Sequence[Sequence[float]], ks: Sequence[int]) -> np.ndarray:
+    """maj_at_k_curve for each problem: shape (problems, len(ks))."""
+    return np.array([maj_at_k_curve(a, y, ks) for a, y in zip(answers, correct, strict=True)])
+
+
+_LOG_FLOOR = -650.0  # smallest log binomial probability a band may divide by (e^-650 ~ 1e-282, far from underflow)
+
+
+def _log_binom_pmf(k: np.ndarray, n: int, p: float) -> np.ndarray:
+    k = np.asarray(k, dtype=float)
+    return gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1) + xlogy(k, p) + xlog1py(n - k, -p)
+
+
+@lru_cache(maxsize=256)
+def _bands(n: int, ks: tuple[int, ...]) -> tuple[tuple[float, tuple[int, ...]], ...]:
+    """Split ks into bands sharing a tilt p such that every k's binomial probability C(n,k) p^k (1-p)^(n-k) is
+    >= e^-650; p = 1/2 covers all k up to n ~ 900. Returns ((p, indices into ks), ...)."""
+    karr = np.array(ks)
+    if np.all(_log_binom_pmf(karr, n, 0.5) >= _LOG_FLOOR):
+        return ((0.5, tuple(range(len(ks)))),)
+    left = sorted(range(len(ks)), key=lambda i: ks[i])
+    bands = []
+    while left:
+        p = ks[left[0]] / n
+        take = [i for i in left if _log_binom_pmf(np.array(ks[i]), n, p) >= _LOG_FLOOR]
+        bands.append((p, tuple(take)))
+        left = [i for i in left if i not in set(take)]
+    return tuple(bands)
+
+
+@lru_cache(maxsize=8)
+def _pmf_table(n: int, width: int, p: float) -> np.ndarray:
+    """T[m, d] = C(m, d) p^d (1-p)^(m-d) for m = 0..n, d < width (Pascal recurrence: convex combinations only)."""
+    t = np.zeros((n + 1, width))
+    t[0, 0] = 1.0
+    for m in range(1, n + 1):
+        t[m] = (1.0 - p) * t[m - 1]
+        t[m, 1:] += p * t[m - 1, :-1]
+    t.setflags(write=False)
+    return t
+
+
+@lru_cache(maxsize=64)
+def _gauss01(q: int) -> tuple[np.ndarray, np.ndarray]:
+    x, w = np.polynomial.legendre.leggauss(q)
+    return (x + 1.0) / 2.0, w / 2.0
+
+
+def _maj_numerator(counts: np.ndarray, util: np.ndarray, n_invalid: int, n: int, kmax: int, p: float) -> np.ndarray:
+    """Tilted numerator of maj@k for k = 0..kmax: sum over subsets of credit x p^k (1-p)^(n-k)."""
+    width = kmax + 1
+    table = _pmf_table(n, width, p)
+    wins = util != 0
+    big = int(counts[wins].max())
+    jmax = min(big, kmax)  # thresholds j = 1..jmax (winner's vote count)
+    nodes, weights = _gauss01(max(1, math.ceil(counts.size / 2)))
+    q = nodes.size
+    jobs = np.arange(1, jmax + 1)
+    # Samples outside every class that can reach j votes: invalid ones plus classes smaller than j.
+    sorted_counts = np.sort(counts)
+    below = np.concatenate([[0], np.cumsum(sorted_counts)])[np.searchsorted(sorted_counts, jobs, side="left")]
+    dp0 = np.repeat(table[n_invalid + below][:, None, :], q, axis=1)  # (J, Q, width): no winner yet
+    dp1: np.ndarray | None = None  # winner drawn (utility-weighted)
+    d = np.arange(width)
+
+    def shifted(x: np.ndarray, jc: int) -> np.ndarray:  # x * x^j for job j = 1..jc (one shift per job), truncated
+        rows, cols = x.shape[1], 2 * width
+        pad = np.zeros((jc, rows, cols))
+        pad[:, :, width:] = x
+        item = pad.itemsize  # job i reads pad[i, :, width - 1 - i + d]: a skewed strided view, no gather
+        view = np.lib.stride_tricks.as_strided(
+            pad.reshape(-1)[width - 1 :], shape=(jc, rows, width), strides=((rows * cols - 1) * item, cols * item, item)
+        )
+        return view.copy()
+
+    def times_class(x: np.ndarray, pm: np.ndarray, jc: int, ys: np.ndarray) -> np.ndarray:
+        # x * F_c per job j = 1..jc: sum_{i<j} pm[i] x^i + y pm[j] x^j, truncated at kmax.
+        if jc > _TOEPLITZ_MIN_JOBS and width <= _TOEPLITZ_MAX_WIDTH:  # few large ops: a masked Toeplitz matrix per job
+            out = np.matmul(x, _prefix_masks(width)[:jc] * pm[_lags(width)])
+        else:  # shift-and-add, one op per coefficient
+            out = pm[0] * x
+            for i in range(1, jc):
+                out[i:, :, i:] += pm[i] * x[i:, :, : width - i]
+        out += (pm[jobs[:jc]][:, None, None] * ys[None, :, None]) * shifted(x, jc)
+        return out
+
+    # Singleton classes that cannot win only matter at j = 1, where together they are sum_t Bin(t; r, p) y^t x^t.
+    lone = (counts == 1) & ~wins
+    r = int(lone.sum())
+    if r > 1:
+        kern = table[r][None, :] * nodes[:, None] ** np.minimum(d, r)[None, :]  # (Q, width)
+        dp0[0] = _rows_times(dp0[0], kern)
+    order = [c for c in np.flatnonzero(~wins & ~(lone if r > 1 else np.zeros_like(lone)))] + list(np.flatnonzero(wins))
+    for pos, c in enumerate(order):
+        m = int(counts[c])
+        jc = min(m, jmax)
+        pm = table[m]
+        last = pos == len(order) - 1
+        if not wins[c]:
+            if dp1 is None:
+                dp0[:jc] = times_class(dp0[:jc], pm, jc, nodes)
+            else:
+                both = times_class(np.concatenate([dp0[:jc], dp1[:jc]], axis=1), pm, jc, np.tile(nodes, 2))
+                dp0[:jc], dp1[:jc] = both[:, :q], both[:, q:]
+            continue
+        gain = (util[c] * pm[jobs[:jc]])[:, None, None] * shifted(dp0[:jc], jc)
+        if dp1 is None:
+            dp1 = np.zeros_like(dp0)
+            if not last:
+                dp0[:jc] = times_class(dp0[:jc], pm, jc, nodes)
+            dp1[:jc] = gain
+        elif last:
+            dp1[:jc] = times_class(dp1[:jc], pm, jc, nodes) + gain
+        else:
+            both = times_class(np.concatenate([dp0[:jc], dp1[:jc]], axis=1), pm, jc, np.tile(nodes, 2))
+            dp0[:jc], dp1[:jc] = both[:, :q], both[:, q:] + gain
+    if dp1 is None:  # unreachable: callers only come here with a class of non-zero utility
+        return np.zeros(width)
+    return np.einsum("jqd,q->d", dp1, weights)
+
+
+_TOEPLITZ_MAX_WIDTH = 128
+_TOEPLITZ_MIN_JOBS = 16
+
+
+@lru_cache(maxsize=4)
+def _lags(width: int) -> np.ndarray:
+    """L[i, s] = max(s - i, 0): index of the coefficient that input degree i sends to output degree s."""
+    d = np.arange(width)
+    return np.clip(d[None, :] - d[:, None], 0, None)
+
+
+@lru_cache(maxsize=4)
+def _prefix_masks(width: int) -> np.ndarray:
+    """M[j-1, i, s] = 0 <= s - i < j for j = 1..width-1: which Toeplitz entries a kernel truncated below j keeps."""
+    d = np.arange(width)
+    lag = d[None, :] - d[:, None]
+    m = (lag[None] >= 0) & (lag[None] < np.arange(1, width)[:, None, None])
+    m.setflags(write=False)
+    return m
+
+
+def _rows_times(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise polynomial product of a and b (both (rows, width)), truncated to width."""
+    rows, width = a.shape
+    if rows * width * width <= _CHUNK_CELLS:
+        d = np.arange(width)
+        lag = d[:, None] - d[None, :]
+        toeplitz = np.where(lag >= 0, b[:, np.clip(lag, 0, None)], 0.0)  # (rows, width, width)
+        return np.einsum("rsi,ri->rs", toeplitz, a)
+    return np.stack([np.convolve(a[i], b[i])[:width] for i in range(rows)])
+
+
+# -------------------------------------------------------------------------------- resampling (any selector)
+
+
+def resampled_at_k(
+    select: Callable[[np.ndarray], float | np.ndarray],
+    n: int,
+    k: int,
+    reps: int = 200,
+    seed: int = 0,
+    batched: bool = False,
+) -> tuple[float, float]:
+    """Monte-Carlo strategy@k for any selector: (mean, standard error) of its credit over `reps` seeded random
+    k-subsets of range(n) drawn without replacement (GenRM's `compute_weighted_sc` protocol, ALGORITHMS.md 2.4).
+
+    `select(indices)` gets one subset (indices in random draw order, so "first drawn" tie rules are random) and
+    returns its credit; with `batched=True` it gets all subsets as a (reps, k) array and returns (reps,) credits
+    (same subsets for the same seed). k == n has one subset: the value is exact and its standard error 0.
+    The standard error is std(ddof=1)/sqrt(reps) (NaN for reps = 1).
+    """
+    n = int(n)
+    k = _check_k(k, n)
+    if not isinstance(reps, (int, np.integer)) or reps < 1:
+        raise TtevalError(f"reps must be a positive integer, got {reps!r}")
     if k == n:
-        return float(select(np.arange(n))), 0.0
+        full = np.arange(n)
+        v = np.asarray(select(full[None, :]) if batched else select(full), dtype=float).reshape(-1)[0]
+        if not np.isfinite(v):
+            raise TtevalError("the selector returned a non-finite credit")
+        return float(v), 0.0
     rng = np.random.default_rng(seed)
-    vals = np.array([select(np.sort(rng.choice(n, size=k, replace=False))) for _ in range(reps)])
-    return float(vals.mean()), float(vals.std(ddof=1) / math.sqrt(reps)) if reps > 1 else 0.0
+    rows = max(1, _CHUNK_CELLS // n)
+    subsets = np.concatenate(
+        [np.argsort(rng.random((min(rows, reps - i), n)), axis=1)[:, :k] for i in range(0, reps, rows)]
+    )
+    if batched:
+        vals = np.asarray(select(subsets), dtype=float).reshape(-1)
+        if vals.size != reps:
+            raise TtevalError(f"a batched selector must return {reps} credits, got {vals.size}")
+    else:
+        vals = np.array([float(select(s)) for s in subsets])
+    if not np.all(np.isfinite(vals)):
+        raise TtevalError("the selector returned a non-finite credit")
+    se = float(vals.std(ddof=1) / math.sqrt(reps)) if reps > 1 else float("nan")
+    return float(vals.mean()), se
 
 
-def weighted_maj_at_k(answers: Sequence[int], weights: Sequence[float], correct: Sequence[bool], k: int,
-                      reps: int = 200, seed: int = 0) -> tuple[float, float]:  # fmt: skip
-    """Reward-weighted majority vote at k (sum of weights per answer class, ties split), by resampling."""
-    a, w, y = np.asarray(answers), np.asarray(weights, dtype=float), np.asarray(correct, dtype=bool)
+def weighted_vote_credit(
+    answers: Sequence[int], weights: Sequence[float], correct: Sequence[float], subsets: np.ndarray
+) -> np.ndarray:
+    """Credit of a weighted majority vote on each row of `subsets` (r, k): the valid class with the largest sum of
+    weights wins (invalid answers never vote; ties within 1e-12 of the row's total |weight| are split evenly;
+    no valid answer earns 0); credit = the winner's class utility (mean `correct` of its pool members)."""
+    cls, counts, util, _ = _answer_classes(answers, correct)
+    w = _vector(weights, "weights")
+    if w.shape != cls.shape:
+        raise TtevalError(f"answers and weights differ in length ({cls.size} vs {w.size})")
+    subsets = np.atleast_2d(np.asarray(subsets, dtype=np.int64))
+    n_rows, n_cls = subsets.shape[0], max(counts.size, 1)
+    c, ws = cls[subsets], w[subsets]
+    ok = c >= 0
+    flat = (np.arange(n_rows)[:, None] * n_cls + c)[ok]
+    totals = np.bincount(flat, weights=ws[ok], minlength=n_rows * n_cls).reshape(n_rows, n_cls)
+    present = np.bincount(flat, minlength=n_rows * n_cls).reshape(n_rows, n_cls) > 0
+    totals = np.where(present, totals, -np.inf)
+    best = totals.max(axis=1, keepdims=True)
+    tol = 1e-12 * np.abs(np.where(ok, ws, 0.0)).sum(axis=1, keepdims=True)
+    tied = present & (totals >= best - tol)
+    u = util if util.size else np.zeros(1)
+    return (tied * u[None, :]).sum(axis=1) / np.maximum(tied.sum(axis=1), 1)
 
-    def select(idx: np.ndarray) -> float:
-        totals: dict[int, float] = {}
-        for i in idx:
-            if a[i] >= 0:
-                totals[int(a[i])] = totals.get(int(a[i]), 0.0) + w[i]
-        if not totals:
-            return 0.0
-        best = max(totals.values())
-        winners = [c for c, t in totals.items() if t == best]
-        return float(np.mean([y[a == c].any() for c in winners]))
 
-    return resampled_at_k(select, len(a), k, reps, seed)
+def weighted_maj_at_k(
+    answers: Sequence[int],
+    weights: Sequence[float],
+    correct: Sequence[float],
+    k: int,
+    reps: int = 200,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Reward-weighted majority vote at k (weighted self-consistency; each vote counts its reward) by seeded
+    resampling: (mean, standard error). No cheap exact form exists (ALGORITHMS.md 5.5); with equal weights it
+    estimates `maj_at_k`. Vote rules as in `weighted_vote_credit`."""
+    n = len(answers)
+    weighted_vote_credit(answers, weights, correct, np.zeros((1, 1), dtype=np.int64))  # validate once, early
+    return resampled_at_k(
+        lambda s: weighted_vote_credit(answers, weights, correct, s), n, k, reps=reps, seed=seed, batched=True
+    )
+
+
+# --------------------------------------------------------------------------------------------- PassUntil
+
+
+def pass_until(successes_needed: int, trials: int) -> float:
+    """Unbiased pass rate from sampling one instance until r successes, which took K trials: (r-1)/(K-1).
+
+    Haldane's unbiased estimator for the negative binomial (standard result, checked by exact expectation in our
+    tests; PassUntil idea from Hu et al. 2024, "Predicting Emergent Abilities with Infinite Resolution
+    Evaluation", whose exact estimator we could not verify). Why not 1/K after the first success (r = 1)? K is
+    geometric, and E[1/K] = sum_K p (1-p)^(K-1) / K = -p ln p / (1-p) > p: Jensen's inequality for the convex
+    1/K, e.g. p = 0.01 gives 0.0465, a 4.7x overestimate. With r = 1 the only unbiased estimator is 1[K = 1]
+    (returned here, unbiased but nearly useless), so use r >= 2. The MLE r/K is also biased upward.
+    """
+    r, t = int(successes_needed), int(trials)
+    if r < 1:
+        raise TtevalError(f"PassUntil needs at least 1 success to stop at, got {successes_needed}")
+    if t < r:
+        raise TtevalError(f"PassUntil: {trials} trials cannot contain {successes_needed} successes")
+    if r == 1:
+        return 1.0 if t == 1 else 0.0
+    return (r - 1) / (t - 1)
 
 
 @dataclass(frozen=True)
 class PassUntilResult:
-    """A PassUntil estimate: `value` is None when the cap was reached first (censored: p < ~1/trials)."""
+    """One instance's PassUntil outcome. When the cap came first (fewer than r successes) the estimate is
+    `value=None`, `censored=True` and `upper_bound` is a one-sided Clopper-Pearson (1 - alpha) upper bound on p
+    (~3/K with no success: the rule of three); censored instances must be reported, never imputed."""
 
-    value: float | None
+    successes_needed: int
     successes: int
     trials: int
+    value: float | None
     censored: bool
+    upper_bound: float | None = None
 
 
-def pass_until(successes_needed: int, trials: int) -> float:
-    """Unbiased pass rate from sampling until r >= 2 successes took K trials: (r-1)/(K-1) (Haldane's negative-
-    binomial estimator). Stopping at the first success and reporting 1/K is biased upward: E[1/K] = -p ln p/(1-p)."""
-    if successes_needed < 2:
-        raise TtevalError("PassUntil needs at least 2 successes for an unbiased estimate ((r-1)/(K-1))")
-    if trials < successes_needed:
-        raise TtevalError(f"PassUntil: {trials} trials cannot contain {successes_needed} successes")
-    return (successes_needed - 1) / (trials - 1)
+def pass_until_result(successes: int, trials: int, successes_needed: int = 2, alpha: float = 0.05) -> PassUntilResult:
+    """PassUntil result of an instance sampled until `successes_needed` successes or a cap of `trials` trials."""
+    s, t, r = int(successes), int(trials), int(successes_needed)
+    if not 0 < alpha < 1:
+        raise TtevalError(f"alpha must be in (0, 1), got {alpha}")
+    if t < 1 or s < 0 or s > t:
+        raise TtevalError(f"PassUntil: {successes} successes in {trials} trials is impossible")
+    if s > r:
+        raise TtevalError(f"PassUntil stops at the {r}th success; {successes} successes were recorded")
+    if s == r:
+        return PassUntilResult(r, s, t, pass_until(r, t), False, None)
+    upper = 1.0 if s == t else float(beta.ppf(1 - alpha, s + 1, t - s))
+    return PassUntilResult(r, s, t, None, True, upper)
 
 
-def pass_until_result(successes: int, trials: int, successes_needed: int = 2) -> PassUntilResult:
-    """PassUntil outcome of one instance: an estimate, or censored when fewer than r successes by the cap."""
-    if successes < successes_needed:
-        return PassUntilResult(None, successes, trials, True)
-    return PassUntilResult(pass_until(successes_needed, trials), successes, trials, False)
+def pass_until_from_outcomes(outcomes: Sequence[bool], successes_needed: int = 2, alpha: float = 0.05) -> PassUntilResult:
+    """PassUntil from an ordered sequence of i.i.d. trial outcomes (e.g. a pool in sample order): stop at the r-th
+    success; if the sequence ends first it is the cap, and the result is censored."""
+    o = np.asarray(outcomes, dtype=bool)
+    if o.ndim != 1 or o.size == 0:
+        raise TtevalError("outcomes must be a non-empty 1-D sequence")
+    hits = np.flatnonzero(o)
+    r = int(successes_needed)
+    if r < 1:
+        raise TtevalError(f"PassUntil needs at least 1 success to stop at, got {successes_needed}")
+    if hits.size >= r:
+        return pass_until_result(r, int(hits[r - 1]) + 1, r, alpha)
+    return pass_until_result(int(hits.size), int(o.size), r, alpha)
+
+
+# -------------------------------------------------------------------------------------------- intervals
 
 
 def wilson_interval(successes: float, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Wilson score interval for a proportion: never a point, even at 0% or 100%."""
-    if n <= 0:
-        return 0.0, 1.0
-    z = norm.ppf(1 - alpha / 2)
-    p = successes / n
+    """Wilson score interval (Wilson 1927) for a proportion successes/n: (p + z^2/2n -+ z sqrt(p(1-p)/n +
+    z^2/4n^2)) / (1 + z^2/n). Never a point: at 0/n it is [0, z^2/(n+z^2)], at n/n [n/(n+z^2), 1]."""
+    if not (isinstance(n, (int, np.integer)) and n >= 1):
+        raise TtevalError(f"wilson_interval needs n >= 1 trials, got {n!r}")
+    if not 0 < alpha < 1:
+        raise TtevalError(f"alpha must be in (0, 1), got {alpha}")
+    if not (math.isfinite(successes) and -1e-9 <= successes <= n + 1e-9):
+        raise TtevalError(f"successes must lie in [0, n={n}], got {successes!r}")
+    z = float(norm.ppf(1 - alpha / 2))
+    phat = min(max(successes / n, 0.0), 1.0)
     denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lower = 0.0 if successes <= 0 else max(0.0, float(centre - half))
-    upper = 1.0 if successes >= n else min(1.0, float(centre + half))
-    return lower, upper
+    centre = (phat + z * z / (2 * n)) / denom
+    half = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if phat == 0 else max(0.0, centre - half)
+    hi = 1.0 if phat == 1 else min(1.0, centre + half)
+    return lo, hi
+
+
+def _interval(values: Sequence[float], reps: int, alpha: float, seed: int) -> tuple[float, float, float, str]:
+    v = _vector(values, "per-problem values")
+    if not isinstance(reps, (int, np.integer)) or reps < 1:
+        raise TtevalError(f"reps must be a positive integer, got {reps!r}")
+    if not 0 < alpha < 1:
+        raise TtevalError(f"alpha must be in (0, 1), got {alpha}")
+    n, mean = v.size, float(v.mean())
+    if np.all((v == 0) | (v == 1)):
+        lo, hi = wilson_interval(float(v.sum()), n, alpha)
+        return mean, lo, hi, "wilson"
+    rng = np.random.default_rng(seed)
+    rows = max(1, _CHUNK_CELLS // n)
+    means = np.concatenate(
+        [v[rng.integers(0, n, size=(min(rows, reps - i), n))].mean(axis=1) for i in range(0, reps, rows)]
+    )
+    lo, hi = (float(x) for x in np.quantile(means, [alpha / 2, 1 - alpha / 2]))
+    bounded = bool(np.all((v >= 0) & (v <= 1)))
+    if bounded and (lo <= 0.0 or hi >= 1.0 or hi - lo <= 1e-12):
+        lo, hi = wilson_interval(mean * n, n, alpha)
+        return mean, lo, hi, "wilson-mean"
+    return mean, min(lo, mean), max(hi, mean), "bootstrap"
 
 
 def bootstrap_ci(values: Sequence[float], reps: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, lower, upper): percentile bootstrap over problems (seeded, one vectorised draw); Wilson for 0/1
-    values, and Wilson on the mean when the bootstrap collapses to a point (all problems equal)."""
-    v = np.asarray(values, dtype=float)
-    if v.size == 0:
-        return float("nan"), 0.0, 1.0
-    mean = float(v.mean())
-    if np.all((v == 0) | (v == 1)):
-        lo, hi = wilson_interval(float(v.sum()), v.size, alpha)
-        return mean, lo, hi
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(reps, v.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    if hi - lo <= 1e-12:
-        lo, hi = wilson_interval(mean * v.size, v.size, alpha)
-    return mean, float(min(lo, mean)), float(max(hi, mean))
+    """(mean, lower, upper) of the mean over problems, (1 - alpha) two-sided, boundary-aware.
+
+    * 0/1 per-problem values (e.g. pass@1 from one sample): the Wilson score interval (successes, n problems),
+      which never collapses to a point at 0% or 100% (LME #4070: a stderr of exactly 0 at 0%).
+    * Other values: percentile bootstrap over problems, seeded, one (reps x problems) index draw (split in
+      chunks only above 4M cells). If the values lie in [0, 1] and the bootstrap interval reaches 0 or 1 or has
+      zero width (the sample shows no spread near a boundary), it falls back to Wilson on the mean with
+      n = number of problems, the widest interval any [0, 1] variable with that mean can need.
+    * Values outside [0, 1] (e.g. eff@k above 1) keep the bootstrap interval, which is a point if all are equal.
+    """
+    mean, lo, hi, _ = _interval(values, reps, alpha, seed)
+    return mean, lo, hi
 
 
-def summarize(values: Sequence[float], reps: int = 2000, alpha: float = 0.05, seed: int = 0) -> dict[str, float]:
-    """{value, lower, upper, n} of a task-level mean over per-problem values, as written to metrics.json."""
-    mean, lo, hi = bootstrap_ci(values, reps, alpha, seed)
-    return {"value": mean, "lower": lo, "upper": hi, "n": int(len(values))}
+def summarize(values: Sequence[float], reps: int = 2000, alpha: float = 0.05, seed: int = 0) -> dict[str, float | int | str]:
+    """{value, lower, upper, n, interval} of a task-level mean over per-problem values, as written to metrics.json
+    (`interval` names the method: "wilson", "wilson-mean" or "bootstrap"; see `bootstrap_ci`)."""
+    mean, lo, hi, method = _interval(values, reps, alpha, seed)
+    return {"value": mean, "lower": lo, "upper": hi, "n": int(np.asarray(values).size), "interval": method}

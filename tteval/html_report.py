@@ -31,7 +31,7 @@ table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:13px}
 th,td{border:1px solid #e3e3e3;padding:.25rem .5rem;vertical-align:top;text-align:left}
 th{background:#f5f5f7;position:sticky;top:0}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 tr:nth-child(even) td{background:#fafafa}.ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}
-.plot svg{max-width:100%;height:auto}.plot{margin:.5rem 0 1.5rem}
+.plots{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start}.plot svg{max-width:100%;height:auto}.plot{margin:.5rem 0 1rem;max-width:100%}
 details.problem{border:1px solid #e3e3e3;border-radius:4px;margin:.3rem 0;padding:.2rem .6rem}
 details.problem>summary{cursor:pointer;font-weight:600}
 pre{white-space:pre-wrap;word-break:break-word;background:#f6f8fa;padding:.5rem;margin:.3rem 0;max-height:30rem;overflow:auto}
@@ -238,7 +238,7 @@ def run_section(index: int, folder: Path, rows: pd.DataFrame, limits: DrillLimit
     facts = {
         "run id": first["run_id"], "folder": str(folder), "model": first["model"], "task": first["task"],
         "strategy": config.get("strategy", ""), "pool size n": config.get("n", first["n"]),
-        "problems": first["num_problems"], "temperature": config.get("temperature", ""),
+        "problems": "" if pd.isna(first["num_problems"]) else int(first["num_problems"]), "temperature": config.get("temperature", ""),
         "max tokens": config.get("max_tokens", ""), "seed": config.get("seed", ""),
         "verifier": config.get("verifier", ""), "status": meta.get("status", ""),
         "wall time": fmt_seconds(float(first["wall_s"])), "finished": meta.get("finished", ""),
@@ -318,8 +318,10 @@ def build_report(
     parts.append(html_table(shown, numeric={"budget", "accuracy % [95% CI]", "tokens/problem", "FLOPs/problem",
                                             "wall time"}, cls="leaderboard"))  # fmt: skip
     parts.append("<h2 id='plots'>Scaling plots</h2>")
+    parts.append("<div class='plots'>")
     for axis in axes:
         parts.append(f"<div class='plot' id='plot-{axis}'>{scaling_svg(df, axis)}</div>")
+    parts.append("</div>")
     if not flops_known:
         parts.append("<p class='muted'>No FLOPs plot: parameter counts are unknown (pass --params).</p>")
     parts.append("<h2 id='compute-optimal'>Compute-optimal strategy per budget</h2>")

@@ -245,6 +245,8 @@ def collect_runs(
             skipped.append(str(folder))
     df = pd.DataFrame(rows, columns=COLUMNS)
     df["budget"] = df["budget"].astype("int64")
+    for col in ("n", "num_problems"):
+        df[col] = pd.to_numeric(df[col]).round().astype("Int64")
     df.attrs["skipped"] = skipped
     return df
 

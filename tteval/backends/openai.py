@@ -1,157 +1,417 @@
-"""OpenAI-compatible HTTP backend (vllm serve, llama.cpp server, SGLang): concurrent requests, retries, timeouts."""
+"""OpenAI-compatible HTTP backend (`vllm serve`, llama.cpp's server, SGLang, TGI, hosted APIs), on httpx.
+
+How a `generate` call runs:
+- every request becomes one HTTP request (`messages` -> POST /v1/chat/completions, `prompt` -> /v1/completions)
+  asking for its `n` samples; all of them go out at once through a thread pool of `max_concurrency` workers;
+- a server that ignores `n` (llama.cpp's Python server does) or caps it returns fewer choices: the missing
+  samples are asked for in follow-up requests, again all concurrently, until every request has its `n`. The
+  smallest number of choices a server returned is remembered, so later calls split `n` to fit it at once.
+  A follow-up asking for samples i.. of a seeded request sends seed + i, so the fill-up samples are not copies
+  of the first one and a rerun against the same server reproduces them;
+- 429, 408 and 5xx answers and broken connections are retried up to `max_retries` times with exponential backoff
+  and jitter, waiting at least as long as a Retry-After header asks. A request that times out (no answer within
+  `timeout_s`) is NOT retried: resending the same long generation only stacks more load on a slow server;
+- any other 4xx is the caller's error and fails at once with the server's own message.
+
+Logprobs are whatever the server reports for the sampled tokens (vLLM and llama.cpp: the model's raw
+distribution); `Completion.logprob` is their sum.
+"""
 
 from __future__ import annotations
 
-import math
+import email.utils
 import os
 import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import httpx
 
 from tteval.backends.base import Completion, Request, Usage
+from tteval.backends.llamacpp import validate_request
 from tteval.errors import TtevalError
 
-RETRY_STATUS = {429, 500, 502, 503, 504}
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+MAX_BACKOFF_S = 60.0  # no single wait between retries is longer than this, whatever Retry-After says
+CHECK_TIMEOUT = httpx.Timeout(10.0, connect=3.0)  # the construction-time probe: a wrong URL fails in seconds
+
+
+@dataclass(frozen=True)
+class _Post:
+    """One HTTP request: `n` samples of request `index`, the first of them being sample number `offset`."""
+
+    index: int
+    offset: int
+    n: int
+
+
+class _Aborted(Exception):
+    """Another request of the same generate() call failed: stop retrying this one."""
 
 
 class OpenAIBackend:
-    """Fans a batch out as concurrent HTTP requests (bounded), retrying 429/5xx with exponential backoff + jitter.
-
-    A server that returns fewer than `n` choices (some ignore `n`) is asked again until the request has n."""
+    """A Backend over an OpenAI-compatible server: concurrent requests, `n` filled up, retries, one-line errors."""
 
     name = "openai"
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, max_concurrency: int = 16,
-                 timeout_s: float = 600.0, max_retries: int = 5, chat_template: str | None = None):  # fmt: skip
-        self.base_url = base_url.rstrip("/")
-        if not self.base_url.endswith("/v1"):
-            self.base_url += "/v1"
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        max_concurrency: int = 16,
+        timeout_s: float = 600.0,
+        max_retries: int = 5,
+        chat_template: str | None = None,
+        backoff_s: float = 0.5,
+    ) -> None:
+        if max_concurrency < 1:
+            raise TtevalError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        if max_retries < 0:
+            raise TtevalError(f"max_retries must be >= 0, got {max_retries}")
+        if not timeout_s > 0:
+            raise TtevalError(f"timeout_s must be > 0, got {timeout_s}")
+        self.base_url = normalize_base_url(base_url)
         self.model = model
-        self.usage = Usage()
-        self.max_concurrency, self.max_retries = max_concurrency, max_retries
-        self.chat_template = chat_template
+        self.usage = Usage(extra={"http_requests": 0, "retries": 0})
+        self.max_concurrency, self.max_retries, self.timeout_s, self.backoff_s = (
+            max_concurrency, max_retries, timeout_s, backoff_s,
+        )  # fmt: skip
+        self.chat_template = load_chat_template(chat_template)
+        self.served_models: list[str] = []
+        self._n_cap: int | None = None  # the most choices one response has been seen to hold, once it fell short
+        self._lock = threading.Lock()
+        self._abort = threading.Event()
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self._client = httpx.Client(
             headers={"Authorization": f"Bearer {key}"},
-            timeout=httpx.Timeout(timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=max_concurrency),
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
         )
-        self._lock = threading.Lock()
-        self.check()
-
-    def check(self) -> None:
-        """Fail fast, in one line, when the server cannot be reached."""
         try:
-            self._client.get(f"{self.base_url}/models", timeout=5.0)
-        except httpx.HTTPError as exc:
-            raise TtevalError(f"cannot reach OpenAI-compatible server at {self.base_url}: {exc}") from None
+            self.check()
+        except TtevalError:
+            self._client.close()
+            raise
+
+    # ------------------------------------------------------------------------------------------------ setup
+    def check(self) -> None:
+        """GET /v1/models with a short connect timeout, so an unreachable server or bad key fails fast, in one line."""
+        try:
+            resp = self._client.get(f"{self.base_url}/models", timeout=CHECK_TIMEOUT)
+        except httpx.TransportError as exc:
+            raise TtevalError(f"cannot reach OpenAI-compatible server at {self.base_url}: {_reason(exc)}") from None
+        if resp.status_code in (401, 403):
+            raise TtevalError(
+                f"server at {self.base_url} rejected the API key ({resp.status_code}): {error_message(resp)}"
+                " (set OPENAI_API_KEY or pass api_key)"
+            )
+        if resp.status_code == 200:  # some servers have no /models; they still serve completions
+            try:
+                self.served_models = [str(m.get("id")) for m in resp.json().get("data") or [] if isinstance(m, dict)]
+            except (ValueError, AttributeError):
+                self.served_models = []
 
     def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str:
-        if not self.chat_template:
-            raise TtevalError("raw-prompt strategies over the openai backend need a chat template (chat_template=...)")
-        import jinja2
-
-        return jinja2.Template(self.chat_template).render(
-            messages=[{"role": r, "content": c} for r, c in messages], add_generation_prompt=True
-        )
-
-    def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
-        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            results = list(pool.map(self._one, requests))
-        with self._lock:
-            self.usage.calls += 1
-        return results
-
-    def _one(self, r: Request) -> list[Completion]:
-        out: list[Completion] = []
-        while len(out) < r.n:
-            out.extend(self._post(r, r.n - len(out), attempt_seed=len(out)))
-        return out[: r.n]
-
-    def _body(self, r: Request, n: int, offset: int) -> tuple[str, dict[str, Any]]:
-        body: dict[str, Any] = {"model": self.model, "n": n, "temperature": r.temperature, "top_p": r.top_p,
-                                "max_tokens": r.max_tokens}  # fmt: skip
-        if r.stop:
-            body["stop"] = list(r.stop)
-        if r.seed is not None:
-            body["seed"] = r.seed + offset
-        if r.messages is not None:
-            body["messages"] = [{"role": role, "content": c} for role, c in r.messages]
-            if r.logprobs or r.top_logprobs:
-                body["logprobs"] = True
-                body["top_logprobs"] = r.top_logprobs
-            return "/chat/completions", body
-        body["prompt"] = r.prompt
-        if r.logprobs or r.top_logprobs:
-            body["logprobs"] = max(r.top_logprobs, 1)
-        return "/completions", body
-
-    def _post(self, r: Request, n: int, attempt_seed: int) -> list[Completion]:
-        path, body = self._body(r, n, attempt_seed)
-        for attempt in range(self.max_retries + 1):
-            try:
-                resp = self._client.post(self.base_url + path, json=body)
-            except httpx.HTTPError as exc:
-                if attempt == self.max_retries:
-                    raise TtevalError(f"cannot reach OpenAI-compatible server at {self.base_url}: {exc}") from None
-                self._sleep(attempt, None)
-                continue
-            if resp.status_code in RETRY_STATUS and attempt < self.max_retries:
-                self._sleep(attempt, resp.headers.get("retry-after"))
-                continue
-            if resp.status_code >= 400:
-                raise TtevalError(f"server error {resp.status_code} from {self.base_url}{path}: {resp.text[:300]}")
-            return self._parse(resp.json(), chat=r.messages is not None)
-        raise TtevalError(f"server at {self.base_url} kept failing after {self.max_retries} retries")
+        """Render chat messages with the configured jinja chat template (the server's own template is not exposed)."""
+        if self.chat_template is None:
+            raise TtevalError(
+                "the openai backend cannot render raw prompts (the server applies the chat template and does not"
+                " expose it): raw-prompt strategies need --chat-template FILE with the model's jinja chat template"
+            )
+        return render_chat_template(self.chat_template, messages)
 
     def close(self) -> None:
+        """Close the HTTP connection pool."""
         self._client.close()
 
-    @staticmethod
-    def _sleep(attempt: int, retry_after: str | None) -> None:
-        try:
-            wait = float(retry_after) if retry_after else 0.5 * 2**attempt
-        except ValueError:
-            wait = 0.5 * 2**attempt
-        time.sleep(min(wait, 30.0) * (0.5 + random.random()))
-
-    def _parse(self, data: dict[str, Any], chat: bool) -> list[Completion]:
-        usage = data.get("usage") or {}
-        choices = data.get("choices") or []
+    # ------------------------------------------------------------------------------------------- generation
+    def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
+        """Return each request's n completions; all HTTP requests of the call are in flight together (bounded)."""
+        for r in requests:
+            validate_request(r)
+        got: list[dict[int, list[Completion]]] = [{} for _ in requests]
+        pending = [p for i, r in enumerate(requests) for p in self._split(i, 0, r.n)]
+        while pending:
+            answers = self._post_all(requests, pending)
+            follow_ups: list[_Post] = []
+            for post, comps in zip(pending, answers):
+                comps = comps[: post.n]
+                if not comps:
+                    raise TtevalError(f"server at {self.base_url} answered a request with no choices")
+                got[post.index][post.offset] = comps
+                if len(comps) < post.n:
+                    with self._lock:
+                        self._n_cap = len(comps) if self._n_cap is None else min(self._n_cap, len(comps))
+                    follow_ups.extend(self._split(post.index, post.offset + len(comps), post.n - len(comps)))
+            pending = follow_ups
         with self._lock:
-            self.usage.prompt_tokens += int(usage.get("prompt_tokens", 0))
-            self.usage.completion_tokens += int(usage.get("completion_tokens", 0))
-        out = []
-        for ch in choices:
-            text = (ch.get("message") or {}).get("content") if chat else ch.get("text")
-            tokens, lps, tops = _logprobs(ch.get("logprobs"), chat)
-            num = len(lps) if lps else max(1, int(usage.get("completion_tokens", 0)) // max(len(choices), 1))
-            out.append(
-                Completion(
-                    text=text or "", num_tokens=num, finish_reason="length" if ch.get("finish_reason") == "length" else "stop",
-                    logprob=float(sum(lps)) if lps else None, token_logprobs=lps or None, tokens=tokens or None,
-                    top_logprobs=tops or None, prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                    stop_reason=ch.get("stop_reason") if isinstance(ch.get("stop_reason"), str) else None,
-                )  # fmt: skip
+            self.usage.calls += 1
+        return [[c for offset in sorted(parts) for c in parts[offset]] for parts in got]
+
+    def _split(self, index: int, offset: int, n: int) -> list[_Post]:
+        """The posts that ask for samples offset..offset+n-1 of one request, each within the learned `n` cap."""
+        step = max(1, self._n_cap or n)
+        return [_Post(index, offset + k, min(step, n - k)) for k in range(0, n, step)]
+
+    def _post_all(self, requests: Sequence[Request], posts: list[_Post]) -> list[list[Completion]]:
+        """Send the posts concurrently (at most max_concurrency in flight); the first failure cancels the rest."""
+        self._abort.clear()
+        workers = min(self.max_concurrency, len(posts))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tteval-http") as pool:
+            futures = [pool.submit(self._post, requests[p.index], p) for p in posts]
+            try:
+                return [f.result() for f in futures]
+            except BaseException as exc:
+                self._abort.set()
+                for f in futures:
+                    f.cancel()
+                if isinstance(exc, _Aborted):  # pragma: no cover - only raised after another failure was seen
+                    raise TtevalError("a request was cancelled") from None
+                raise
+
+    def _post(self, req: Request, post: _Post) -> list[Completion]:
+        """One HTTP request, parsed; counts its server-reported token usage."""
+        path, body = request_body(self.model, req, post.n, post.offset)
+        data = self._send(path, body)
+        usage = data.get("usage") or {}
+        with self._lock:
+            self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+            self.usage.completion_tokens += int(usage.get("completion_tokens") or 0)
+        return parse_response(data, chat=req.messages is not None, top_logprobs=req.top_logprobs)
+
+    def _send(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with retries on 408/429/5xx and broken connections; other failures raise TtevalError."""
+        url = self.base_url + path
+        for attempt in range(self.max_retries + 1):
+            if self._abort.is_set():
+                raise _Aborted()
+            with self._lock:
+                self.usage.extra["http_requests"] += 1
+            try:
+                resp = self._client.post(url, json=body)
+            except (httpx.ReadTimeout, httpx.WriteTimeout):
+                raise TtevalError(
+                    f"no answer from {url} within {self.timeout_s:g} s (not retried, as a retry resends the same"
+                    " long generation); raise the timeout for long generations"
+                ) from None
+            except httpx.TransportError as exc:
+                if attempt == self.max_retries:
+                    raise TtevalError(
+                        f"cannot reach OpenAI-compatible server at {self.base_url}: {_reason(exc)}"
+                        f" (after {self.max_retries} retries)"
+                    ) from None
+                wait = backoff_delay(attempt, None, self.backoff_s)
+            else:
+                if resp.status_code < 400:
+                    try:
+                        data = resp.json()
+                    except ValueError:
+                        raise TtevalError(f"server at {url} answered with non-JSON: {resp.text[:200]!r}") from None
+                    if not isinstance(data, dict):
+                        raise TtevalError(f"server at {url} answered with an unexpected body: {str(data)[:200]}")
+                    return data
+                if resp.status_code not in RETRY_STATUS:
+                    raise TtevalError(self._rejection(resp, path))
+                if attempt == self.max_retries:
+                    raise TtevalError(
+                        f"server at {self.base_url} still answered {resp.status_code} after {self.max_retries}"
+                        f" retries: {error_message(resp)}"
+                    )
+                wait = backoff_delay(attempt, resp.headers.get("retry-after"), self.backoff_s)
+            with self._lock:
+                self.usage.extra["retries"] += 1
+            if self._abort.wait(wait):
+                raise _Aborted()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _rejection(self, resp: httpx.Response, path: str) -> str:
+        """The one-line message for a 4xx answer, with a hint for the common causes."""
+        msg = f"server at {self.base_url} rejected {path} ({resp.status_code}): {error_message(resp)}"
+        if resp.status_code in (401, 403):
+            msg += " (set OPENAI_API_KEY or pass api_key)"
+        elif resp.status_code == 404 and self.served_models and self.model not in self.served_models:
+            msg += f" (model {self.model!r} is not served; the server has: {', '.join(self.served_models[:5])})"
+        return msg
+
+
+# ------------------------------------------------------------------------------------------- pure helpers
+def normalize_base_url(base_url: str) -> str:
+    """'http://host:8000', 'http://host:8000/' and 'http://host:8000/v1' all mean the API root ending in /v1."""
+    url = base_url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise TtevalError(f"base_url must start with http:// or https://, got {base_url!r}")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def request_body(model: str, req: Request, n: int, offset: int = 0) -> tuple[str, dict[str, Any]]:
+    """The endpoint path and JSON body asking for `n` samples of `req`, the first being sample number `offset`."""
+    body: dict[str, Any] = {
+        "model": model, "n": n, "temperature": req.temperature, "top_p": req.top_p, "max_tokens": req.max_tokens,
+    }  # fmt: skip
+    if req.stop:
+        body["stop"] = list(req.stop)
+    if req.seed is not None:
+        body["seed"] = req.seed + offset
+    want = req.logprobs or req.top_logprobs > 0
+    if req.messages is not None:
+        body["messages"] = [{"role": role, "content": content} for role, content in req.messages]
+        if want:
+            body["logprobs"] = True
+            body["top_logprobs"] = req.top_logprobs
+        return "/chat/completions", body
+    body["prompt"] = req.prompt
+    if want:
+        body["logprobs"] = req.top_logprobs
+    return "/completions", body
+
+
+def parse_response(data: dict[str, Any], chat: bool, top_logprobs: int = 0) -> list[Completion]:
+    """Completions from a (chat) completions response body, in choice order, with tokens and logprobs if present."""
+    usage = data.get("usage") or {}
+    prompt_tokens = int(usage.get("prompt_tokens") or 0)
+    choices = sorted(data.get("choices") or [], key=lambda ch: int(ch.get("index") or 0))
+    total_completion = int(usage.get("completion_tokens") or 0)
+    out = []
+    for i, ch in enumerate(choices):
+        text = ((ch.get("message") or {}).get("content") if chat else ch.get("text")) or ""
+        tokens, lps, tops = parse_logprobs(ch.get("logprobs"), chat)
+        if tokens is not None:
+            num_tokens = len(tokens)
+        else:  # no logprobs: split the response's completion tokens over its choices (exact for one choice)
+            num_tokens = total_completion // len(choices) + (1 if i < total_completion % len(choices) else 0)
+        stop_reason = ch.get("stop_reason")
+        out.append(
+            Completion(
+                text=text,
+                num_tokens=num_tokens,
+                finish_reason="length" if ch.get("finish_reason") == "length" else "stop",
+                logprob=float(sum(lps)) if lps is not None else None,
+                token_logprobs=lps,
+                tokens=tokens,
+                top_logprobs=[_top(t, top_logprobs) for t in tops] if tops is not None and top_logprobs > 0 else None,
+                prompt_tokens=prompt_tokens,
+                stop_reason=stop_reason if isinstance(stop_reason, str) else None,
             )
-        return out
+        )
+    return out
 
 
-def _logprobs(lp: dict[str, Any] | None, chat: bool) -> tuple[list[str], list[float], list[dict[str, float]]]:
-    """Tokens, their logprobs and top alternatives from either the chat or the completions logprobs format."""
+def parse_logprobs(
+    lp: dict[str, Any] | None, chat: bool
+) -> tuple[list[str] | None, list[float] | None, list[dict[str, float]] | None]:
+    """(tokens, their logprobs, top alternatives per position) from either logprobs format; None where absent.
+
+    Logprobs are None as a whole when any position lacks one, rather than a sum over fewer tokens."""
     if not lp:
-        return [], [], []
+        return None, None, None
     if chat:
-        content = lp.get("content") or []
-        toks = [c.get("token", "") for c in content]
-        lps = [float(c.get("logprob", 0.0)) for c in content]
-        tops = [{t["token"]: float(t["logprob"]) for t in c.get("top_logprobs") or []} for c in content]
+        content = lp.get("content")
+        if content is None:
+            return None, None, None
+        tokens = [str(c.get("token", "")) for c in content]
+        raw = [c.get("logprob") for c in content]
+        tops = [{str(t.get("token", "")): float(t["logprob"]) for t in c.get("top_logprobs") or []} for c in content]
     else:
-        toks = list(lp.get("tokens") or [])
-        lps = [float(x) if x is not None and math.isfinite(x) else 0.0 for x in lp.get("token_logprobs") or []]
-        tops = [dict(t or {}) for t in lp.get("top_logprobs") or []]
-    return toks, lps, tops
+        tokens = [str(t) for t in lp.get("tokens") or []]
+        raw = list(lp.get("token_logprobs") or [])
+        tops = [{str(k): float(v) for k, v in (t or {}).items()} for t in lp.get("top_logprobs") or []]
+    lps = None if len(raw) != len(tokens) or any(x is None for x in raw) else [float(x) for x in raw]
+    return tokens, lps, tops if len(tops) == len(tokens) else None
+
+
+def _top(alternatives: dict[str, float], k: int) -> dict[str, float]:
+    """The k most likely alternatives of one position."""
+    return dict(sorted(alternatives.items(), key=lambda kv: -kv[1])[:k])
+
+
+def backoff_delay(attempt: int, retry_after: str | None, base_s: float = 0.5, rng: random.Random | None = None) -> float:
+    """Seconds to wait before retry number attempt+1: base * 2^attempt with jitter, or at least Retry-After."""
+    rng = rng or random
+    if retry_after is not None:
+        asked = parse_retry_after(retry_after)
+        if asked is not None:
+            return min(MAX_BACKOFF_S, asked * (1.0 + 0.2 * rng.random()))
+    return min(MAX_BACKOFF_S, base_s * 2**attempt * (0.5 + rng.random()))
+
+
+def parse_retry_after(value: str) -> float | None:
+    """A Retry-After header (delay seconds or an HTTP date) as seconds from now; None if unparseable."""
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_message(resp: httpx.Response) -> str:
+    """The server's error message, on one line: OpenAI's {"error": {"message"}}, FastAPI's {"detail"}, or the text."""
+    try:
+        data = resp.json()
+    except ValueError:
+        data = None
+    msg: Any = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        msg = err.get("message") if isinstance(err, dict) else err
+        if msg is None:
+            detail = data.get("detail", data.get("message"))
+            if isinstance(detail, list):  # pydantic validation errors
+                detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
+            msg = detail
+    if msg is None:
+        msg = resp.text or resp.reason_phrase
+    line = " ".join(str(msg).split())
+    return line[:500] + ("..." if len(line) > 500 else "")
+
+
+def load_chat_template(template: str | None) -> str | None:
+    """A jinja chat template given inline, or the path of a file holding one (as --chat-template takes it)."""
+    if template is None:
+        return None
+    if "{" not in template:
+        path = Path(template).expanduser()
+        if not path.is_file():
+            raise TtevalError(f"chat template file not found: {template}")
+        template = path.read_text(encoding="utf-8")
+    return template
+
+
+def render_chat_template(template: str, messages: Sequence[tuple[str, str]]) -> str:
+    """Render a Hugging Face style jinja chat template (sandboxed) with the generation prompt appended.
+
+    bos_token and eos_token render empty: the server's tokenizer adds BOS to a /v1/completions prompt itself."""
+    import jinja2
+    import jinja2.sandbox
+
+    def raise_exception(message: str) -> None:
+        raise TtevalError(f"the chat template rejected the messages: {message}")
+
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(template).render(
+            messages=[{"role": role, "content": content} for role, content in messages],
+            add_generation_prompt=True, bos_token="", eos_token="",
+        )  # fmt: skip
+    except jinja2.TemplateError as exc:
+        raise TtevalError(f"the chat template could not be rendered: {exc}") from None
+
+
+def _reason(exc: Exception) -> str:
+    """An httpx exception as a short reason ('[Errno 111] Connection refused', 'ConnectTimeout')."""
+    return str(exc) or type(exc).__name__
+
+
+__all__ = ["OpenAIBackend", "backoff_delay", "error_message", "parse_response", "request_body"]

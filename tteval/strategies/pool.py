@@ -1,55 +1,151 @@
-"""One problem's candidate pool, as the selectors see it: answer classes, correctness, probabilities, rewards."""
+"""One problem's candidate pool, as the selectors see it: answer classes, correctness, probabilities, rewards.
+
+Selectors are pure functions `f(pool, idx, ...) -> credit`: the expected correctness (in [0, 1]) of the answer they
+pick from the candidates `pool[idx]`, with ties broken uniformly at random (credit split 1/#tied), so they plug
+into `tteval.estimators.resampled_at_k(lambda idx: f(pool, idx), len(pool), k)`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
 from tteval.errors import TtevalError
 
+INVALID = -1  # answer class of a candidate with no (parsable) answer
 
-@dataclass
+IndexLike = np.ndarray | Sequence[int] | None
+
+
+@dataclass(frozen=True, eq=False)
 class Pool:
-    """Candidates of one problem; `answers` are class ids from the verifier (-1: no answer)."""
+    """Candidates of one problem. `answers` are answer-class ids computed upstream (math equivalence or code
+    behaviour; -1 = invalid / no answer, a class that earns no credit in votes even if graded correct);
+    `mean_logprob` is each candidate's length-normalised log-probability; `rewards` maps a scorer's name to one
+    value per candidate; `correct` is the grader's verdict per candidate."""
 
     answers: np.ndarray
     correct: np.ndarray
     mean_logprob: np.ndarray | None = None
     completions: list[str] | None = None
     rewards: dict[str, np.ndarray] = field(default_factory=dict)
+    num_tokens: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        self.answers = np.asarray(self.answers, dtype=int)
-        self.correct = np.asarray(self.correct, dtype=bool)
-        n = len(self.answers)
-        sizes = {"correct": len(self.correct)}
+        answers = _int_vector(self.answers, "answers")
+        n = len(answers)
+        if n and answers.min() < INVALID:
+            raise TtevalError(f"answer classes must be >= 0, or -1 for no answer; got {int(answers.min())}")
+        correct = np.asarray(self.correct)
+        not_boolean = correct.size and (correct.dtype.kind not in "bui" or not np.isin(correct, (0, 1)).all())
+        if correct.ndim != 1 or not_boolean:
+            raise TtevalError("pool.correct must be a 1-D array of booleans")
+        correct = correct.astype(bool)
+        _check_len("correct", len(correct), n)
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen dataclass)
+        set_("answers", answers)
+        set_("correct", correct)
         if self.mean_logprob is not None:
-            self.mean_logprob = np.asarray(self.mean_logprob, dtype=float)
-            sizes["mean_logprob"] = len(self.mean_logprob)
+            mlp = _float_vector(self.mean_logprob, "mean_logprob")
+            _check_len("mean_logprob", len(mlp), n)
+            if np.any(mlp > 1e-6):
+                raise TtevalError("mean_logprob must be <= 0 (a mean log-probability per token)")
+            set_("mean_logprob", np.minimum(mlp, 0.0))
         if self.completions is not None:
-            sizes["completions"] = len(self.completions)
-        sizes.update({f"rewards[{k}]": len(v) for k, v in self.rewards.items()})
-        bad = [name for name, size in sizes.items() if size != n]
-        if bad:
-            raise TtevalError(f"pool fields {', '.join(bad)} do not match the {n} answers")
+            if isinstance(self.completions, str) or not all(isinstance(c, str) for c in self.completions):
+                raise TtevalError("pool.completions must be a list of strings")
+            set_("completions", list(self.completions))
+            _check_len("completions", len(self.completions), n)
+        rewards = {}
+        for name, values in dict(self.rewards).items():
+            r = _float_vector(values, f"rewards[{name!r}]")
+            _check_len(f"rewards[{name!r}]", len(r), n)
+            rewards[str(name)] = r
+        set_("rewards", rewards)
+        if self.num_tokens is not None:
+            tokens = _int_vector(self.num_tokens, "num_tokens")
+            _check_len("num_tokens", len(tokens), n)
+            set_("num_tokens", tokens)
+        # correctness of each candidate's class, looked up once: every selector's credit comes from it
+        ok = {cls: bool(self.correct[self.answers == cls].any()) for cls in np.unique(answers[answers >= 0]).tolist()}
+        set_("_class_ok", np.array([ok.get(int(a), False) for a in answers], dtype=bool))
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    def take(self, idx: IndexLike) -> Pool:
+        """A new pool of the candidates `idx`, in that order (a subset or a permutation)."""
+        ix = indices(self, idx)
+        return Pool(
+            answers=self.answers[ix],
+            correct=self.correct[ix],
+            mean_logprob=None if self.mean_logprob is None else self.mean_logprob[ix],
+            completions=None if self.completions is None else [self.completions[i] for i in ix],
+            rewards={name: r[ix] for name, r in self.rewards.items()},
+            num_tokens=None if self.num_tokens is None else self.num_tokens[ix],
+        )
+
+    def reward(self, name_or_values: str | Sequence[float] | np.ndarray) -> np.ndarray:
+        """A per-candidate reward vector: a scorer's name in `rewards`, or values given directly (finite floats)."""
+        if isinstance(name_or_values, str):
+            if name_or_values not in self.rewards:
+                known = ", ".join(sorted(self.rewards)) or "none"
+                raise TtevalError(f"no reward named '{name_or_values}' in this pool (known: {known})")
+            return self.rewards[name_or_values]
+        r = _float_vector(name_or_values, "rewards")
+        _check_len("rewards", len(r), len(self))
+        return r
 
 
-def class_credit(pool: Pool, winners: list[int]) -> float:
-    """Expected correctness when one of the tied winning classes is picked uniformly (0 for no winner)."""
-    if not winners:
-        return 0.0
-    return float(np.mean([pool.correct[pool.answers == c].any() for c in winners]))
+def indices(pool: Pool, idx: IndexLike) -> np.ndarray:
+    """`idx` as a validated, non-empty integer index array into `pool` (None = the whole pool)."""
+    if idx is None:
+        ix = np.arange(len(pool))
+    else:
+        ix = np.asarray(idx)
+        if ix.ndim != 1 or (ix.size and ix.dtype.kind not in "iu"):
+            raise TtevalError("a candidate subset must be a 1-D array of integer indices")
+    if ix.size == 0:
+        raise TtevalError("a selector needs at least one candidate")
+    if ix.min() < 0 or ix.max() >= len(pool):
+        raise TtevalError(f"candidate index out of range for a pool of {len(pool)}")
+    return ix.astype(np.intp, copy=False)
 
 
-def vote(pool: Pool, idx: np.ndarray, weights: np.ndarray) -> float:
-    """Credit of the answer class with the largest summed weight among `idx`; invalid answers never vote."""
-    totals: dict[int, float] = {}
-    for i in idx:
-        a = int(pool.answers[i])
-        if a >= 0:
-            totals[a] = totals.get(a, 0.0) + float(weights[i])
-    if not totals:
-        return 0.0
-    best = max(totals.values())
-    return class_credit(pool, [a for a, t in totals.items() if t == best])
+def class_correct(pool: Pool) -> dict[int, bool]:
+    """Whether each answer class is correct. The -1 class (no answer) is never correct; a class counts as correct
+    if any member was graded correct (members agree when classes come from the same equivalence as grading; `any`
+    is also what `tteval.estimators.maj_at_k` uses)."""
+    out = {int(c): bool(ok) for c, ok in zip(pool.answers, pool._class_ok)}  # type: ignore[attr-defined]
+    return dict(sorted(out.items()))
+
+
+def candidate_class_ok(pool: Pool) -> np.ndarray:
+    """Per candidate, whether its answer class is correct (the credit a selector earns by picking its class)."""
+    return pool._class_ok  # type: ignore[attr-defined]
+
+
+def _check_len(name: str, got: int, n: int) -> None:
+    if got != n:
+        raise TtevalError(f"pool.{name} has {got} entries but there are {n} answers")
+
+
+def _int_vector(values: object, name: str) -> np.ndarray:
+    a = np.asarray(values)
+    if a.ndim != 1 or (a.size and a.dtype.kind not in "iub"):
+        raise TtevalError(f"pool.{name} must be a 1-D array of integers")
+    return a.astype(np.int64, copy=False)
+
+
+def _float_vector(values: object, name: str) -> np.ndarray:
+    try:
+        a = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise TtevalError(f"pool.{name} must be a 1-D array of numbers") from None
+    if a.ndim != 1:
+        raise TtevalError(f"pool.{name} must be a 1-D array of numbers")
+    if not np.isfinite(a).all():
+        raise TtevalError(f"pool.{name} has a NaN or infinite value")
+    return a

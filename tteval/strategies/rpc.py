@@ -1,102 +1,179 @@
-"""RPC: Perplexity Consistency + Reasoning Pruning (Zhou et al. 2025, arXiv 2502.00511), following the authors' code.
+"""RPC, Reasoning-pruning Perplexity Consistency (Zhou et al. 2025, arXiv 2502.00511), as the authors' evaluator
+(`WNJXYK/RPC`, `compute_rpc.py`) computes it, plus the PPL baseline.
 
-A path's probability is p_i = exp(mean token logprob) (length-normalised, not the sequence probability).
-Reasoning Pruning fits a two-component Weibull mixture to the p_i by maximum likelihood (L-BFGS-B from
-(w, k1, l1, k2, l2) = (0.5, 1, 1, 1.5, 2), w in [0.2, 0.8], the rest >= 0.01), calls "high" the component with the
-larger Weibull mean l*Gamma(1 + 1/k), and prunes a path iff it is more likely low than high AND below the mean p.
-Perplexity Consistency scores an answer class by the summed p of its distinct (unpruned) completion texts; ties
-are split. Deviation: pdf values are clipped at 1e-300 inside the log (the original has no clipping; the fork
-clips), so p_i = 1.0 or tiny p_i cannot produce -inf.
+* Path probability p_i = exp(mean token log-probability): length-normalised, not the sequence probability.
+* Reasoning Pruning: fit a two-component Weibull mixture to the K values p_i by maximum likelihood (L-BFGS-B from
+  (w, k1, lam1, k2, lam2) = (0.5, 1, 1, 1.5, 2), w in [0.2, 0.8], the rest >= 0.01); "high" is the component with
+  the larger Weibull mean lam * Gamma(1 + 1/k); prune path i iff P(low | p_i) > P(high | p_i) AND p_i < mean(p).
+* Perplexity Consistency: every path joins its answer class (pruned ones too, adding 0); s(A) is the sum of p over
+  A's distinct unpruned completions; the largest s(A) wins, ties split 1/#tied; confidence s(A) / sum_B s(B).
+
+Choices where the original is silent or undefined (the original code has no special cases):
+* the mixture pdf is clipped into [1e-300, 1e300] inside the log-likelihood (the original does not clip and can hit
+  log(0) = -inf; the DingYX0731/RPC reproduction clips at 1e-300), and p_i is floored at 1e-300 for the fit only
+  (exp of a mean logprob below -745 underflows to 0, where the pdf diverges for k < 1); p_i = 1.0 needs nothing;
+* the fit runs on the sorted p_i and the mean is an exactly rounded sum, so pruning is independent of path order;
+* K = 1 or all p_i equal: nothing is pruned and no fit is run (no p_i lies below the mean; the original would fit a
+  degenerate mixture and could prune on a rounding error in the mean). With K = 2 and distinct p_i the fit does
+  prune the lower path, as the original does; that never changes the selected answer, only the confidence;
+* de-duplication keys on (completion text, p): identical texts (which have identical p) count once, which is what
+  the original's per-class dict of text -> set of p values sums;
+* invalid answers (class -1) form a class like any other (as in the original, where "[Invalid]" is an answer
+  string) and share the confidence normalisation, but win only when no valid class has a positive score.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import gamma
 
-from tteval.strategies.pool import Pool, class_credit
+from tteval.errors import TtevalError
+from tteval.strategies.pool import IndexLike, Pool, indices
+from tteval.strategies.self_consistency import credit, winner_classes
 
-_INIT = np.array([0.5, 1.0, 1.0, 1.5, 2.0])
-_BOUNDS = [(0.2, 0.8), (0.01, None), (0.01, None), (0.01, None), (0.01, None)]
+WEIBULL_INIT = (0.5, 1.0, 1.0, 1.5, 2.0)  # (w, k1, lam1, k2, lam2), the authors' "fixed" initialisation
+WEIBULL_BOUNDS = ((0.2, 0.8), (0.01, None), (0.01, None), (0.01, None), (0.01, None))
+PDF_FLOOR = 1e-300
+PDF_CEIL = 1e300
 
 
-def _weibull_pdf(x: np.ndarray, k: float, lam: float) -> np.ndarray:
-    z = x / lam
-    return (k / lam) * z ** (k - 1) * np.exp(-(z**k))
+@dataclass(frozen=True)
+class WeibullMixture:
+    """A fitted two-component Weibull mixture, relabelled so that component "high" has the larger mean."""
+
+    w_high: float
+    k_high: float
+    lam_high: float
+    k_low: float
+    lam_low: float
+
+    def posterior_high(self, x: np.ndarray) -> np.ndarray:
+        """P(high | x) = w W_high(x) / (w W_high(x) + (1 - w) W_low(x)); NaN where both densities vanish."""
+        x = np.asarray(x, dtype=float)
+        with np.errstate(all="ignore"):
+            a = self.w_high * weibull_pdf(x, self.k_high, self.lam_high)
+            b = (1.0 - self.w_high) * weibull_pdf(x, self.k_low, self.lam_low)
+            return a / (a + b)
 
 
-def _nll(theta: np.ndarray, x: np.ndarray) -> float:
-    w, k1, l1, k2, l2 = theta
+def weibull_pdf(x: np.ndarray, k: float, lam: float) -> np.ndarray:
+    """Weibull density (k / lam) (x / lam)^(k - 1) exp(-(x / lam)^k) (may overflow or underflow; not clipped)."""
+    z = np.asarray(x, dtype=float) / lam
+    return (k / lam) * z ** (k - 1.0) * np.exp(-(z**k))
+
+
+def weibull_mean(k: float, lam: float) -> float:
+    """Mean of a Weibull(k, lam): lam * Gamma(1 + 1/k)."""
+    return float(lam * gamma(1.0 + 1.0 / k))
+
+
+def mixture_nll(theta: np.ndarray, x: np.ndarray) -> float:
+    """Negative log-likelihood of the mixture w W(k1, lam1) + (1 - w) W(k2, lam2) at data x, the pdf clipped into
+    [1e-300, 1e300] so the objective stays finite (written out in one expression: it is evaluated ~300 times a fit)."""
+    w, k1, lam1, k2, lam2 = theta
     with np.errstate(all="ignore"):
-        f = w * _weibull_pdf(x, k1, l1) + (1 - w) * _weibull_pdf(x, k2, l2)
-    f = np.nan_to_num(f, nan=1e-300, posinf=1e300)
-    return float(-np.sum(np.log(np.clip(f, 1e-300, None))))
+        z1, z2 = x / lam1, x / lam2
+        f = (w * k1 / lam1) * z1 ** (k1 - 1.0) * np.exp(-(z1**k1)) + ((1.0 - w) * k2 / lam2) * z2 ** (
+            k2 - 1.0
+        ) * np.exp(-(z2**k2))
+        return -float(np.log(np.minimum(np.fmax(f, PDF_FLOOR), PDF_CEIL)).sum())  # fmax also maps NaN to the floor
+
+
+def fit_weibull_mixture(p: np.ndarray) -> WeibullMixture:
+    """Maximum-likelihood two-component Weibull mixture of the path probabilities `p` (the authors' optimiser,
+    start and bounds), relabelled by component mean. Cached on the sorted values: resampled subsets repeat."""
+    x = np.clip(np.sort(np.asarray(p, dtype=float)), PDF_FLOOR, 1.0)
+    return _fit_sorted(x.tobytes())
+
+
+@lru_cache(maxsize=8192)
+def _fit_sorted(key: bytes) -> WeibullMixture:
+    x = np.frombuffer(key, dtype=float)
+    res = minimize(mixture_nll, np.array(WEIBULL_INIT), args=(x,), method="L-BFGS-B", bounds=WEIBULL_BOUNDS)
+    w, k1, lam1, k2, lam2 = (float(v) for v in res.x)
+    if weibull_mean(k1, lam1) < weibull_mean(k2, lam2):
+        w, k1, lam1, k2, lam2 = 1.0 - w, k2, lam2, k1, lam1
+    return WeibullMixture(w, k1, lam1, k2, lam2)
+
+
+def prune_rule(p: np.ndarray, posterior_high: np.ndarray) -> np.ndarray:
+    """Prune mask: a path goes iff it is more likely in the low component AND its p is below the mean p (both
+    conditions; a NaN posterior prunes nothing)."""
+    p = np.asarray(p, dtype=float)
+    hi = np.asarray(posterior_high, dtype=float)
+    mean = math.fsum(p.tolist()) / len(p)
+    with np.errstate(invalid="ignore"):
+        return ((1.0 - hi) > hi) & (p < mean)
 
 
 def reasoning_pruning(p: np.ndarray) -> np.ndarray:
-    """Keep mask over paths with probabilities `p` (True = kept)."""
+    """Keep mask (True = kept) of RPC's Reasoning Pruning over path probabilities `p` (K = 1 or all-equal p:
+    everything is kept and no fit is run)."""
     p = np.asarray(p, dtype=float)
-    keep = np.ones(len(p), dtype=bool)
-    if len(p) < 2 or np.allclose(p, p[0]):
-        return keep  # nothing lies below the mean
-    fit = minimize(_nll, _INIT, args=(p,), method="L-BFGS-B", bounds=_BOUNDS)
-    w, k1, l1, k2, l2 = fit.x
-    if l1 * gamma(1 + 1 / k1) < l2 * gamma(1 + 1 / k2):  # relabel so component 1 is the high one
-        w, k1, l1, k2, l2 = 1 - w, k2, l2, k1, l1
-    with np.errstate(all="ignore"):
-        high = w * _weibull_pdf(p, k1, l1)
-        low = (1 - w) * _weibull_pdf(p, k2, l2)
-    return ~prune_rule(p, np.nan_to_num(low), np.nan_to_num(high))
+    if p.ndim != 1:
+        raise TtevalError("path probabilities must be a 1-D array")
+    if len(p) == 0 or np.all(p == p[0]):
+        return np.ones(len(p), dtype=bool)
+    if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
+        raise TtevalError("path probabilities must lie in [0, 1]")
+    mix = fit_weibull_mixture(p)
+    return ~prune_rule(p, mix.posterior_high(p))
 
 
-def prune_rule(p: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """Prune iff the low component explains the path better AND it lies below the mean probability (both needed)."""
-    return (low > high) & (p < p.mean())
+def path_probabilities(pool: Pool, ix: np.ndarray) -> np.ndarray:
+    """p_i = exp(mean_logprob_i) for candidates `ix` (needs the pool's mean log-probabilities)."""
+    if pool.mean_logprob is None:
+        raise TtevalError("RPC and PPL need each candidate's mean log-probability (pool.mean_logprob)")
+    return np.exp(pool.mean_logprob[ix])
 
 
-def cluster_scores(pool: Pool, idx: np.ndarray, prune: bool = True, dedup: bool = True) -> dict[int, float]:
-    """s(A) = sum of p over distinct unpruned completions of each answer class among `idx` (pruned paths still
-    make their class exist, with score 0)."""
-    idx = np.asarray(idx)
-    p = np.exp(pool.mean_logprob[idx])
-    keep = reasoning_pruning(p) if prune else np.ones(len(idx), dtype=bool)
-    scores: dict[int, float] = {}
-    seen: dict[int, set] = {}
-    for j, i in enumerate(idx):
-        a = int(pool.answers[i])
-        if a < 0:
-            continue
-        scores.setdefault(a, 0.0)
-        if not keep[j]:
-            continue
-        text = pool.completions[i] if (dedup and pool.completions is not None) else i
-        if text in seen.setdefault(a, set()):
-            continue
-        seen[a].add(text)
-        scores[a] += float(p[j])
-    return scores
+def pc_scores(pool: Pool, idx: IndexLike = None, prune: bool = True, dedup: bool = True) -> dict[int, float]:
+    """s(A) per answer class among `idx`: the summed p of A's unpruned paths, each distinct completion once if
+    `dedup` (RPC) or every path (the DingYX0731/RPC "PC" evaluator). Classes of pruned paths are present with 0."""
+    ix = indices(pool, idx)
+    if dedup and pool.completions is None:
+        raise TtevalError("de-duplicating reasoning paths needs their texts (pool.completions); or pass dedup=False")
+    p = path_probabilities(pool, ix)
+    keep = reasoning_pruning(p) if prune else np.ones(len(ix), dtype=bool)
+    members: dict[int, dict[object, float]] = {}
+    for j, i in enumerate(ix.tolist()):
+        bucket = members.setdefault(int(pool.answers[i]), {})
+        if keep[j]:
+            key = (pool.completions[i], float(p[j])) if dedup else j  # type: ignore[index]
+            bucket[key] = float(p[j])
+    return {c: math.fsum(sorted(b.values())) for c, b in sorted(members.items())}
 
 
-def perplexity_consistency(pool: Pool, idx: np.ndarray, prune: bool = True, dedup: bool = True) -> float:
-    """Expected correctness of RPC's answer (PC over RP-pruned paths); ties split evenly."""
-    scores = cluster_scores(pool, idx, prune, dedup)
-    if not scores or max(scores.values()) <= 0:
-        return 0.0
-    best = max(scores.values())
-    return class_credit(pool, [a for a, s in scores.items() if s == best])
+def perplexity_consistency(pool: Pool, idx: IndexLike = None, prune: bool = True, dedup: bool = True) -> float:
+    """Expected correctness of RPC's answer among candidates `idx` (defaults: RPC = PC over pruned paths with
+    de-duplication; prune=False is the paper's "PC" ablation). Ties split evenly."""
+    ix = indices(pool, idx)
+    scores = pc_scores(pool, ix, prune, dedup)
+    classes = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
+    totals = np.fromiter(scores.values(), dtype=float, count=len(scores))
+    return credit(pool, ix, winner_classes(classes, totals, invalid_needs_positive=True))
 
 
-def rpc_confidence(pool: Pool, idx: np.ndarray, prune: bool = True, dedup: bool = True) -> dict[int, float]:
-    """Each answer class's normalised confidence s(A) / sum_B s(B), for calibration metrics."""
-    scores = cluster_scores(pool, idx, prune, dedup)
-    total = sum(scores.values())
-    return {a: (s / total if total > 0 else 0.0) for a, s in scores.items()}
+def rpc_confidence(pool: Pool, idx: IndexLike = None, prune: bool = True, dedup: bool = True) -> dict[int, float]:
+    """Each answer class's confidence s(A) / sum_B s(B) over all classes among `idx` (the -1 class included, as in
+    the original), for calibration metrics; all 0.0 when every score is 0."""
+    scores = pc_scores(pool, idx, prune, dedup)
+    total = math.fsum(scores.values())
+    return {c: (s / total if total > 0 else 0.0) for c, s in scores.items()}
 
 
-def ppl_select(pool: Pool, idx: np.ndarray) -> float:
-    """The PPL baseline: the single path with the highest mean logprob; ties split evenly."""
-    idx = np.asarray(idx)
-    m = pool.mean_logprob[idx]
-    tied = idx[m == m.max()]
-    return float(pool.correct[tied].mean())
+def ppl_select(pool: Pool, idx: IndexLike = None) -> float:
+    """The PPL baseline: expected correctness of the single path with the highest mean log-probability among
+    `idx`, ties split evenly."""
+    ix = indices(pool, idx)
+    if pool.mean_logprob is None:
+        raise TtevalError("PPL needs each candidate's mean log-probability (pool.mean_logprob)")
+    m = pool.mean_logprob[ix]
+    tied = ix[m == m.max()]
+    return float(np.count_nonzero(pool.correct[tied])) / len(tied)
+
