@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# Opt-in: install vLLM (about 9 GB) into .venv-vllm and run the vLLM backend tests built from vLLM's own classes.
+# Opt-in vLLM backend tests (`make test-vllm`): a separate venv with vLLM (about 9 GB, several minutes the first
+# time) and the project, then the tests marked `vllm`. They run on vLLM's own classes and need no GPU.
+# Env: VENV_VLLM (default .venv-vllm), PYTHON (default python3); extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv-vllm/bin/python ]; then
-  python3 -m venv .venv-vllm
-  .venv-vllm/bin/pip install --quiet --upgrade pip
+VENV_VLLM="${VENV_VLLM:-.venv-vllm}"
+PYTHON="${PYTHON:-python3}"
+
+if [ ! -x "$VENV_VLLM/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV_VLLM"
+  "$VENV_VLLM/bin/pip" install --quiet --upgrade pip
 fi
-.venv-vllm/bin/pip install --quiet vllm pytest hypothesis -e .
-.venv-vllm/bin/python -m pytest -q -m vllm tests/test_vllm_backend.py
+# (Re)install when the venv is new or pyproject.toml changed since the last install.
+stamp="$VENV_VLLM/.tteval-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  "$VENV_VLLM/bin/pip" install --quiet -e '.[test,vllm]'
+  touch "$stamp"
+fi
+exec "$VENV_VLLM/bin/python" -m pytest -q -m vllm tests/test_vllm_backend.py "$@"

@@ -111,6 +111,14 @@ def test_a_sample_does_not_depend_on_its_batch(backend, small_backend):
     for got in (together, squeezed):
         assert texts(got) == texts(alone)
         assert [c.token_logprobs for c in got] == [c.token_logprobs for c in alone]
+    # a short request frees its slot while the target's first samples still decode: the later samples copy a live
+    # sibling's prompt cells (the prompt is decoded once) and drop what that sibling generated
+    short = Request(prompt="The capital of France is", n=1, temperature=0.5, max_tokens=4, seed=2)
+    decoded = small_backend.usage.extra.get("prompt_tokens_decoded", 0)
+    short_out, copied = small_backend.generate([short, target])
+    assert small_backend.usage.extra["prompt_tokens_decoded"] - decoded == short_out[0].prompt_tokens + copied[0].prompt_tokens
+    assert texts(copied) == texts(alone)
+    assert [c.token_logprobs for c in copied] == [c.token_logprobs for c in alone]
     # a request's first samples are its samples whatever its n
     (fewer,) = backend.generate([Request(messages=CHAT, n=2, temperature=0.9, top_p=0.95, max_tokens=16, seed=21)])
     assert texts(fewer) == texts(alone)[:2]
@@ -189,11 +197,13 @@ def test_invalid_sampling_parameters_are_user_errors(backend, bad):
 
 def test_prompt_longer_than_a_fixed_context_is_a_user_error():
     with LlamaCppBackend(n_ctx=64, max_parallel=1) as b:
+        room = b.n_ctx_seq  # llama.cpp pads the context (to 256 tokens)
+        assert room >= 64
         with pytest.raises(TtevalError, match="does not fit"):
-            b.generate([Request(prompt="word " * 200, max_tokens=4)])
+            b.generate([Request(prompt="word " * (room + 10), max_tokens=4)])
         # a prompt that fits but leaves little room stops at the context's end
-        (c,) = b.generate([Request(prompt="word " * 40, temperature=0.0, max_tokens=500)])[0]
-        assert c.finish_reason == "length" and c.num_tokens + c.prompt_tokens <= b.n_ctx_seq
+        (c,) = b.generate([Request(prompt="word " * (room - 20), temperature=0.0, max_tokens=500)])[0]
+        assert c.finish_reason == "length" and c.num_tokens + c.prompt_tokens <= room
 
 
 def test_multibyte_text_round_trips_through_token_pieces(backend):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+
+# scipy's L-BFGS-B (RPC's Weibull fit) runs tiny problems; multi-threaded BLAS only adds overhead there.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from pathlib import Path
 from typing import Optional
 

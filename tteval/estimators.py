@@ -157,7 +157,7 @@ def _cached_weights(n: int, ks: tuple[int, ...]) -> np.ndarray:
 
 def _order_sum(n: int, ks: np.ndarray, ascending: np.ndarray) -> np.ndarray:
     """sum_r W[k, r] v_(r) for values sorted ascending (v: (n,) or (n, m)); chunked over k for large n."""
-    if len(ks) * n <= _CHUNK_CELLS // 4:
+    if len(ks) * n <= 1 << 16:  # small enough to keep: curves repeat the same (n, ks) for every problem
         return _cached_weights(n, tuple(int(k) for k in ks)) @ ascending
     rows = max(1, _CHUNK_CELLS // n)
     return np.concatenate([_order_weights(n, ks[i : i + rows]) @ ascending for i in range(0, len(ks), rows)])
@@ -178,6 +178,12 @@ def eff_at_k(scores: Sequence[float], k: int) -> float:
     e = np.sort(_vector(scores, "scores"))
     k = _check_k(k, e.size)
     return float(_order_sum(e.size, np.array([k]), e)[0])
+
+
+def eff_at_k_curve(scores: Sequence[float], ks: Sequence[int]) -> np.ndarray:
+    """eff_at_k for every k in ks, sharing one sort (and the cached weights)."""
+    e = np.sort(_vector(scores, "scores"))
+    return _order_sum(e.size, _check_ks(ks, e.size), e)
 
 
 def eff_at_k_many(scores: Sequence[Sequence[float]], k: int) -> np.ndarray:
@@ -253,7 +259,7 @@ def efficiency_score(
     if not (math.isfinite(time_limit) and time_limit > 0):
         raise TtevalError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     stop = h.size if timed_out_level is None else int(timed_out_level)
-    if not 0 <= stop <= h.size:
+    if timed_out_level is not None and not 0 <= stop < h.size:
         raise TtevalError(f"timed_out_level must be a level index in 0..{h.size - 1}, got {timed_out_level}")
     if failed or stop == 0:
         return 0.0
@@ -358,8 +364,8 @@ def maj_at_k_curve(answers: Sequence[int], correct: Sequence[float], ks: Sequenc
     for p, sel in _bands(n, tuple(ks_arr.tolist())):
         kb = ks_arr[list(sel)]
         kmax = int(kb.max())
-        num = _maj_numerator(counts, util, n_invalid, n, kmax, p)
-        out[list(sel)] = num[kb] / _pmf_table(n, kmax + 1, p)[n, kb]
+        num, total = _maj_numerator(counts, util, n_invalid, n, kmax, p)
+        out[list(sel)] = num[kb] / total[kb]
     return out
 
 
@@ -393,8 +399,7 @@ def _bands(n: int, ks: tuple[int, ...]) -> tuple[tuple[float, tuple[int, ...]], 
     return tuple(bands)
 
 
-@lru_cache(maxsize=8)
-def _pmf_table(n: int, width: int, p: float) -> np.ndarray:
+def _pmf_rows(n: int, width: int, p: float) -> np.ndarray:
     """T[m, d] = C(m, d) p^d (1-p)^(m-d) for m = 0..n, d < width (Pascal recurrence: convex combinations only)."""
     t = np.zeros((n + 1, width))
     t[0, 0] = 1.0
@@ -405,87 +410,23 @@ def _pmf_table(n: int, width: int, p: float) -> np.ndarray:
     return t
 
 
+_cached_pmf_rows = lru_cache(maxsize=8)(_pmf_rows)
+
+
+def _pmf_table(n: int, width: int, p: float) -> np.ndarray:
+    """Binomial probabilities Bin(d; m, p) for m = 0..n, d < width (kept, full width, for n <= 512)."""
+    return _cached_pmf_rows(n, n + 1, p)[:, :width] if n <= 512 else _pmf_rows(n, width, p)
+
+
 @lru_cache(maxsize=64)
 def _gauss01(q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes and weights on [0, 1]: exact for polynomials of degree <= 2q - 1."""
     x, w = np.polynomial.legendre.leggauss(q)
     return (x + 1.0) / 2.0, w / 2.0
 
 
-def _maj_numerator(counts: np.ndarray, util: np.ndarray, n_invalid: int, n: int, kmax: int, p: float) -> np.ndarray:
-    """Tilted numerator of maj@k for k = 0..kmax: sum over subsets of credit x p^k (1-p)^(n-k)."""
-    width = kmax + 1
-    table = _pmf_table(n, width, p)
-    wins = util != 0
-    big = int(counts[wins].max())
-    jmax = min(big, kmax)  # thresholds j = 1..jmax (winner's vote count)
-    nodes, weights = _gauss01(max(1, math.ceil(counts.size / 2)))
-    q = nodes.size
-    jobs = np.arange(1, jmax + 1)
-    # Samples outside every class that can reach j votes: invalid ones plus classes smaller than j.
-    sorted_counts = np.sort(counts)
-    below = np.concatenate([[0], np.cumsum(sorted_counts)])[np.searchsorted(sorted_counts, jobs, side="left")]
-    dp0 = np.repeat(table[n_invalid + below][:, None, :], q, axis=1)  # (J, Q, width): no winner yet
-    dp1: np.ndarray | None = None  # winner drawn (utility-weighted)
-    d = np.arange(width)
-
-    def shifted(x: np.ndarray, jc: int) -> np.ndarray:  # x * x^j for job j = 1..jc (one shift per job), truncated
-        rows, cols = x.shape[1], 2 * width
-        pad = np.zeros((jc, rows, cols))
-        pad[:, :, width:] = x
-        item = pad.itemsize  # job i reads pad[i, :, width - 1 - i + d]: a skewed strided view, no gather
-        view = np.lib.stride_tricks.as_strided(
-            pad.reshape(-1)[width - 1 :], shape=(jc, rows, width), strides=((rows * cols - 1) * item, cols * item, item)
-        )
-        return view.copy()
-
-    def times_class(x: np.ndarray, pm: np.ndarray, jc: int, ys: np.ndarray) -> np.ndarray:
-        # x * F_c per job j = 1..jc: sum_{i<j} pm[i] x^i + y pm[j] x^j, truncated at kmax.
-        if jc > _TOEPLITZ_MIN_JOBS and width <= _TOEPLITZ_MAX_WIDTH:  # few large ops: a masked Toeplitz matrix per job
-            out = np.matmul(x, _prefix_masks(width)[:jc] * pm[_lags(width)])
-        else:  # shift-and-add, one op per coefficient
-            out = pm[0] * x
-            for i in range(1, jc):
-                out[i:, :, i:] += pm[i] * x[i:, :, : width - i]
-        out += (pm[jobs[:jc]][:, None, None] * ys[None, :, None]) * shifted(x, jc)
-        return out
-
-    # Singleton classes that cannot win only matter at j = 1, where together they are sum_t Bin(t; r, p) y^t x^t.
-    lone = (counts == 1) & ~wins
-    r = int(lone.sum())
-    if r > 1:
-        kern = table[r][None, :] * nodes[:, None] ** np.minimum(d, r)[None, :]  # (Q, width)
-        dp0[0] = _rows_times(dp0[0], kern)
-    order = [c for c in np.flatnonzero(~wins & ~(lone if r > 1 else np.zeros_like(lone)))] + list(np.flatnonzero(wins))
-    for pos, c in enumerate(order):
-        m = int(counts[c])
-        jc = min(m, jmax)
-        pm = table[m]
-        last = pos == len(order) - 1
-        if not wins[c]:
-            if dp1 is None:
-                dp0[:jc] = times_class(dp0[:jc], pm, jc, nodes)
-            else:
-                both = times_class(np.concatenate([dp0[:jc], dp1[:jc]], axis=1), pm, jc, np.tile(nodes, 2))
-                dp0[:jc], dp1[:jc] = both[:, :q], both[:, q:]
-            continue
-        gain = (util[c] * pm[jobs[:jc]])[:, None, None] * shifted(dp0[:jc], jc)
-        if dp1 is None:
-            dp1 = np.zeros_like(dp0)
-            if not last:
-                dp0[:jc] = times_class(dp0[:jc], pm, jc, nodes)
-            dp1[:jc] = gain
-        elif last:
-            dp1[:jc] = times_class(dp1[:jc], pm, jc, nodes) + gain
-        else:
-            both = times_class(np.concatenate([dp0[:jc], dp1[:jc]], axis=1), pm, jc, np.tile(nodes, 2))
-            dp0[:jc], dp1[:jc] = both[:, :q], both[:, q:] + gain
-    if dp1 is None:  # unreachable: callers only come here with a class of non-zero utility
-        return np.zeros(width)
-    return np.einsum("jqd,q->d", dp1, weights)
-
-
-_TOEPLITZ_MAX_WIDTH = 128
-_TOEPLITZ_MIN_JOBS = 16
+_TOEPLITZ_MAX_WIDTH = 128  # above this many coefficients, shift-and-add beats dense (width x width) matrices
+_TOEPLITZ_MIN_JOBS = 16  # below this many thresholds, shift-and-add has fewer numpy calls to pay for
 
 
 @lru_cache(maxsize=4)
@@ -505,12 +446,94 @@ def _prefix_masks(width: int) -> np.ndarray:
     return m
 
 
+def _shift_per_job(x: np.ndarray) -> np.ndarray:
+    """out[i, :, d] = x[i, :, d - (i+1)] (0 where negative): job i (threshold j = i+1) times x^j, truncated."""
+    jobs, rows, width = x.shape
+    cols = 2 * width
+    pad = np.zeros((jobs, rows, cols))
+    pad[:, :, width:] = x
+    item = pad.itemsize  # job i reads pad[i, :, width - 1 - i + d]: a skewed strided view instead of a gather
+    view = np.lib.stride_tricks.as_strided(
+        pad.reshape(-1)[width - 1 :], shape=x.shape, strides=((rows * cols - 1) * item, cols * item, item)
+    )
+    return view.copy()
+
+
+def _times_class(x: np.ndarray, pm: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """x[i] * F(x, y) for every job i (threshold j = i+1): F = sum_{d<j} pm[d] x^d + y pm[j] x^j, truncated to
+    x's width; `ys` is the y value of each row of x (axis 1)."""
+    jobs, _, width = x.shape
+    if jobs > _TOEPLITZ_MIN_JOBS and width <= _TOEPLITZ_MAX_WIDTH:  # few large ops: a masked Toeplitz matrix per job
+        out = np.matmul(x, _prefix_masks(width)[:jobs] * pm[_lags(width)])
+    else:  # shift-and-add, one op per coefficient
+        out = pm[0] * x
+        for i in range(1, jobs):
+            out[i:, :, i:] += pm[i] * x[i:, :, : width - i]
+    out += (pm[1 : jobs + 1][:, None, None] * ys[None, :, None]) * _shift_per_job(x)
+    return out
+
+
+def _maj_numerator(
+    counts: np.ndarray, util: np.ndarray, n_invalid: int, n: int, kmax: int, p: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """For k = 0..kmax: (sum over k-subsets of credit x p^k (1-p)^(n-k), C(n, k) p^k (1-p)^(n-k)); their ratio
+    is maj@k. See `maj_at_k_curve`.
+
+    State per threshold j (winner's vote count) and Gauss node y: polynomials in x (degree <= kmax) for "no
+    winner drawn yet" (dp0) and "winner drawn, utility-weighted" (dp1). Classes are folded in one at a time,
+    those that cannot win first, so dp1 only exists for the last few.
+    """
+    width = kmax + 1
+    table = _pmf_table(n, width, p)
+    wins = util != 0
+    jmax = min(int(counts[wins].max()), kmax)
+    nodes, weights = _gauss01(max(1, math.ceil(counts.size / 2)))  # y-degree <= (classes - 1)
+    q = nodes.size
+    jobs = np.arange(1, jmax + 1)
+    # Classes smaller than j cannot reach j votes: with the invalid answers they are one binomial factor.
+    sorted_counts = np.sort(counts)
+    below = np.concatenate([[0], np.cumsum(sorted_counts)])[np.searchsorted(sorted_counts, jobs, side="left")]
+    dp0 = np.repeat(table[n_invalid + below][:, None, :], q, axis=1)  # (J, Q, width)
+    dp1: np.ndarray | None = None
+    # Singletons that cannot win act only at j = 1, where together they give sum_t Bin(t; r, p) y^t x^t.
+    lone = (counts == 1) & ~wins
+    r = int(lone.sum())
+    if r > 1:
+        kern = table[r][None, :] * nodes[:, None] ** np.minimum(np.arange(width), r)[None, :]
+        dp0[0] = _rows_times(dp0[0], kern)
+    else:
+        lone[:] = False
+    order = list(np.flatnonzero(~wins & ~lone)) + list(np.flatnonzero(wins))
+    both_nodes = np.tile(nodes, 2)
+    for pos, c in enumerate(order):
+        m = int(counts[c])
+        jc = min(m, jmax)  # for j > m this class is inside `below`
+        pm = table[m]
+        if wins[c]:
+            gain = (util[c] * pm[1 : jc + 1])[:, None, None] * _shift_per_job(dp0[:jc])
+        last = pos == len(order) - 1
+        if dp1 is None:
+            if not last:
+                dp0[:jc] = _times_class(dp0[:jc], pm, nodes)
+        elif last:  # dp0 is not needed any more
+            dp1[:jc] = _times_class(dp1[:jc], pm, nodes)
+        else:
+            both = _times_class(np.concatenate([dp0[:jc], dp1[:jc]], axis=1), pm, both_nodes)
+            dp0[:jc], dp1[:jc] = both[:, :q], both[:, q:]
+        if wins[c]:
+            if dp1 is None:
+                dp1 = np.zeros_like(dp0)
+            dp1[:jc] += gain
+    if dp1 is None:  # unreachable: callers come here only with a class of non-zero utility
+        return np.zeros(width), table[n]
+    return np.einsum("jqd,q->d", dp1, weights), table[n]
+
+
 def _rows_times(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise polynomial product of a and b (both (rows, width)), truncated to width."""
     rows, width = a.shape
     if rows * width * width <= _CHUNK_CELLS:
-        d = np.arange(width)
-        lag = d[:, None] - d[None, :]
+        lag = np.arange(width)[:, None] - np.arange(width)[None, :]
         toeplitz = np.where(lag >= 0, b[:, np.clip(lag, 0, None)], 0.0)  # (rows, width, width)
         return np.einsum("rsi,ri->rs", toeplitz, a)
     return np.stack([np.convolve(a[i], b[i])[:width] for i in range(rows)])
@@ -595,9 +618,10 @@ def weighted_maj_at_k(
     reps: int = 200,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """Reward-weighted majority vote at k (weighted self-consistency; each vote counts its reward) by seeded
-    resampling: (mean, standard error). No cheap exact form exists (ALGORITHMS.md 5.5); with equal weights it
-    estimates `maj_at_k`. Vote rules as in `weighted_vote_credit`."""
+    """Reward-weighted majority vote at k (weighted self-consistency: each vote counts its reward) by seeded
+    resampling: (mean, standard error). GenRM's `compute_weighted_sc` (Singhi et al. 2025) does the same with 25
+    subsets and a first-drawn tie rule; we split ties evenly. No cheap exact form exists (ALGORITHMS.md 5.5);
+    with equal weights it estimates `maj_at_k`. Vote rules as in `weighted_vote_credit`."""
     n = len(answers)
     weighted_vote_credit(answers, weights, correct, np.zeros((1, 1), dtype=np.int64))  # validate once, early
     return resampled_at_k(

@@ -83,7 +83,7 @@ def _result(task, groups, n_min, n, mean_tokens, compute, curves) -> dict[str, A
     }
 
 
-def _rpc_curves(groups, classes, correct, ks, mean_tokens, seed, reps: int = 64) -> dict[str, list[dict[str, Any]]]:
+def _rpc_curves(groups, classes, correct, ks, mean_tokens, seed, reps: int = 16) -> dict[str, list[dict[str, Any]]]:
     """PPL and RPC (perplexity consistency + reasoning pruning) at each k, by seeded resampling of k-subsets."""
     from tteval.strategies.pool import Pool
     from tteval.strategies.rpc import perplexity_consistency, ppl_select

@@ -334,6 +334,7 @@ class LlamaCppBackend:
         self._kv: _KvOps | None = None
         self._batch = _Batch(lc, max(_N_BATCH, max_parallel))
         self.n_ctx_seq = 0  # tokens per sequence of the current context (0: none yet)
+        self._n_batch = self._batch.capacity
         if n_ctx is not None:
             self._make_context(n_ctx)
 
@@ -365,7 +366,9 @@ class LlamaCppBackend:
             )
         self._ctx = ctx
         self._kv = _kv_ops(lc, ctx)
+        # llama.cpp pads the context and clamps the batch to it: read back what it made
         self.n_ctx_seq = int(lc.llama_n_ctx_seq(ctx)) if hasattr(lc, "llama_n_ctx_seq") else n_ctx_seq
+        self._n_batch = min(self._batch.capacity, int(lc.llama_n_batch(ctx)))
 
     def _ensure_context(self, need: int) -> None:
         """Make sure one sequence can hold `need` tokens, growing the context if it is sized automatically."""
@@ -531,7 +534,7 @@ class LlamaCppBackend:
     def _decode_prompt(self, p: _Prompt, seq_id: int) -> None:
         """Decode a prompt into one sequence, in chunks of the batch size; keep the logits of its last token."""
         tokens = p.tokens
-        cap = self._batch.capacity
+        cap = self._n_batch
         for start in range(0, len(tokens), cap):
             chunk = tokens[start : start + cap]
             want = np.zeros(len(chunk), dtype=np.int8)

