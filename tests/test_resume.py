@@ -11,9 +11,9 @@ from pathlib import Path
 ARGS = ["run", "--task", "gsm8k", "--limit", "5", "-n", "2", "--max-tokens", "40", "--batch-problems", "1", "--no-cache"]
 
 
-def start(out: Path) -> subprocess.Popen:
+def start(out: Path, args=ARGS) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "tteval.cli", *ARGS, "--out", str(out)],
+        [sys.executable, "-m", "tteval.cli", *args, "--out", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -56,7 +56,8 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
-    p = start(tmp_path)
+    args = [a if a != "5" else "12" for a in ARGS]  # long enough that Ctrl-C lands mid-run
+    p = start(tmp_path, args)
     wait_for_lines(tmp_path, 2, p)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=120)
@@ -67,4 +68,4 @@ def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
     assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
     r = subprocess.run([sys.executable, "-m", "tteval.cli", "run", "--resume", str(run)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert len(samples_of(tmp_path)) == 10
+    assert len(samples_of(tmp_path)) == 24
