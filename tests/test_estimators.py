@@ -140,7 +140,9 @@ def test_pass_at_k_vectorised_over_problems():
     assert np.allclose(curve[1], E.pass_at_k(n, c, 2))
 
 
-@pytest.mark.parametrize("c,k", [(1, 1), (3, 10), (37, 100), (1000, 999), (1500, 7), (1990, 5), (5, 1990), (2000, 2000)])
+@pytest.mark.parametrize(
+    "c,k", [(1, 1), (3, 10), (37, 100), (1000, 999), (1500, 7), (1990, 5), (5, 1990), (2000, 2000)]
+)
 def test_pass_at_k_n2000_matches_fraction(c, k):
     got = float(E.pass_at_k(2000, c, k))
     assert math.isfinite(got)
@@ -171,7 +173,9 @@ def test_eff_at_k_equals_mean_of_subset_maxima(pool):
 
 
 @PROPERTY
-@given(st.lists(st.booleans(), min_size=1, max_size=40).flatmap(lambda b: st.tuples(st.just(b), st.integers(1, len(b)))))
+@given(
+    st.lists(st.booleans(), min_size=1, max_size=40).flatmap(lambda b: st.tuples(st.just(b), st.integers(1, len(b))))
+)
 def test_eff_at_k_on_binary_scores_is_pass_at_k(case):
     b, k = case
     assert E.eff_at_k(np.array(b, dtype=float), k) == pytest.approx(float(E.pass_at_k(len(b), sum(b), k)), abs=1e-12)
@@ -252,7 +256,8 @@ def test_best_of_k_equals_brute_force_with_ties(pool, data):
     r, k = pool
     y = data.draw(st.lists(st.floats(0, 1), min_size=len(r), max_size=len(r)))
     assert E.best_of_k(r, y, k) == pytest.approx(brute_bon(r, y, k), abs=1e-12)
-    assert np.allclose(E.best_of_k_curve(r, y, range(1, len(r) + 1)), [brute_bon(r, y, j) for j in range(1, len(r) + 1)])
+    ks = range(1, len(r) + 1)
+    assert np.allclose(E.best_of_k_curve(r, y, ks), [brute_bon(r, y, j) for j in ks])
 
 
 @PROPERTY

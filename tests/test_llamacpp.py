@@ -12,6 +12,7 @@ from tteval.backends.base import Request
 from tteval.backends.llamacpp import (
     DEFAULT_MODEL,
     LlamaCppBackend,
+    inverse_cdf,
     resolve_model_path,
     row_stats,
     sample_token,
@@ -237,3 +238,17 @@ def test_sample_token_frequencies_follow_the_tempered_distribution():
     p /= p.sum()
     freq = np.bincount(draws, minlength=50) / len(draws)
     assert np.abs(freq - p).max() < 0.02
+
+
+def test_blockwise_inverse_cdf_equals_a_full_cumulative_sum():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        n = int(rng.integers(1, 2000))
+        w = (rng.random(n) * (rng.random(n) < 0.3)).astype(np.float32)  # many zero-weight tokens
+        w[rng.integers(n)] += 1.0
+        u = float(rng.random())
+        cdf = np.cumsum(w, dtype=np.float64)
+        expected = min(int(np.searchsorted(cdf, u * cdf[-1], side="right")), n - 1)
+        got = inverse_cdf(w, u)
+        assert got == expected and w[got] > 0
+    assert inverse_cdf(np.array([0, 0, 2, 0], dtype=np.float32), 0.0) == 2

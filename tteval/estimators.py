@@ -301,7 +301,9 @@ def best_of_k_curve(rewards: Sequence[float], correct: Sequence[float], ks: Sequ
     return _order_sum(r.size, ks_arr, np.repeat(group_mean, counts))
 
 
-def best_of_k_many(rewards: Sequence[Sequence[float]], correct: Sequence[Sequence[float]], ks: Sequence[int]) -> np.ndarray:
+def best_of_k_many(
+    rewards: Sequence[Sequence[float]], correct: Sequence[Sequence[float]], ks: Sequence[int]
+) -> np.ndarray:
     """best_of_k_curve for each problem: shape (problems, len(ks))."""
     return np.array([best_of_k_curve(r, y, ks) for r, y in zip(rewards, correct, strict=True)])
 
@@ -369,7 +371,9 @@ def maj_at_k_curve(answers: Sequence[int], correct: Sequence[float], ks: Sequenc
     return out
 
 
-def maj_at_k_many(answers: Sequence[Sequence[int]], correct: Sequence[Sequence[float]], ks: Sequence[int]) -> np.ndarray:
+def maj_at_k_many(
+    answers: Sequence[Sequence[int]], correct: Sequence[Sequence[float]], ks: Sequence[int]
+) -> np.ndarray:
     """maj_at_k_curve for each problem: shape (problems, len(ks))."""
     return np.array([maj_at_k_curve(a, y, ks) for a, y in zip(answers, correct, strict=True)])
 
@@ -681,7 +685,9 @@ def pass_until_result(successes: int, trials: int, successes_needed: int = 2, al
     return PassUntilResult(r, s, t, None, True, upper)
 
 
-def pass_until_from_outcomes(outcomes: Sequence[bool], successes_needed: int = 2, alpha: float = 0.05) -> PassUntilResult:
+def pass_until_from_outcomes(
+    outcomes: Sequence[bool], successes_needed: int = 2, alpha: float = 0.05
+) -> PassUntilResult:
     """PassUntil from an ordered sequence of i.i.d. trial outcomes (e.g. a pool in sample order): stop at the r-th
     success; if the sequence ends first it is the cap, and the result is censored."""
     o = np.asarray(outcomes, dtype=bool)
@@ -741,7 +747,9 @@ def _interval(values: Sequence[float], reps: int, alpha: float, seed: int) -> tu
     return mean, min(lo, mean), max(hi, mean), "bootstrap"
 
 
-def bootstrap_ci(values: Sequence[float], reps: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(
+    values: Sequence[float], reps: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
     """(mean, lower, upper) of the mean over problems, (1 - alpha) two-sided, boundary-aware.
 
     * 0/1 per-problem values (e.g. pass@1 from one sample): the Wilson score interval (successes, n problems),
@@ -756,7 +764,9 @@ def bootstrap_ci(values: Sequence[float], reps: int = 2000, alpha: float = 0.05,
     return mean, lo, hi
 
 
-def summarize(values: Sequence[float], reps: int = 2000, alpha: float = 0.05, seed: int = 0) -> dict[str, float | int | str]:
+def summarize(
+    values: Sequence[float], reps: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> dict[str, float | int | str]:
     """{value, lower, upper, n, interval} of a task-level mean over per-problem values, as written to metrics.json
     (`interval` names the method: "wilson", "wilson-mean" or "bootstrap"; see `bootstrap_ci`)."""
     mean, lo, hi, method = _interval(values, reps, alpha, seed)
