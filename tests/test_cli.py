@@ -96,3 +96,29 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     assert "Traceback" not in r.stderr + r.stdout
     assert message in r.stderr
     assert len([line for line in r.stderr.splitlines() if line.strip()]) == 1, r.stderr
+
+
+def test_particle_filter_run_end_to_end(tmp_path):
+    r = tteval("run", "--task", "gsm8k", "--limit", "2", "-n", "2", "--strategy", "particle-filter", "--pf-step-tokens",
+               "24", "--pf-max-steps", "2", "--verifier-max-tokens", "16", "--out", str(tmp_path))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    run = only_run_dir(tmp_path)
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and sum(s["selected"] for s in samples) == 2
+    assert all(0 <= s["scores"]["prm"] <= 1 and s["problem_verifier_tokens"] > 0 for s in samples)
+    curves = json.loads((run / "metrics.json").read_text())["curves"]
+    assert set(curves) == {"pf@k", "pf-vote@k"} and curves["pf@k"][0]["k"] == 2
+
+
+def test_genrm_verifier_run_reports_the_sv_grid(tmp_path):
+    r = tteval("run", "--task", "gsm8k", "--limit", "2", "-n", "2", "--max-tokens", "32", "--verifier", "genrm", "-V", "2",
+               "--verifier-max-tokens", "16", "--out", str(tmp_path))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    run = only_run_dir(tmp_path)
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert all(len(s["verifier_chain_scores"]) == 2 and 0 <= s["scores"]["genrm"] <= 1 for s in samples)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"genrm@k[V=1]", "genrm@k[V=2]", "bon@k[genrm]"} <= set(metrics["curves"])
+    assert metrics["compute"]["verifications"] == 2 and metrics["compute"]["lambda"] > 0
+    point = metrics["curves"]["genrm@k[V=2]"][-1]
+    assert point["compute"] == pytest.approx(2 * (1 + metrics["compute"]["lambda"] * 2))

@@ -17,6 +17,12 @@ independent of its neighbours.
 Logprobs are those of each sampled token under the model's *raw* distribution (log-softmax of the unscaled
 logits, before temperature or top-p), as vLLM reports them: RPC's perplexity, exp(mean logprob), and the
 generative verifiers need the model's probabilities, not the sampler's.
+
+Token accounting: `num_tokens`, `tokens` and `token_logprobs` cover every sampled token, including the end-of-
+generation token (shown as e.g. "<|im_end|>") and the tokens of a stop string, which `text` leaves out; `logprob`
+is their sum and is always filled (Request.logprobs=False only drops the per-token lists). Token strings are the
+token's UTF-8 text, a partial multi-byte character written as \\x escapes; `text` is decoded incrementally over
+the whole byte stream (invalid bytes become U+FFFD).
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from tteval.errors import TtevalError
+from tteval.estimators import hodges_lehmann  # noqa: F401  (re-exported: reference timing uses it)
 from tteval.verifiers.sandbox import ExecResult, Limits, load_limits, run_many
 
 VERDICTS = ("passed", "failed", "timeout", "crashed", "sandbox_error")
@@ -372,15 +373,6 @@ def calibrate_time_limit(
     if not reference_runtime_s >= 0:
         raise TtevalError(f"a reference runtime must be a non-negative number of seconds, got {reference_runtime_s!r}")
     return float(max(floor_s, factor * reference_runtime_s))
-
-
-def hodges_lehmann(times: Sequence[float]) -> float:
-    """The Hodges-Lehmann location of repeated timings: the median of all pairwise means (t_a + t_b) / 2, a <= b."""
-    values = np.asarray(times, dtype=float)
-    if values.size == 0:
-        raise TtevalError("hodges_lehmann needs at least one timing")
-    i, j = np.triu_indices(values.size)
-    return float(np.median((values[i] + values[j]) / 2.0))
 
 
 def reference_runtimes(
