@@ -30,7 +30,7 @@ import numpy as np
 
 from tteval.errors import TtevalError
 from tteval.estimators import hodges_lehmann  # noqa: F401  (re-exported: reference timing uses it)
-from tteval.verifiers.sandbox import ExecResult, Limits, load_limits, run_many
+from tteval.verifiers.sandbox import ExecResult, Limits, _per_item, load_limits, run_many
 
 VERDICTS = ("passed", "failed", "timeout", "crashed", "sandbox_error")
 MARKER = "\x1eTTEVAL-RESULT "
@@ -170,12 +170,7 @@ def _one_line(text: str, limit: int = 300) -> str:
 
 
 def _per_item_limits(limits: Limits | Sequence[Limits], n: int) -> list[Limits]:
-    if isinstance(limits, Limits):
-        return [limits] * n
-    out = list(limits)
-    if len(out) != n:
-        raise TtevalError(f"got {n} programs but {len(out)} limits")
-    return out
+    return _per_item(limits, n, "limits")
 
 
 def _normalize(tests: str) -> str:
