@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 # scipy's L-BFGS-B (RPC's Weibull fit) runs tiny problems; multi-threaded BLAS only adds overhead there.
@@ -223,8 +224,13 @@ def _warn_line(message: str) -> None:
 
 def main() -> None:
     """Entry point: run the typer app, turning user errors into one line on stderr and a non-zero exit."""
+    # Shells start background jobs with SIGINT ignored, and Python keeps that: restore Ctrl-C -> KeyboardInterrupt
+    # so an interrupted run always saves, says so, and prints the command that resumes it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
+        if isinstance(rc, int) and rc:  # typer returns Ctrl-C's 130 instead of raising in this mode
+            sys.exit(rc)
     except TtevalError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)

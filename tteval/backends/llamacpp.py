@@ -51,6 +51,7 @@ _N_BATCH = 512  # prompt tokens per llama_decode call
 _TOP_P_FIRST = 64  # top-p first looks for the nucleus among this many most likely tokens
 _SEED_MASK = (1 << 64) - 1
 _CDF_BLOCK = 256  # inverse-CDF sampling sums the vocabulary in blocks of this many tokens
+_KV_UNIFIED = False  # one KV stream per sequence (see the module docstring)
 
 
 # --------------------------------------------------------------------------------------------- model files
@@ -344,9 +345,10 @@ class LlamaCppBackend:
         self._ctx: Any = None
         self._batch: _Batch | None = None
         _init_backend(lc)
+        _LOG_TAIL.clear()
         self._model = lc.llama_model_load_from_file(self.model_path.encode("utf-8"), lc.llama_model_default_params())
         if not self._model:
-            raise TtevalError(f"llama.cpp could not load {self.model_path} (not a GGUF model it supports?)")
+            raise TtevalError(f"llama.cpp could not load {self.model_path}{_log_hint() or ' (not a GGUF model?)'}")
         self._vocab = lc.llama_model_get_vocab(self._model)
         self.n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
         self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model))
@@ -369,10 +371,19 @@ class LlamaCppBackend:
     # ----------------------------------------------------------------------------------------- setup
     @staticmethod
     def _quiet(verbose: bool) -> None:
-        """Route llama.cpp's log through llama-cpp-python's logger at ERROR level unless verbose."""
-        from llama_cpp._logger import set_verbose
+        """Silence llama.cpp's log (kept in a short buffer for error messages) unless verbose.
 
-        set_verbose(verbose)
+        llama-cpp-python's own filter maps this llama.cpp's log levels wrongly (warnings print as errors), so a
+        no-op-ish callback is installed instead; verbose=True restores llama-cpp-python's printer.
+        """
+        lc = _llama_cpp()
+        if verbose:
+            from llama_cpp import _logger
+
+            _logger.set_verbose(True)
+            lc.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        else:
+            lc.llama_log_set(_quiet_log_callback(lc), ctypes.c_void_p(0))
 
     def _make_context(self, n_ctx_seq: int) -> None:
         """(Re)create the llama.cpp context with `max_parallel` sequences of `n_ctx_seq` tokens each."""
@@ -380,17 +391,18 @@ class LlamaCppBackend:
         self._free_context()
         p = lc.llama_context_default_params()
         p.n_seq_max = self.max_parallel
-        p.kv_unified = False
+        p.kv_unified = _KV_UNIFIED
         p.n_ctx = n_ctx_seq * self.max_parallel
         p.n_batch = self._batch.capacity
         p.n_ubatch = self._batch.capacity
         p.n_threads = p.n_threads_batch = self.n_threads
         p.no_perf = True
+        _LOG_TAIL.clear()
         ctx = lc.llama_init_from_model(self._model, p)
         if not ctx:
             raise TtevalError(
                 f"llama.cpp could not create a context of {self.max_parallel} x {n_ctx_seq} tokens; "
-                "lower max_parallel or n_ctx"
+                f"lower max_parallel or n_ctx{_log_hint()}"
             )
         self._ctx = ctx
         self._kv = _kv_ops(lc, ctx)
@@ -592,9 +604,10 @@ class LlamaCppBackend:
         return out
 
     def _decode(self) -> None:
+        _LOG_TAIL.clear()
         rc = self._lc.llama_decode(self._ctx, self._batch.raw)
         if rc != 0:
-            raise TtevalError(f"llama.cpp decode failed (code {rc}); try a larger n_ctx or a smaller max_parallel")
+            raise TtevalError(f"llama.cpp decode failed (code {rc}){_log_hint()}")
 
     def _logits_row(self, i: int) -> np.ndarray:
         ptr = self._lc.llama_get_logits_ith(self._ctx, i)
@@ -696,6 +709,26 @@ def _first_stop(text: str, stops: Sequence[str], new_from: int) -> tuple[int, st
 
 
 _BACKEND_READY: list[bool] = []
+_LOG_TAIL: deque[str] = deque(maxlen=8)  # llama.cpp's last log lines, quoted when a call fails
+_LOG_CALLBACK: list[Any] = []  # the ctypes callback must outlive every call into llama.cpp
+
+
+def _quiet_log_callback(lc: Any) -> Any:
+    """A llama.cpp log callback that prints nothing and keeps the last few lines."""
+    if not _LOG_CALLBACK:
+
+        def keep(level: int, text: bytes, user_data: Any) -> None:
+            line = (text or b"").decode("utf-8", "replace").strip()
+            if line:
+                _LOG_TAIL.append(line)
+
+        _LOG_CALLBACK.append(lc.llama_log_callback(keep))
+    return _LOG_CALLBACK[0]
+
+
+def _log_hint() -> str:
+    """The last llama.cpp log line, as a suffix for an error message ('' when there is none)."""
+    return f" (llama.cpp: {_LOG_TAIL[-1]})" if _LOG_TAIL else ""
 
 
 def _init_backend(lc: Any) -> None:

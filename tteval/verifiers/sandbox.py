@@ -232,6 +232,17 @@ def _reveal_plan_for(path_entries: tuple[str, ...]) -> list[list[Any]]:
     return out
 
 
+def _interpreter_paths_under_tmp() -> list[str]:
+    """Interpreter / venv folders that live under /tmp, /var/tmp or /dev/shm (e.g. a CI checkout in /tmp): the
+    sandbox's private tmpfs would hide them, so they are bound back read-only."""
+    needed = {sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable)}
+    needed.update(p for p in sys.path if p and os.path.isdir(p))
+    tmp_roots = ("/tmp", "/var/tmp", "/dev/shm")
+    found = sorted({os.path.realpath(p) for p in needed} | {os.path.abspath(p) for p in needed})
+    under = [p for p in found if any(p == r or p.startswith(r + os.sep) for r in tmp_roots) and os.path.isdir(p)]
+    return [p for p in under if not any(p != q and p.startswith(q + os.sep) for q in under)]
+
+
 def _nproc_limit(max_processes: int, own_uid: bool) -> int:
     """RLIMIT_NPROC counts every process of the real uid: under a fresh uid it is the run's own budget; otherwise
     it must leave room for the user's other processes (and root ignores it)."""
@@ -319,6 +330,7 @@ class _Run:
             "tmpfs_mb": int(lim.file_size_mb),
             "uid": uid if own_uid else None,
             "reveal": _reveal_plan() if own_uid else [],
+            "tmp_keep": _interpreter_paths_under_tmp(),
         }
 
     def result(self) -> ExecResult:
@@ -544,9 +556,15 @@ def build_filesystem():
         remount_read_only()  # kernels before 5.12 have no mount_setattr: remount each mount point instead
     mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     size = f"size={cfg['tmpfs_mb']}m,mode=1777"
+    keep = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in cfg["tmp_keep"]]
     for d in ("/tmp", "/var/tmp", "/dev/shm"):
         if os.path.isdir(d):
             mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, size)
+    for p, fd in keep:  # the interpreter's own folders under a tmp dir, bound back read-only
+        os.makedirs(p, mode=0o755, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC)
+        mount(None, p, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        os.close(fd)
 
 
 def child():
