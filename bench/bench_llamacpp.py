@@ -145,6 +145,14 @@ def main() -> None:
         },
         "by_threads": per_threads,
         "fastest_batched_threads": int(best),
+        "notes": [
+            "tokens/s = generated tokens (EOS included) / wall time of the whole call(s), prompt decoding included",
+            "sequential_backend re-decodes the prompt in each of its n calls; the batched call decodes it once",
+            "raw_api_create_completion keeps the previous call's KV cache and reuses the shared prompt prefix "
+            "(llama-cpp-python's prefix match), so its loop decodes the prompt only once",
+            "llama.cpp threads spin at barriers: under CPU contention from other processes, 2 threads on 2 CPUs "
+            "slow single-sequence decoding many-fold; compare figures only from rounds with a low load average",
+        ],
         "target": "batched >= 2x the sequential loop (same backend, n=1 calls)",
         "target_met_at_fastest": per_threads[best]["batched_vs_sequential_backend"] >= 2.0,
         "rounds": rounds,

