@@ -220,6 +220,7 @@ def execute(config: RunConfig, console: Console | None = None) -> RunDir:
     if complete:
         console.print(f"[cyan]resuming[/] {run.path}: {len(problems) - len(todo)}/{len(problems)} problems already done")
     meta["status"] = "running"
+    meta.pop("error", None)
     if todo:
         _generate(config, task, problems, complete, run, meta, console)
     samples = run.recover_samples()
@@ -306,12 +307,17 @@ def _generate(
                 write_json_atomic(run.run_json, meta)
                 tps = usage["completion_tokens"] / max(timings["generation_s"], 1e-9)
                 progress.update(bar, advance=len({r["task_id"] for r in records}), tps=f"{tps:,.0f} tok/s")
-    except KeyboardInterrupt:
-        meta["status"] = "interrupted"
+    except (KeyboardInterrupt, TtevalError) as exc:
+        # a Ctrl-C or a backend failing mid-run: what was generated is on disk; say so and how to continue
+        failed = isinstance(exc, TtevalError)
+        meta["status"] = "failed" if failed else "interrupted"
+        if failed:
+            meta["error"] = str(exc)
         write_json_atomic(run.run_json, meta)
         n_saved = len(run.recover_samples())
-        console.print(f"\n[yellow]interrupted[/]: {n_saved} samples saved in {run.samples_path}")
-        console.print(f"resume with: [bold]{resume_command(run)}[/]")
+        word = "[red]stopped by an error[/]" if failed else "[yellow]interrupted[/]"
+        console.print(f"\n{word}: {n_saved} samples saved in {run.samples_path}", highlight=False)
+        console.print(f"resume with: [bold]{resume_command(run)}[/]", highlight=False)
         raise
     finally:
         results.close()

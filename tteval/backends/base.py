@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
+from tteval.errors import TtevalError
+
 
 @dataclass(frozen=True)
 class Request:
@@ -24,6 +26,22 @@ class Request:
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("a Request needs exactly one of prompt or messages")
+
+
+def validate_request(req: Request) -> None:
+    """Raise TtevalError for sampling parameters the backend cannot honour."""
+    if req.n < 0:
+        raise TtevalError(f"n must be >= 0, got {req.n}")
+    if req.max_tokens < 0:
+        raise TtevalError(f"max_tokens must be >= 0, got {req.max_tokens}")
+    if not req.temperature >= 0.0:
+        raise TtevalError(f"temperature must be >= 0, got {req.temperature}")
+    if not 0.0 < req.top_p <= 1.0:
+        raise TtevalError(f"top_p must be in (0, 1], got {req.top_p}")
+    if req.top_logprobs < 0:
+        raise TtevalError(f"top_logprobs must be >= 0, got {req.top_logprobs}")
+    if any(not s for s in req.stop):
+        raise TtevalError("stop strings must be non-empty")
 
 
 @dataclass

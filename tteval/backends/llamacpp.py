@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tteval.backends.base import Completion, Request, Usage
+from tteval.backends.base import Completion, Request, Usage, validate_request
 from tteval.errors import TtevalError
 
 DEFAULT_MODEL = "smollm2"
@@ -199,22 +199,6 @@ def top_logprob_ids(logits: np.ndarray, stats: RowStats, k: int) -> list[tuple[i
 def sample_rng(seed: int, index: int) -> np.random.Generator:
     """The generator of sample `index` of a request seeded `seed`: the same pair always gives the same stream."""
     return np.random.default_rng([seed & _SEED_MASK, index])
-
-
-def validate_request(req: Request) -> None:
-    """Raise TtevalError for sampling parameters the backend cannot honour."""
-    if req.n < 0:
-        raise TtevalError(f"n must be >= 0, got {req.n}")
-    if req.max_tokens < 0:
-        raise TtevalError(f"max_tokens must be >= 0, got {req.max_tokens}")
-    if not req.temperature >= 0.0:
-        raise TtevalError(f"temperature must be >= 0, got {req.temperature}")
-    if not 0.0 < req.top_p <= 1.0:
-        raise TtevalError(f"top_p must be in (0, 1], got {req.top_p}")
-    if req.top_logprobs < 0:
-        raise TtevalError(f"top_logprobs must be >= 0, got {req.top_logprobs}")
-    if any(not s for s in req.stop):
-        raise TtevalError("stop strings must be non-empty")
 
 
 # --------------------------------------------------------------------------------------------- llama.cpp glue

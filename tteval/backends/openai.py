@@ -31,8 +31,7 @@ from typing import Any, Sequence
 
 import httpx
 
-from tteval.backends.base import Completion, Request, Usage
-from tteval.backends.llamacpp import validate_request
+from tteval.backends.base import Completion, Request, Usage, validate_request
 from tteval.errors import TtevalError
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})

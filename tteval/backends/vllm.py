@@ -20,8 +20,7 @@ import copy
 import gc
 from typing import Any, Sequence
 
-from tteval.backends.base import Completion, Request, Usage
-from tteval.backends.llamacpp import validate_request
+from tteval.backends.base import Completion, Request, Usage, validate_request
 from tteval.errors import TtevalError
 
 GREEDY_EPS = 1e-5  # vLLM treats a temperature below this as greedy
