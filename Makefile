@@ -2,6 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# llama.cpp's native x86 build turns on its AMX kernels on CPUs that have AMX (Sapphire Rapids and later), and those
+# crash (SIGSEGV in llama_decode) in VMs that do not grant AMX tile state, as on this project's CI machines. Build
+# llama-cpp-python for AVX2 instead: portable across x86-64 machines and plenty for the 135M CPU model.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+endif
+export CMAKE_ARGS ?= $(LLAMA_CMAKE_ARGS)
 
 .PHONY: setup run test test-vllm bench clean
 
