@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,9 +41,28 @@ dl.kv dt{color:#666}dl.kv dd{margin:0}
 """
 
 
+# Characters a page must not carry raw: C0/C1 controls (but tab, newline, CR) and lone surrogates (not encodable).
+_UNSHOWABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# Answers longer than this are cut in the vote and candidate tables (a runaway answer must not bloat the page).
+MAX_ANSWER_SHOWN = 200
+
+
+def _visible(match: re.Match) -> str:
+    c = match.group()
+    return "\ufffd" if "\ud800" <= c <= "\udfff" else f"\\x{ord(c):02x}"
+
+
 def e(x: Any) -> str:
-    """HTML-escape any value (quotes included): every string that reaches the page goes through here."""
-    return html.escape("" if x is None else str(x), quote=True)
+    """HTML-escape any value (quotes included): every string that reaches the page goes through here.
+
+    Control characters are shown as `\\xNN` and lone surrogates as U+FFFD, so any model output gives valid UTF-8."""
+    return html.escape(_UNSHOWABLE.sub(_visible, "" if x is None else str(x)), quote=True)
+
+
+def _short(answer: Any, limit: int = MAX_ANSWER_SHOWN) -> str:
+    """An answer for a table cell, cut to `limit` characters with a note of its full length."""
+    text = "" if answer is None else str(answer)
+    return text if len(text) <= limit else f"{text[:limit]}… [{len(text):,} chars]"
 
 
 def html_table(frame: pd.DataFrame, numeric: Iterable[str] = (), cls: str = "") -> str:
@@ -81,7 +101,7 @@ def read_samples(path: Path) -> tuple[list[dict[str, Any]], int]:
                 continue
             try:
                 r = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 bad += 1
                 continue
             if isinstance(r, dict) and "task_id" in r:
@@ -167,14 +187,14 @@ def problem_html(p: ProblemView, limits: DrillLimits) -> str:
     n = len(p.candidates)
     if p.majority is not None:
         maj_answer, maj_ok = _representative(p, p.majority)
-        maj = f"majority {e(maj_answer)!s} {_verdict(maj_ok)} ({p.votes[p.majority]}/{n} votes)"
+        maj = f"majority {e(_short(maj_answer))} {_verdict(maj_ok)} ({p.votes[p.majority]}/{n} votes)"
     else:
         maj = '<span class="muted">no extracted answers</span>'
     summary = f"{e(p.task_id)} — {p.num_correct}/{n} correct · {maj} · {len(p.votes)} answer classes"
     vote_rows = []
     for key, count in sorted(p.votes.items(), key=lambda kv: -kv[1]):
         ans, ok = _representative(p, key)
-        vote_rows.append(f"<tr><td>{e(ans)}</td><td class='num'>{count}</td><td>{_verdict(ok)}</td></tr>")
+        vote_rows.append(f"<tr><td>{e(_short(ans))}</td><td class='num'>{count}</td><td>{_verdict(ok)}</td></tr>")
     no_answer = sum(1 for s in p.candidates if _class_key(s) is None)
     if no_answer:
         vote_rows.append(f"<tr><td class='muted'>(no answer)</td><td class='num'>{no_answer}</td><td></td></tr>")
@@ -186,7 +206,7 @@ def problem_html(p: ProblemView, limits: DrillLimits) -> str:
         mark = " ★" if s.get("selected") else ""
         rows.append(
             "<tr>"
-            f"<td class='num'>{e(s.get('sample_index'))}{mark}</td><td>{e(s.get('answer'))}</td>"
+            f"<td class='num'>{e(s.get('sample_index'))}{mark}</td><td>{e(_short(s.get('answer')))}</td>"
             f"<td>{_verdict(s.get('correct'))}</td><td class='num'>{p.votes.get(key, 0) if key is not None else 0}</td>"
             f"<td>{e(_fmt_scores(s.get('scores')))}</td><td class='num'>{e(s.get('num_tokens'))}</td>"
             f"<td>{e(s.get('finish_reason'))}</td><td>{_completion_cell(s.get('completion'), limits.max_chars)}</td>"
@@ -346,5 +366,5 @@ def write_report(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     page = build_report(df, limits, title=title, skipped=df.attrs.get("skipped", ()))
-    out.write_text(page, encoding="utf-8")
+    out.write_text(page, encoding="utf-8", errors="replace")
     return out

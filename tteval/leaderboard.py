@@ -239,7 +239,7 @@ def collect_runs(
             continue
         try:
             rows.extend(run_rows(folder, params))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, TtevalError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, TtevalError) as exc:
             reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             warn(f"skipping {folder}: malformed run files ({reason})")
             skipped.append(str(folder))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 import yaml
 
 from tteval.errors import TtevalError
+from tteval.jsonl import json_object
 from tteval.paths import shipped_dir
 
 KINDS = ("math", "code")
@@ -113,45 +116,119 @@ def load_task(name: str, tasks_dir: Path | None = None) -> Task:
             raise TtevalError(f"unknown task '{name}'; available: {', '.join(sorted(paths))}")
         path = paths[name]
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise TtevalError(f"malformed task YAML {path}:{line}: not valid UTF-8 (byte {exc.start})") from None
+    except OSError as exc:
+        raise TtevalError(f"cannot read task YAML {path}: {exc.strerror or exc}") from None
+    try:
+        spec = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f"{path}:{line + 1}" if line is not None else str(path)
         raise TtevalError(f"malformed task YAML {where}: {_first_line(exc)}") from None
-    return _validate(spec, path)
+    return _validate(spec, path, text)
 
 
-def _validate(spec: Any, path: Path) -> Task:
+MATH_EXTRACT = ("boxed", "gsm8k")
+MATH_GOLD_STYLES = ("gsm8k",)
+
+
+def _validate(spec: Any, path: Path, text: str = "") -> Task:
+    def bad(message: str, *keys: str) -> TtevalError:
+        line = _key_line(text, keys) if keys else None
+        return TtevalError(f"malformed task YAML {path}{f':{line}' if line else ''}: {message}")
+
     if not isinstance(spec, dict):
-        raise TtevalError(f"malformed task YAML {path}: expected a mapping at the top level")
+        raise bad("expected a mapping at the top level")
     missing = [k for k in ("name", "kind", "source", "prompt") if k not in spec]
     if missing:
-        raise TtevalError(f"malformed task YAML {path}: missing key(s) {', '.join(missing)}")
+        raise bad(f"missing key(s) {', '.join(missing)}")
+    known = {"name", "kind", "description", "source", "prompt", "id_field", "id_prefix", "math", "code"}
+    unknown = sorted(set(spec) - known, key=str)
+    if unknown:
+        raise bad(f"unknown key(s) {', '.join(map(str, unknown))}", str(unknown[0]))
+    if not isinstance(spec["name"], (str, int)) or not str(spec["name"]).strip():
+        raise bad("name must be a non-empty string", "name")
     if spec["kind"] not in KINDS:
-        raise TtevalError(f"malformed task YAML {path}: kind must be one of {KINDS}, got {spec['kind']!r}")
-    if not isinstance(spec["prompt"], dict) or "user" not in spec["prompt"]:
-        raise TtevalError(f"malformed task YAML {path}: prompt needs a 'user' template")
+        raise bad(f"kind must be one of {KINDS}, got {spec['kind']!r}", "kind")
+    prompt = spec["prompt"]
+    if not isinstance(prompt, dict) or "user" not in prompt:
+        raise bad("prompt needs a 'user' template", "prompt")
     source = spec["source"]
     if not isinstance(source, dict) or not (source.get("local") or source.get("hub")):
-        raise TtevalError(f"malformed task YAML {path}: source needs 'local' (a JSONL file) or 'hub' (dataset id)")
-    if spec["kind"] == "code" and not {"program", "tests"} <= set(spec.get("code") or {}):
-        raise TtevalError(f"malformed task YAML {path}: a code task needs code.program and code.tests templates")
-    known = {"name", "kind", "description", "source", "prompt", "id_field", "id_prefix", "math", "code"}
-    unknown = sorted(set(spec) - known)
-    if unknown:
-        raise TtevalError(f"malformed task YAML {path}: unknown key(s) {', '.join(unknown)}")
+        raise bad("source needs 'local' (a JSONL file) or 'hub' (dataset id)", "source")
+    if source.get("local") is not None and not isinstance(source["local"], str):
+        raise bad("source.local must be a file path", "source", "local")
+    hub = source.get("hub")
+    if isinstance(hub, str):
+        source = {**source, "hub": {"path": hub}}
+    elif hub is not None and not (isinstance(hub, dict) and isinstance(hub.get("path"), str)):
+        raise bad(
+            "source.hub must be a dataset id or a mapping with 'path' (and optional name, split)", "source", "hub"
+        )
+    sections: dict[str, dict] = {}
+    for section in ("math", "code"):
+        value = spec.get(section)
+        if value is not None and not isinstance(value, dict):
+            raise bad(f"{section} must be a mapping of templates and options", section)
+        sections[section] = value or {}
+    if spec["kind"] == "code" and not {"program", "tests"} <= set(sections["code"]):
+        raise bad("a code task needs code.program and code.tests templates", "code")
+    templates = {f"prompt.{k}": v for k, v in prompt.items() if v is not None}
+    templates.update({f"math.{k}": v for k, v in sections["math"].items() if k == "gold"})
+    templates.update({f"code.{k}": v for k, v in sections["code"].items()})
+    for where, template in templates.items():
+        if not isinstance(template, str):
+            raise bad(f"{where} must be a string template, got {type(template).__name__}", *where.split("."))
+        try:
+            list(string.Formatter().parse(template))
+        except ValueError as exc:
+            raise bad(f"{where} is not a valid template ({exc}; write a literal brace as {{{{ or }}}})",
+                      *where.split("."))  # fmt: skip
+    extract = sections["math"].get("extract", "boxed")
+    if extract not in MATH_EXTRACT:
+        raise bad(f"math.extract must be one of {MATH_EXTRACT}, got {extract!r}", "math", "extract")
+    style = sections["math"].get("gold_style")
+    if style is not None and style not in MATH_GOLD_STYLES:
+        raise bad(
+            f"math.gold_style must be one of {MATH_GOLD_STYLES} (or left out), got {style!r}", "math", "gold_style"
+        )
+    id_field = spec.get("id_field")
+    if id_field is not None and not isinstance(id_field, str):
+        raise bad(f"id_field must be a column name, got {id_field!r}", "id_field")
     return Task(
         name=str(spec["name"]),
         kind=spec["kind"],
         description=str(spec.get("description", "")),
         source=source,
-        prompt=spec["prompt"],
-        id_field=spec.get("id_field"),
-        id_prefix=str(spec.get("id_prefix", "")),
-        math=spec.get("math") or {},
-        code=spec.get("code") or {},
+        prompt={k: v for k, v in prompt.items() if v is not None},
+        id_field=id_field,
+        id_prefix=str(spec.get("id_prefix") or ""),
+        math=sections["math"],
+        code=sections["code"],
         spec_path=path,
     )
+
+
+def _key_line(text: str, keys: tuple[str, ...]) -> int | None:
+    """The 1-based line of the deepest of `keys` (a path of mapping keys) found in the YAML `text`, if any."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                line, node = k.start_mark.line + 1, v
+                break
+        else:
+            break
+    return line
 
 
 def local_data_path(task: Task) -> Path | None:
@@ -164,22 +241,63 @@ def local_data_path(task: Task) -> Path | None:
 
 
 def load_problems(task: Task, limit: int | None = None, data_source: str = "auto") -> list[Problem]:
-    """Load the task's rows with `datasets` (vendored JSONL by default, the hub id when asked or when no file)."""
+    """Load the task's rows with `datasets` (vendored JSONL by default, the hub id when asked or when no file).
+
+    The spec is checked against the data before anything runs: every template field must be a column, the id
+    field must exist and give distinct ids, and every math problem must have a gold answer."""
+    if limit is not None and limit < 1:
+        raise TtevalError(f"--limit must be at least 1, got {limit}")
     rows = _load_rows(task, data_source)
     if not rows:
         raise TtevalError(f"task '{task.name}': the dataset is empty")
     if limit is not None:
-        if limit < 1:
-            raise TtevalError(f"--limit must be at least 1, got {limit}")
         if limit > len(rows):
             raise TtevalError(f"--limit {limit} is beyond the dataset: task '{task.name}' has {len(rows)} problems")
         rows = rows[:limit]
+    _check_columns(task, rows[0])
     problems = []
+    seen: dict[str, int] = {}
     for i, row in enumerate(rows):
         raw_id = row.get(task.id_field) if task.id_field else None
         task_id = f"{task.id_prefix}{raw_id}" if raw_id is not None else f"{task.name}/{i}"
+        if task_id in seen:
+            raise TtevalError(
+                f"task '{task.name}': rows {seen[task_id] + 1} and {i + 1} of the dataset have the same id '{task_id}'"
+                f" (id_field: {task.id_field})"
+            )
+        seen[task_id] = i
         problems.append(Problem(task_id=task_id, index=i, row=row))
+    if task.kind == "math":
+        for p in problems:
+            try:
+                task.gold(p)
+            except TtevalError as exc:
+                raise TtevalError(f"task '{task.name}', problem {p.task_id} (row {p.index + 1}): {exc}") from None
     return problems
+
+
+def _check_columns(task: Task, row: dict[str, Any]) -> None:
+    """Every template's fields are columns of the dataset (so no run stops on a typo mid-way)."""
+    where_spec = f" ({task.spec_path})" if task.spec_path else ""
+    templates = {f"prompt.{k}": v for k, v in task.prompt.items()}
+    if task.kind == "math":
+        templates["math.gold"] = task.math.get("gold", "{answer}")
+    else:
+        templates.update({f"code.{k}": v for k, v in task.code.items() if k in ("program", "tests", "reference")})
+        templates.setdefault("code.reference", "{code}")
+    for where, template in templates.items():
+        extra = {"code"} if where == "code.program" else set()
+        for _, name, _, _ in string.Formatter().parse(template):
+            if name is not None and name not in row and name not in extra:
+                raise TtevalError(
+                    f"task '{task.name}'{where_spec}: {where}: field '{{{name}}}' is not a column of the dataset"
+                    f" (columns: {', '.join(sorted(map(str, row)))[:300]})"
+                )
+    if task.id_field and task.id_field not in row:
+        raise TtevalError(
+            f"task '{task.name}'{where_spec}: id_field '{task.id_field}' is not a column of the dataset"
+            f" (columns: {', '.join(sorted(map(str, row)))[:300]})"
+        )
 
 
 def _load_rows(task: Task, data_source: str) -> list[dict[str, Any]]:
@@ -194,21 +312,91 @@ def _load_rows(task: Task, data_source: str) -> list[dict[str, Any]]:
     if use_local:
         if local is None or not local.is_file():
             raise TtevalError(f"task '{task.name}': data file not found: {local}")
-        if local.stat().st_size == 0:
+        if local.suffix in (".jsonl", ".ndjson"):
+            _check_jsonl(task, local)
+        elif local.stat().st_size == 0:
             raise TtevalError(f"task '{task.name}': the dataset is empty: {local}")
         try:
-            ds = datasets.load_dataset("json", data_files=str(local), split="train")
+            with _quiet_datasets():
+                ds = datasets.load_dataset("json", data_files=str(local), split="train")
         except Exception as exc:  # datasets wraps JSON errors in several exception types
-            raise TtevalError(f"task '{task.name}': cannot read {local}: {_first_line(exc)}") from None
+            raise TtevalError(f"task '{task.name}': cannot read {local}: {_root_cause(exc)}") from None
         return [dict(r) for r in ds]
     hub = task.source.get("hub")
     if not hub:
         raise TtevalError(f"task '{task.name}' names no hub dataset and its local file is missing: {local}")
     try:
-        ds = datasets.load_dataset(hub["path"], hub.get("name"), split=hub.get("split", "test"))
+        with _quiet_datasets():
+            ds = datasets.load_dataset(hub["path"], hub.get("name"), split=hub.get("split", "test"))
     except Exception as exc:
-        raise TtevalError(f"task '{task.name}': cannot load hub dataset {hub['path']}: {_first_line(exc)}") from None
+        chain = " ".join(_chain_messages(exc)).lower()
+        offline = any(w in chain for w in ("not cached", "connection", "name or service", "offline", "resolve host"))
+        hint = " (the hub is unreachable and the dataset is not in the local cache)" if offline else ""
+        raise TtevalError(
+            f"task '{task.name}': cannot load hub dataset {hub['path']}: {_root_cause(exc)}{hint}"
+        ) from None
     return [dict(r) for r in ds]
+
+
+def _check_jsonl(task: Task, path: Path) -> None:
+    """A JSONL data file holds at least one JSON object and nothing else; else say which line is wrong."""
+    rows = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            where = f"task '{task.name}': {path}:{lineno}"
+            row = json_object(raw, where)
+            if (b"\\ud" in raw or b"\\uD" in raw) and _has_lone_surrogate(row):
+                raise TtevalError(f"{where}: a string holds a lone surrogate escape (\\ud800-\\udfff), not a character")
+            rows += 1
+    if not rows:
+        raise TtevalError(f"task '{task.name}': the dataset is empty: {path}")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+@contextlib.contextmanager
+def _quiet_datasets():
+    """Silence `datasets`' own error log lines while loading: the failure is reported as one TtevalError."""
+    loggers = [logging.getLogger(name) for name in ("datasets", "huggingface_hub")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def _chain_messages(exc: BaseException) -> list[str]:
+    out, seen = [], set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        out.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__ or current.__context__
+    return out
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The first line of the innermost chained exception (datasets wraps the real reason)."""
+    seen = set()
+    while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -12,6 +12,10 @@ How a `generate` call runs:
   and jitter, waiting at least as long as a Retry-After header asks. A request that times out (no answer within
   `timeout_s`) is NOT retried: resending the same long generation only stacks more load on a slow server;
 - any other 4xx is the caller's error and fails at once with the server's own message.
+  `TTEVAL_HTTP_RETRIES` and `TTEVAL_HTTP_BACKOFF_S` set the retry count and base backoff when the caller does not.
+
+A response body is JSON, but the model text inside it may be anything: invalid UTF-8 bytes are decoded to U+FFFD
+and lone surrogates (`"\\ud800"`) are kept as they are, so such output is recorded and graded, never a failure.
 
 Logprobs are whatever the server reports for the sampled tokens (vLLM and llama.cpp: the model's raw
 distribution); `Completion.logprob` is their sum.
@@ -20,8 +24,10 @@ distribution); `Completion.logprob` is their sum.
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import random
+import re
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -35,6 +41,8 @@ from tteval.backends.base import Completion, Request, Usage, validate_request
 from tteval.errors import TtevalError
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 60.0  # no single wait between retries is longer than this, whatever Retry-After says
 CHECK_TIMEOUT = httpx.Timeout(10.0, connect=3.0)  # the construction-time probe: a wrong URL fails in seconds
 
@@ -64,16 +72,22 @@ class OpenAIBackend:
         api_key: str | None = None,
         max_concurrency: int = 16,
         timeout_s: float = 600.0,
-        max_retries: int = 5,
+        max_retries: int | None = None,
         chat_template: str | None = None,
-        backoff_s: float = 0.5,
+        backoff_s: float | None = None,
     ) -> None:
+        if max_retries is None:
+            max_retries = int(_env_number("TTEVAL_HTTP_RETRIES", DEFAULT_MAX_RETRIES, integer=True))
+        if backoff_s is None:
+            backoff_s = _env_number("TTEVAL_HTTP_BACKOFF_S", DEFAULT_BACKOFF_S)
         if max_concurrency < 1:
             raise TtevalError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if max_retries < 0:
             raise TtevalError(f"max_retries must be >= 0, got {max_retries}")
         if not timeout_s > 0:
             raise TtevalError(f"timeout_s must be > 0, got {timeout_s}")
+        if not backoff_s >= 0:
+            raise TtevalError(f"backoff_s must be >= 0, got {backoff_s}")
         self.base_url = normalize_base_url(base_url)
         self.model = model
         self.usage = Usage(extra={"http_requests": 0, "retries": 0})
@@ -111,7 +125,7 @@ class OpenAIBackend:
         if resp.status_code == 200:  # some servers have no /models; they still serve completions
             try:
                 self.served_models = [str(m.get("id")) for m in resp.json().get("data") or [] if isinstance(m, dict)]
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, TypeError, RecursionError):
                 self.served_models = []
 
     def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str:
@@ -182,7 +196,12 @@ class OpenAIBackend:
         with self._lock:
             self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
             self.usage.completion_tokens += int(usage.get("completion_tokens") or 0)
-        return parse_response(data, chat=req.messages is not None, top_logprobs=req.top_logprobs)
+        try:
+            return parse_response(data, chat=req.messages is not None, top_logprobs=req.top_logprobs)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise TtevalError(
+                f"server at {self.base_url} answered {path} with a malformed completion ({type(exc).__name__}: {exc})"
+            ) from None
 
     def _send(self, path: str, body: dict[str, Any], abort: threading.Event) -> dict[str, Any]:
         """POST with retries on 408/429/5xx and broken connections; other failures raise TtevalError."""
@@ -193,7 +212,7 @@ class OpenAIBackend:
             with self._lock:
                 self.usage.extra["http_requests"] += 1
             try:
-                resp = self._client.post(url, json=body)
+                resp = self._client.post(url, content=json_request_bytes(body), headers=_JSON_HEADERS)
             except (httpx.ReadTimeout, httpx.WriteTimeout):
                 raise TtevalError(
                     f"no answer from {url} within {self.timeout_s:g} s (not retried, as a retry resends the same"
@@ -208,13 +227,7 @@ class OpenAIBackend:
                 wait = backoff_delay(attempt, None, self.backoff_s)
             else:
                 if resp.status_code < 400:
-                    try:
-                        data = resp.json()
-                    except ValueError:
-                        raise TtevalError(f"server at {url} answered with non-JSON: {resp.text[:200]!r}") from None
-                    if not isinstance(data, dict):
-                        raise TtevalError(f"server at {url} answered with an unexpected body: {str(data)[:200]}")
-                    return data
+                    return response_json(resp, url)
                 if resp.status_code not in RETRY_STATUS:
                     raise TtevalError(self._rejection(resp, path))
                 if attempt == self.max_retries:
@@ -270,6 +283,32 @@ def request_body(model: str, req: Request, n: int, offset: int = 0) -> tuple[str
     return "/completions", body
 
 
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_request_bytes(body: dict[str, Any]) -> bytes:
+    """A request body as UTF-8 JSON; lone surrogates (from a model's invalid output fed back) become U+FFFD."""
+    text = json.dumps(body, ensure_ascii=False, allow_nan=False)
+    return _LONE_SURROGATE.sub("\ufffd", text).encode("utf-8")
+
+
+def response_json(resp: httpx.Response, url: str) -> dict[str, Any]:
+    """A successful response's JSON object; model text with invalid UTF-8 bytes is decoded with U+FFFD for them."""
+    raw = resp.content
+    try:
+        try:
+            data = json.loads(raw, strict=False)  # strict=False: raw control characters inside strings are kept
+        except UnicodeDecodeError:
+            data = json.loads(raw.decode("utf-8", "replace"), strict=False)
+    except (ValueError, RecursionError):
+        text = raw[:200].decode("utf-8", "replace")
+        raise TtevalError(f"server at {url} answered with non-JSON ({resp.status_code}): {text!r}") from None
+    if not isinstance(data, dict):
+        raise TtevalError(f"server at {url} answered with an unexpected body: {str(data)[:200]}")
+    return data
+
+
 def parse_response(data: dict[str, Any], chat: bool, top_logprobs: int = 0) -> list[Completion]:
     """Completions from a (chat) completions response body, in choice order, with tokens and logprobs if present."""
     usage = data.get("usage") or {}
@@ -278,7 +317,7 @@ def parse_response(data: dict[str, Any], chat: bool, top_logprobs: int = 0) -> l
     total_completion = int(usage.get("completion_tokens") or 0)
     out = []
     for i, ch in enumerate(choices):
-        text = ((ch.get("message") or {}).get("content") if chat else ch.get("text")) or ""
+        text = _choice_text((ch.get("message") or {}).get("content") if chat else ch.get("text"))
         tokens, lps, tops = parse_logprobs(ch.get("logprobs"), chat)
         if tokens is not None:
             num_tokens = len(tokens)
@@ -299,6 +338,17 @@ def parse_response(data: dict[str, Any], chat: bool, top_logprobs: int = 0) -> l
             )
         )
     return out
+
+
+def _choice_text(content: Any) -> str:
+    """A choice's text: a string as is, a list of content parts joined, None as '', anything else as JSON."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        return "".join(str(p.get("text") or "") for p in content)
+    return json.dumps(content)
 
 
 def parse_logprobs(
@@ -359,7 +409,7 @@ def error_message(resp: httpx.Response) -> str:
     """The server's error message, on one line: OpenAI's {"error": {"message"}}, FastAPI's {"detail"}, or the text."""
     try:
         data = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         data = None
     msg: Any = None
     if isinstance(data, dict):
@@ -409,6 +459,21 @@ def render_chat_template(template: str, messages: Sequence[tuple[str, str]]) -> 
         )  # fmt: skip
     except jinja2.TemplateError as exc:
         raise TtevalError(f"the chat template could not be rendered: {exc}") from None
+
+
+def _env_number(name: str, default: float, integer: bool = False) -> float:
+    """A non-negative number from environment variable `name`, else `default`; a bad value is a one-line error."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = -1
+    if not value >= 0:
+        kind = "a whole number" if integer else "a number"
+        raise TtevalError(f"{name} must be {kind} >= 0, got {raw!r}")
+    return value
 
 
 def _reason(exc: Exception) -> str:
