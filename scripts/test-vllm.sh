@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Opt-in vLLM backend tests (`make test-vllm`): a separate venv with vLLM (about 9 GB, several minutes the first
-# time) and the project, then the tests marked `vllm`. They run on vLLM's own classes and need no GPU.
+# Opt-in vLLM tests, backend and PRM scorer (`make test-vllm`): a separate venv with vLLM (about 9 GB, several
+# minutes the first time) and the project, then the tests marked `vllm`. They run on vLLM's own classes, no GPU.
 # Env: VENV_VLLM (default .venv-vllm), PYTHON (default python3); extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +17,4 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV_VLLM/bin/pip" install --quiet -e '.[test,vllm]'
   touch "$stamp"
 fi
-exec "$VENV_VLLM/bin/python" -m pytest -q -m vllm tests/test_vllm_backend.py "$@"
+exec "$VENV_VLLM/bin/python" -m pytest -q -m vllm tests/test_vllm_backend.py tests/test_prm.py "$@"

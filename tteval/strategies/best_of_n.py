@@ -2,23 +2,21 @@
 
 Best-of-N picks the single candidate with the highest reward (ties split evenly, the expectation of GenRM's
 random tie-breaking). Weighted best-of-N (search-and-learn; Snell et al. 2024) sums the rewards of each answer
-class and picks the largest sum. A PRM scores each reasoning step; `aggregate_steps` turns those into one reward
-(search-and-learn's options "last", "min", "prod", plus "mean").
+class and picks the largest sum. A PRM's per-step scores become one reward by
+`tteval.verifiers.scorer.aggregate_steps` (search-and-learn's "last", "min", "prod", plus "mean"), re-exported here.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 
-from tteval.errors import TtevalError
 from tteval.strategies.pool import INVALID, IndexLike, Pool, indices
 from tteval.strategies.self_consistency import weighted_vote
+from tteval.verifiers.scorer import AGGREGATIONS, aggregate_steps
 
-AGGREGATIONS = ("last", "min", "prod", "mean")
-
+__all__ = ["AGGREGATIONS", "aggregate_steps", "best_of_n", "weighted_best_of_n"]
 
 def best_of_n(
     pool: Pool,
@@ -42,21 +40,3 @@ def weighted_best_of_n(pool: Pool, idx: IndexLike, rewards: str | Sequence[float
     """Expected correctness of the answer class with the largest summed reward among `idx` (a reward-weighted
     vote; invalid answers never win unless all are invalid)."""
     return weighted_vote(pool, idx, rewards)
-
-
-def aggregate_steps(step_scores: Sequence[float], how: str = "last") -> float:
-    """One reward from a PRM's per-step scores: the last step's, the minimum, the product or the mean."""
-    if how not in AGGREGATIONS:
-        raise TtevalError(f"unknown step aggregation '{how}'; choose one of {', '.join(AGGREGATIONS)}")
-    s = [float(x) for x in step_scores]
-    if not s:
-        raise TtevalError("cannot aggregate an empty list of step scores")
-    if not all(math.isfinite(x) for x in s):
-        raise TtevalError("step scores must be finite numbers")
-    if how == "last":
-        return s[-1]
-    if how == "min":
-        return min(s)
-    if how == "prod":
-        return math.prod(s)
-    return math.fsum(s) / len(s)

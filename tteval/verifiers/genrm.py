@@ -12,23 +12,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from typing import Sequence
 
 from tteval.backends.base import Backend, Request
 from tteval.paths import shipped_dir
+from tteval.verifiers.scorer import ScoreResult  # defined there; still importable from here
 
 VERDICT = "\nVerification: Is the answer correct (Yes/No)?"
 _TEXT_VERDICT = re.compile(r"correct\s*\(yes/no\)\?\s*\**\s*(yes|no)\b", re.IGNORECASE)
-
-
-@dataclass
-class ScoreResult:
-    """A scorer's reward in [0, 1] for one candidate, with the per-chain scores and the tokens it cost."""
-
-    score: float
-    chain_scores: list[float | None] = field(default_factory=list)
-    tokens: int = 0
 
 
 def load_template(name: str = "genrm_base.txt") -> str:
