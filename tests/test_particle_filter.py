@@ -22,7 +22,7 @@ def test_high_temperature_resampling_is_uniform():
 
 
 def test_resampling_concentrates_on_high_reward_with_fixed_seed():
-    pool = [Particle(text=f"p{i}", rewards=[r]) for i, r in enumerate([0.95, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2])]
+    pool = [Particle([f"p{i}"], [r]) for i, r in enumerate([0.95, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2])]
     new = _resample(pool, np.random.default_rng(0), 1.0, True)
     texts = [p.text for p in new]
     assert len(new) == 8 and texts.count("p0") >= 5
@@ -33,9 +33,25 @@ def test_resampling_concentrates_on_high_reward_with_fixed_seed():
 
 
 def test_finished_particles_are_kept_out_of_resampling_when_asked():
-    pool = [Particle("done", [0.01], done=True), Particle("a", [0.9]), Particle("b", [0.1])]
+    pool = [Particle(["done"], [0.01], done=True), Particle(["a"], [0.9]), Particle(["b"], [0.1])]
     new = _resample(pool, np.random.default_rng(1), 1.0, resample_inactive=False)
     assert new[0].text == "done" and len(new) == 3
+
+
+def test_reference_particle_competes_with_its_reward_at_the_step_and_is_forked_there():
+    ref = Particle(["s1\n\n", "s2\n\n", "s3"], [0.99, 0.01, 0.5], done=True)
+    free = [Particle(["a\n\n"], [0.02]), Particle(["b\n\n"], [0.02])]
+    # at step 0 the reference's reward is 0.99: the free particles are redrawn from it, cut to its first step
+    new = _resample(free, np.random.default_rng(0), 1.0, True, ref=ref, step=0)
+    assert len(new) == 2 and all(p.steps == ["s1\n\n"] and p.rewards == [0.99] and not p.done for p in new)
+    assert ref.steps == ["s1\n\n", "s2\n\n", "s3"]  # the reference itself is never changed
+    # at step 1 its reward is 0.01: the free particles win
+    new = _resample([Particle(["a\n\n", "x"], [0.5, 0.98]), Particle(["b\n\n", "y"], [0.5, 0.97])],
+                    np.random.default_rng(0), 1.0, True, ref=ref, step=1)  # fmt: skip
+    assert {p.text for p in new} <= {"a\n\nx", "b\n\ny"}
+    # past its end it keeps its final reward and a fork of it is the whole (finished) particle
+    new = _resample([Particle(["a"] * 4, [0.01] * 4)], np.random.default_rng(0), 1.0, True, ref=ref, step=3)
+    assert new[0].steps == ref.steps and new[0].done and new[0].reward == 0.5
 
 
 class KeywordScorer:
@@ -74,6 +90,21 @@ def test_particle_filter_on_the_cpu_model(backend):
     assert scorer.calls == results[0].steps
     again = particle_filter(backend, KeywordScorer("5"), questions, prompts, 4, step_tokens=24, max_steps=3, seed=7)
     assert [p.text for p in again[0].particles] == [p.text for p in results[0].particles]
+
+
+def test_particle_gibbs_keeps_a_reference_from_the_first_pass(backend):
+    questions = ["What is 2 + 3?"]
+    prompts = [backend.apply_chat_template((("user", q),)) for q in questions]
+    kw = dict(step_tokens=16, max_steps=2, seed=11)
+    (pf,) = particle_filter(backend, KeywordScorer("5"), questions, prompts, 3, **kw)
+    calls_before = backend.usage.calls
+    (pg,) = particle_filter(backend, KeywordScorer("5"), questions, prompts, 3, iterations=2, **kw)
+    assert pg.iterations == 2 and len(pg.particles) == 3
+    # the first pass is the plain filter with the same seed; its drawn reference survives into the last pass
+    assert pg.particles[-1].text in {p.text for p in pf.particles}
+    assert pg.policy_tokens > pf.policy_tokens and backend.usage.calls - calls_before == pg.steps > pf.steps
+    (again,) = particle_filter(backend, KeywordScorer("5"), questions, prompts, 3, iterations=2, **kw)
+    assert [p.text for p in again.particles] == [p.text for p in pg.particles]
 
 
 def test_one_particle_is_a_single_sample(backend):

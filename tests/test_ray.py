@@ -27,3 +27,16 @@ def test_sharded_run_equals_unsharded_run(tmp_path):
     assert json.loads((run_b / "metrics.json").read_text()) == json.loads((run_a / "metrics.json").read_text())
     meta = json.loads((run_b / "run.json").read_text())
     assert meta["backend"]["ray_actors"] == 2 and meta["usage"]["completion_tokens"] > 0
+
+
+def test_sweep_on_ray_reuses_the_same_actors_for_every_run(tmp_path):
+    args = ["sweep", "--task", "gsm8k", "--limit", "2", "--budgets", "2", "--temperature", "0.5", "--temperature", "1.0",
+            "--max-tokens", "12", "--no-cache", "--no-plots", "--ray", "local", "--ray-actors", "2",
+            "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "sweep")]  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "tteval.cli", *args], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    metas = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").glob("*/run.json"))]
+    assert len(metas) == 2 and {m["config"]["temperature"] for m in metas} == {0.5, 1.0}
+    engines = [tuple(m["backend"]["engines"]) for m in metas]
+    assert len(set(engines)) == 1 and len(set(engines[0])) == 2  # two actors, loaded once, serving both runs
+    assert all(m["status"] == "complete" and m["backend"]["ray_actors"] == 2 for m in metas)

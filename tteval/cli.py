@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tteval.errors import TtevalError
 
@@ -45,6 +46,11 @@ def run(
     seed: int = typer.Option(0, "--seed", help="Run seed; each problem's samples depend only on it and the problem id."),
     out_dir: Path = typer.Option(Path("results"), "--out", "-o", help="Folder that receives <run_id>/."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible server URL (openai backend)."),
+    chat_template: Optional[str] = typer.Option(
+        None, "--chat-template", help="openai backend: render chats here with this Jinja template file (for raw-prompt strategies)."
+    ),
+    max_concurrency: int = typer.Option(16, "--max-concurrency", help="openai backend: HTTP requests in flight."),
+    request_timeout: float = typer.Option(600.0, "--timeout", help="openai backend: seconds allowed per HTTP request."),
     tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files."),
     data_source: str = typer.Option("auto", "--data-source", help="auto (vendored file, else hub), local, or hub."),
     batch_problems: Optional[int] = typer.Option(None, "--batch-problems", help="Problems per backend call (checkpoint unit)."),
@@ -52,14 +58,33 @@ def run(
     strategy: str = typer.Option(
         "sample", "--strategy", "-s",
         help="sample: an i.i.d. pool of N, scored by every selector at every k <= N; "
-        "particle-filter: N particles steered step by step by a process reward (the generative verifier on CPU).",
+        "particle-filter: N particles steered step by step by a process reward (the generative verifier on CPU); "
+        "pass-until: sample each problem in rounds until --until-successes correct answers or N samples, for "
+        "unbiased estimates of tiny pass rates.",
     ),
-    verifier: str = typer.Option("none", "--verifier", help="Score pool candidates with a model-based verifier: none | genrm."),
+    verifier: str = typer.Option(
+        "none", "--verifier", help="Model-based verifier: none | genrm (a generative verifier on the policy model) | "
+        "prm (a process reward model on vLLM's pooling API, GPU). Scores pool candidates (bon@k) and steers particle filtering.",
+    ),
+    prm_model: Optional[str] = typer.Option(None, "--prm-model", help="--verifier prm: the PRM, e.g. Qwen/Qwen2.5-Math-PRM-7B."),
+    prm_aggregation: Optional[str] = typer.Option(
+        None, "--prm-aggregation", help="--verifier prm: step aggregation last | min | prod | mean | model "
+        "(the whole answer as one step); default model for particle filtering, last otherwise.",
+    ),
     verifications: int = typer.Option(1, "--verifications", "-V", help="Verification chains per candidate (GenRM's V)."),
     verifier_max_tokens: int = typer.Option(128, "--verifier-max-tokens", help="Tokens per verification chain."),
     pf_step_tokens: int = typer.Option(128, "--pf-step-tokens", help="Particle filtering: max tokens per step."),
     pf_max_steps: int = typer.Option(40, "--pf-max-steps", help="Particle filtering: max steps per particle."),
     pf_softmax_temp: float = typer.Option(1.0, "--pf-softmax-temp", help="Particle filtering: resampling temperature."),
+    pf_iterations: int = typer.Option(
+        1, "--pf-iterations", help="Particle Gibbs iterations T (1 = plain particle filtering); budget N x T generations."
+    ),
+    until_successes: int = typer.Option(
+        2, "--until-successes", help="PassUntil: stop a problem at this many correct samples (>= 2 for the unbiased (r-1)/(K-1))."
+    ),
+    round_size: Optional[int] = typer.Option(
+        None, "--round-size", help="PassUntil: samples drawn per problem per round (default: min(N, 16))."
+    ),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder with its recorded config."),
     ray: Optional[str] = typer.Option(
         None, "--ray", help="Shard problems over Ray actors: 'local' starts Ray here; or a cluster address (ray://host:10001)."
@@ -84,11 +109,14 @@ def run(
     else:
         config = RunConfig(
             task=task, model=model, backend=backend, strategy=strategy, n=n, limit=limit, max_tokens=max_tokens,
-            temperature=temperature, top_p=top_p, seed=seed, base_url=base_url,
+            temperature=temperature, top_p=top_p, seed=seed, base_url=base_url, chat_template=chat_template,
+            max_concurrency=max_concurrency, request_timeout=request_timeout,
             tasks_dir=str(tasks_dir) if tasks_dir else None, data_source=data_source,
             batch_problems=batch_problems, workers=workers, out=str(out_dir), cache=cache, verifier=verifier,
-            verifications=verifications, verifier_max_tokens=verifier_max_tokens, pf_step_tokens=pf_step_tokens,
-            pf_max_steps=pf_max_steps, pf_softmax_temp=pf_softmax_temp, ray=ray, ray_actors=ray_actors,
+            verifications=verifications, verifier_max_tokens=verifier_max_tokens, prm_model=prm_model,
+            prm_aggregation=prm_aggregation, pf_step_tokens=pf_step_tokens,
+            pf_max_steps=pf_max_steps, pf_softmax_temp=pf_softmax_temp, pf_iterations=pf_iterations,
+            until_successes=until_successes, round_size=round_size, ray=ray, ray_actors=ray_actors,
             tensor_parallel=tensor_parallel,
         )  # fmt: skip
     run_dir = execute(config, console=err)
@@ -170,18 +198,62 @@ def leaderboard(
 
 @app.command()
 def sweep(
-    run_dirs: list[Path] = typer.Argument(..., help="Run folders, or folders holding run folders (searched at any depth)."),
+    run_dirs: Optional[list[Path]] = typer.Argument(
+        None, help="Run folders, or folders holding run folders (any depth), to include. Optional with a grid (--task)."
+    ),
     out_dir: Path = typer.Option(Path("sweep"), "--out", "-o", help="Folder for sweep.csv/.parquet, compute_optimal.csv and the plots."),
+    task: Optional[list[str]] = typer.Option(None, "--task", "-t", help="Grid: run this task (repeatable). Without it, only RUN_DIRS are gathered."),
+    model: Optional[list[str]] = typer.Option(None, "--model", "-m", help="Grid: model (repeatable; default smollm2)."),
+    strategy: Optional[list[str]] = typer.Option(
+        None, "--strategy", "-s", help="Grid: sample (one pool at the largest budget, every selector at every k) and/or "
+        "particle-filter (one run per budget); repeatable; default sample.",
+    ),
+    budgets: str = typer.Option("1,2,4,8", "--budgets", "-k", help="Grid: budgets (samples or particles), comma-separated."),
+    temperature: Optional[list[float]] = typer.Option(None, "--temperature", help="Grid: sampling temperature (repeatable; default 0.7)."),
+    backend: str = typer.Option("llamacpp", "--backend", "-b", help="Grid: llamacpp | vllm | openai."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="Grid: OpenAI-compatible server URL (openai backend)."),
+    limit: Optional[int] = typer.Option(4, "--limit", "-l", help="Grid: first L problems of each task."),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Grid: maximum tokens per candidate."),
+    seed: int = typer.Option(0, "--seed", help="Grid: run seed."),
+    verifier: str = typer.Option("none", "--verifier", help="Grid: score pools with none | genrm."),
+    verifications: int = typer.Option(1, "--verifications", "-V", help="Grid: GenRM verification chains per candidate."),
+    pf_step_tokens: int = typer.Option(128, "--pf-step-tokens", help="Grid: particle filtering max tokens per step."),
+    pf_max_steps: int = typer.Option(40, "--pf-max-steps", help="Grid: particle filtering max steps."),
+    runs_dir: Path = typer.Option(Path("results"), "--runs-dir", help="Grid: folder that receives the runs (re-running resumes them)."),
+    tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files."),
+    ray: Optional[str] = typer.Option(None, "--ray", help="Grid: shard every run over Ray actors ('local' or a cluster address); actors are reused across runs."),
+    ray_actors: int = typer.Option(2, "--ray-actors", help="Grid: Ray actors per engine."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Grid: reuse identical seeded requests from the generation cache."),
     params: Optional[list[str]] = typer.Option(
         None, "--params", help="Model parameter count for FLOPs when run.json lacks model_params: COUNT or MODEL=COUNT (repeatable)."
     ),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write scaling plots (PNG and SVG) for samples, tokens and FLOPs axes."),
 ) -> None:
-    """Gather runs into a tidy sweep table, plot accuracy against budget, and name the best strategy per budget."""
+    """Run a compute-budget grid (or gather finished runs), plot accuracy against budget, and name the best
+    strategy per budget.
+
+    With --task, the grid models x tasks x temperatures x strategies x budgets is run first: selectors from one
+    pool at the largest budget, particle filtering once per budget. Re-running the same command skips finished
+    runs and resumes an interrupted one.
+    """
     from tteval.leaderboard import collect_runs, optimal_rich_table, parse_params_option, require_rows, write_sweep
 
-    df = collect_runs(run_dirs, parse_params_option(params), on_warning=_warn_line)
-    require_rows(df, ", ".join(str(d) for d in run_dirs))
+    folders: list[Path] = list(run_dirs or [])
+    if task:
+        from tteval.runner import RunConfig
+        from tteval.sweep import grid_configs, parse_budgets, run_grid
+
+        base = RunConfig(backend=backend, base_url=base_url, limit=limit, max_tokens=max_tokens, seed=seed,
+                         verifier=verifier, verifications=verifications, pf_step_tokens=pf_step_tokens,
+                         pf_max_steps=pf_max_steps, out=str(runs_dir), tasks_dir=str(tasks_dir) if tasks_dir else None,
+                         ray=ray, ray_actors=ray_actors, cache=cache)  # fmt: skip
+        configs = grid_configs(base, model or ["smollm2"], task, temperature or [0.7], strategy or ["sample"],
+                               parse_budgets(budgets))  # fmt: skip
+        folders += run_grid(configs, err)
+    if not folders:
+        raise TtevalError("give run folders to gather, or a grid to run with --task (see `tteval sweep --help`)")
+    df = collect_runs(folders, parse_params_option(params), on_warning=_warn_line)
+    require_rows(df, ", ".join(str(d) for d in folders))
     result = write_sweep(df, out_dir, plots=plots)
     out.print(optimal_rich_table(result.optimal))
     written = [result.csv, *([result.parquet] if result.parquet else []), result.optimal_csv, *result.plots]
@@ -232,24 +304,44 @@ def main() -> None:
         if isinstance(rc, int) and rc:  # typer returns Ctrl-C's 130 instead of raising in this mode
             sys.exit(rc)
     except TtevalError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:  # click usage errors and aborts arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
+        if isinstance(exc, _click_types("Exit")):
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, _click_types("Abort")):
+            sys.exit(130)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # prints the help
+            sys.exit(exc.exit_code)
+        if isinstance(exc, _click_types("UsageError")):
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            err.print(f"[bold red]error:[/] {escape(exc.format_message() + hint)}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        if isinstance(exc, _click_types("ClickException")):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
         if os.environ.get("TTEVAL_DEBUG"):
             raise
-        err.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set TTEVAL_DEBUG=1 for the traceback)")
+        err.print(f"[bold red]internal error:[/] {escape(f'{type(exc).__name__}: {exc}')} (set TTEVAL_DEBUG=1 for the"
+                  " traceback)", highlight=False, soft_wrap=True)  # fmt: skip
         sys.exit(1)
+
+
+def _click_types(name: str) -> tuple[type, ...]:
+    """click's exception class `name`, and typer's vendored copy of it (typer >= 0.2x raises those)."""
+    import click
+
+    found = [getattr(click.exceptions, name, None)]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        vendored = None
+    found.append(getattr(vendored, name, None))
+    return tuple(t for t in found if isinstance(t, type))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from tteval.errors import TtevalError
 from tteval.tasks import Problem, Task
+
+DEFAULT_MATH_TIMEOUT_S = 5.0  # per math-verify check; `TTEVAL_MATH_TIMEOUT_S` overrides it
 
 
 @dataclass
@@ -18,15 +22,32 @@ class Verdict:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+def math_timeout_from_env() -> float:
+    """The math check deadline in seconds: `$TTEVAL_MATH_TIMEOUT_S`, else 5 s."""
+    raw = os.environ.get("TTEVAL_MATH_TIMEOUT_S", "").strip()
+    if not raw:
+        return DEFAULT_MATH_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise TtevalError(f"TTEVAL_MATH_TIMEOUT_S must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 class Grader:
     """Grades completions of one task: math by answer equivalence, code by unit tests in the sandbox."""
 
-    def __init__(self, task: Task, workers: int = 2, math_timeout_s: float = 5.0, group_code: bool = True):
+    def __init__(self, task: Task, workers: int = 2, math_timeout_s: float | None = None, group_code: bool = True):
+        if math_timeout_s is None:
+            math_timeout_s = math_timeout_from_env()
         self.task = task
         self.workers = workers
         self.group_code = group_code
         self._math = None
         self._limits: dict = {}
+        self._reference_s: dict[str, float | None] = {}
         if task.kind == "math":
             from tteval.verifiers.math import MathGrader
 
@@ -76,7 +97,8 @@ class Grader:
                 klass = -1  # no code, or a program that crashes on the inputs: no vote
             else:
                 klass = classes[pi].setdefault(sig if sig is not None else f"#{i}", len(classes[pi]))
-            detail = {"status": v.status, "detail": v.detail, "runtime_s": v.runtime_s, "time_limit_s": v.time_limit_s}
+            detail = {"status": v.status, "detail": v.detail, "runtime_s": v.runtime_s, "time_limit_s": v.time_limit_s,
+                      "reference_runtime_s": self._reference_s.get(problems[pi].task_id)}  # fmt: skip
             out[pi].append(Verdict(code if code.strip() else None, bool(v.passed), klass, detail))
         return out
 
@@ -91,6 +113,7 @@ class Grader:
             times = reference_runtimes(refs, base, repeats=1, workers=self.workers)
             for p, t in zip(todo, times):
                 self._limits[p.task_id] = base.replace(wall_s=calibrate_time_limit(t))
+                self._reference_s[p.task_id] = t  # the reference's sandbox runtime: T* of eff@k (None if it failed)
         return [self._limits[p.task_id] for p in problems]
 
     def close(self) -> None:

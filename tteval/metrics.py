@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,11 +31,17 @@ def _point(values: np.ndarray, seed: int, **extra: Any) -> dict[str, Any]:
     return {**summary, **extra}
 
 
-def compute_metrics(samples: Sequence[dict[str, Any]], task: str, n: int | None = None, seed: int = 0) -> dict[str, Any]:
-    """Curves for every estimator the pool supports, each point {k, value, lower, upper, tokens}."""
+def compute_metrics(
+    samples: Sequence[dict[str, Any]], task: str, n: int | None = None, seed: int = 0, config: Any = None
+) -> dict[str, Any]:
+    """Curves for every estimator the pool supports, each point {k, value, lower, upper, tokens}.
+
+    `config` (the run's RunConfig) marks a PassUntil run, whose samples are sequential, not a fixed pool."""
     groups = group_by_problem(samples)
     if not groups:
         return {"task": task, "num_problems": 0, "n": 0, "curves": {}, "summary": {}}
+    if config is not None and config.strategy == "pass-until":
+        return _pass_until_metrics(task, groups, config.until_successes, int(config.n), seed)
     sizes = np.array([len(g) for g in groups.values()])
     n_min = int(sizes.min())
     ks = budgets(n_min)
@@ -59,6 +66,11 @@ def compute_metrics(samples: Sequence[dict[str, Any]], task: str, n: int | None 
         rewards = [np.array([float((s.get("scores") or {}).get(name, 0.0)) for s in g]) for g in groups.values()]
         bon = np.array([est.best_of_k_curve(r, y, ks) for r, y in zip(rewards, correct)])
         curves[f"bon@k[{name}]"] = [_point(bon[:, i], seed, k=k, tokens=k * mean_tokens) for i, k in enumerate(ks)]
+
+    eff = _efficiency_scores(groups)
+    if eff is not None:
+        vals = np.array([est.eff_at_k_curve(e, ks) for e in eff])
+        curves["eff@k"] = [_point(vals[:, i], seed, k=k, tokens=k * mean_tokens) for i, k in enumerate(ks)]
 
     if all(s.get("logprob") is not None and s.get("num_tokens") for g in groups.values() for s in g):
         curves.update(_rpc_curves(groups, classes, correct, ks, mean_tokens, seed))
@@ -153,7 +165,58 @@ def _pf_curves(groups, classes, correct, n, seed) -> dict[str, list[dict[str, An
             vote.append(0.0)
         tokens.append(g[0].get("problem_policy_tokens", 0) + g[0].get("problem_verifier_tokens", 0))
     t = float(np.mean(tokens))
+    k = n * max(int(g[0].get("pf_iterations", 1)) for g in groups.values())  # particle Gibbs: N x T generations
     return {
-        "pf@k": [_point(np.array(sel), seed, k=n, tokens=t)],
-        "pf-vote@k": [_point(np.array(vote), seed, k=n, tokens=t)],
+        "pf@k": [_point(np.array(sel), seed, k=k, tokens=t)],
+        "pf-vote@k": [_point(np.array(vote), seed, k=k, tokens=t)],
     }
+
+
+def _pass_until_metrics(task: str, groups: dict[str, list[dict[str, Any]]], r: int, cap: int, seed: int) -> dict[str, Any]:
+    """PassUntil (sample until r successes or the cap): per-problem (r-1)/(K-1), averaged over uncensored problems.
+
+    A problem that hit the cap first is censored: it is reported (count, each one's Clopper-Pearson upper bound),
+    never imputed. `value` averages the uncensored problems; with every problem censored it is 0 and `upper` is
+    the mean upper bound (about 3/cap each, the rule of three)."""
+    results = {tid: est.pass_until_from_outcomes([bool(s.get("correct")) for s in g], r) for tid, g in groups.items()}
+    values = np.array([x.value for x in results.values() if not x.censored], dtype=float)
+    bounds = [x.upper_bound for x in results.values() if x.censored]
+    tokens = float(np.mean([sum(s.get("num_tokens") or 0 for s in g) for g in groups.values()]))
+    trials = float(np.mean([len(g) for g in groups.values()]))
+    extra = {"k": cap, "tokens": tokens, "censored": len(bounds), "mean_samples": trials}
+    if values.size:
+        point = _point(values, seed, **extra)
+    else:
+        point = {"value": 0.0, "lower": 0.0, "upper": float(np.mean(bounds)), "n": 0, "interval": "censored", **extra}
+    if bounds:  # what the censored problems could add at most: each at its upper bound
+        point["upper_if_censored_at_bound"] = float((values.sum() + sum(bounds)) / len(results))
+    problems = [{"task_id": tid, **{k: v for k, v in asdict(x).items() if k != "successes_needed"}} for tid, x in results.items()]
+    curves = {"pass-until": [point]}
+    out = _result(task, groups, cap, cap, tokens / max(trials, 1e-9), {}, curves)
+    out["pass_until"] = {"successes_needed": r, "cap": cap, "problems": problems}
+    return out
+
+
+EFF_TIME_FACTOR = 2.0  # ENAMEL's alpha: the time limit is alpha x the reference's time
+
+
+def _efficiency_scores(groups: dict[str, list[dict[str, Any]]]) -> list[np.ndarray] | None:
+    """ENAMEL efficiency scores of code samples, one timed level (the task's tests), or None without timings.
+
+    e = max(0, T - t) / (T - T*) for a passing sample with sandbox runtime t, T* the reference solution's runtime
+    measured the same way and T = 2 T* (ENAMEL's alpha = 2); failing samples and timeouts score 0 (a timeout at
+    the only level is a failure). Faster than the reference scores above 1 (not clipped, as in ENAMEL)."""
+    out = []
+    for g in groups.values():
+        details = [s.get("grading") or {} for s in g]
+        ref = details[0].get("reference_runtime_s")
+        if not isinstance(ref, (int, float)) or not ref > 0:
+            return None
+        limit = EFF_TIME_FACTOR * ref
+        scores = []
+        for s, d in zip(g, details):
+            t = d.get("runtime_s")
+            ok = bool(s.get("correct")) and isinstance(t, (int, float))
+            scores.append(est.efficiency_score([t if ok else None], [ref], limit, hardness=(1,), failed=not ok))
+        out.append(np.array(scores))
+    return out

@@ -17,6 +17,9 @@ def metrics_table(metrics: dict[str, Any], title: str = "") -> Table:
     curves = metrics.get("curves", {})
     ks = sorted({p["k"] for pts in curves.values() for p in pts})
     caption = f"{metrics.get('num_problems', 0)} problems, {metrics.get('mean_tokens_per_sample', 0):.0f} tokens/sample"
+    censored = sum(p.get("censored", 0) for pts in curves.values() for p in pts)
+    if censored:
+        caption += f"; {censored} censored (hit the sample cap first; averaged over the others)"
     table = Table(title=title or metrics.get("task", ""), caption=caption + "; value [95% CI] in %")
     table.add_column("metric", style="bold")
     for k in ks:

@@ -7,9 +7,10 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from tteval.errors import TtevalError
+from tteval.jsonl import json_object
 
 SAMPLE_FIELDS = ("task_id", "sample_index", "completion", "answer", "correct", "num_tokens", "logprob", "scores")
 
@@ -82,30 +83,43 @@ class RunDir:
                 os.fsync(f.fileno())
             data = data[:end]
         records = []
-        for lineno, line in enumerate(data.splitlines(), 1):
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise TtevalError(f"{p}:{lineno}: malformed sample line ({exc.msg})") from None
+        for lineno, line in enumerate(data.split(b"\n"), 1):
+            if not line.strip():
+                continue
+            record = json_object(line, f"{p}:{lineno}: malformed sample line")
+            if not isinstance(record.get("task_id"), str):
+                raise TtevalError(f"{p}:{lineno}: malformed sample line: no string 'task_id'")
+            records.append(record)
         return records
 
     def drop_incomplete(self, n: int) -> set[str]:
         """Keep only problems with all `n` samples on disk (rewriting the file if needed); return their ids."""
+        return set(self.trim(lambda records: len(records) if len(records) >= n else 0))
+
+    def trim(self, keep: Callable[[list[dict[str, Any]]], int]) -> dict[str, list[dict[str, Any]]]:
+        """Keep the first keep(records) samples of each problem (in sample order), rewriting the file if any go.
+
+        Returns the kept samples per problem that has any: what a resumed run continues from."""
         records = self.recover_samples()
-        counts: dict[str, int] = {}
+        groups: dict[str, list[dict[str, Any]]] = {}
         for r in records:
-            counts[r["task_id"]] = counts.get(r["task_id"], 0) + 1
-        complete = {t for t, c in counts.items() if c >= n}
-        if len(complete) < len(counts):
-            kept = [r for r in records if r["task_id"] in complete]
+            groups.setdefault(r["task_id"], []).append(r)
+        kept: dict[str, list[dict[str, Any]]] = {}
+        for task_id, group in groups.items():
+            group.sort(key=lambda r: r.get("sample_index", 0))
+            count = keep(group)
+            if count > 0:
+                kept[task_id] = group[:count]
+        if sum(map(len, kept.values())) < len(records):
+            ids = {id(r) for g in kept.values() for r in g}
             tmp = self.samples_path.with_suffix(".jsonl.tmp")
             tmp.unlink(missing_ok=True)
             with open(tmp, "w", encoding="utf-8") as f:
-                f.write("".join(json.dumps(r, default=_json_default) + "\n" for r in kept))
+                f.write("".join(json.dumps(r, default=_json_default) + "\n" for r in records if id(r) in ids))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.samples_path)
-        return complete
+        return kept
 
     def append_samples(self, records: Iterable[dict[str, Any]]) -> None:
         """Append one JSON line per record and fsync, so that a batch is either on disk or re-generated."""

@@ -11,20 +11,23 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from tteval.backends.base import Backend, Request
+from tteval.backends.base import Backend
 from tteval.errors import TtevalError
-from tteval.grading import Grader
 from tteval.results import RunDir, read_json, write_json_atomic
 from tteval.tasks import Problem, Task, load_problems, load_task
+from tteval.workers import Chunk, LocalWorkers, problem_seed
+
+__all__ = ["RunConfig", "execute", "make_backend", "make_scorer", "problem_seed"]
 
 BACKENDS = ("llamacpp", "vllm", "openai")
-STRATEGIES = ("sample", "particle-filter")
-VERIFIERS = ("none", "genrm")
+STRATEGIES = ("sample", "particle-filter", "pass-until")
+VERIFIERS = ("none", "genrm", "prm")
 
 
 @dataclass
@@ -48,17 +51,30 @@ class RunConfig:
     verifier: str = "none"
     verifications: int = 1
     verifier_max_tokens: int = 128
+    prm_model: str | None = None  # --verifier prm: the process reward model (vLLM pooling, GPU)
+    prm_aggregation: str | None = None  # last | min | prod | mean | model; None: model for particle filtering, else last
     pf_step_tokens: int = 128
     pf_max_steps: int = 40
     pf_softmax_temp: float = 1.0
+    pf_iterations: int = 1
+    until_successes: int = 2
+    round_size: int | None = None
     workers: int = 2
     cache: bool = True
     ray: str | None = None  # None: local; "local": a Ray instance on this machine; else a cluster address
     ray_actors: int = 2
     tensor_parallel: int = 1
+    chat_template: str | None = None  # openai backend: render chats client-side with this Jinja template (file)
+    max_concurrency: int = 16  # openai backend: requests in flight
+    request_timeout: float = 600.0  # openai backend: seconds per HTTP request
     # fields below do not change the samples, so they are left out of the run id hash
     out: str = "results"
-    _NON_IDENTITY = ("out", "batch_problems", "workers", "tasks_dir", "cache", "ray", "ray_actors")
+    _NON_IDENTITY: ClassVar[tuple[str, ...]] = (
+        "out", "batch_problems", "workers", "tasks_dir", "cache", "ray", "ray_actors", "max_concurrency", "request_timeout",
+    )  # fmt: skip
+    # options added after the first release: left out of the run id at their default, so older runs still resume
+    _LATER: ClassVar[dict[str, Any]] = {"pf_iterations": 1, "until_successes": 2, "round_size": None, "chat_template": None,
+                                      "prm_model": None, "prm_aggregation": None}
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -79,6 +95,15 @@ class RunConfig:
             raise TtevalError(f"--batch-problems must be at least 1, got {self.batch_problems}")
         if self.verifier not in VERIFIERS:
             raise TtevalError(f"unknown verifier '{self.verifier}'; choose one of: {', '.join(VERIFIERS)}")
+        if self.verifier == "prm":
+            from tteval.verifiers.prm import PRM_AGGREGATIONS
+
+            if not self.prm_model:
+                raise TtevalError("--verifier prm needs --prm-model (e.g. Qwen/Qwen2.5-Math-PRM-7B)")
+            if self.backend != "vllm":
+                raise TtevalError("--verifier prm runs the PRM on vLLM's pooling API: use --backend vllm (GPU)")
+            if self.prm_aggregation is not None and self.prm_aggregation not in PRM_AGGREGATIONS:
+                raise TtevalError(f"unknown --prm-aggregation '{self.prm_aggregation}'; choose one of: {', '.join(PRM_AGGREGATIONS)}")
         if self.verifications < 1:
             raise TtevalError(f"--verifications must be at least 1, got {self.verifications}")
         if self.pf_softmax_temp <= 0:
@@ -87,11 +112,46 @@ class RunConfig:
             raise TtevalError(f"--ray-actors must be at least 1, got {self.ray_actors}")
         if self.workers < 1:
             raise TtevalError(f"--workers must be at least 1, got {self.workers}")
+        if self.pf_iterations < 1:
+            raise TtevalError(f"--pf-iterations must be at least 1, got {self.pf_iterations}")
+        if self.pf_iterations > 1 and self.n < 2:
+            raise TtevalError("particle Gibbs (--pf-iterations > 1) needs -n of at least 2 (a reference plus a free particle)")
+        if self.until_successes < 1:
+            raise TtevalError(f"--until-successes must be at least 1, got {self.until_successes}")
+        if self.round_size is not None and self.round_size < 1:
+            raise TtevalError(f"--round-size must be at least 1, got {self.round_size}")
+        if self.max_concurrency < 1:
+            raise TtevalError(f"--max-concurrency must be at least 1, got {self.max_concurrency}")
+        if not self.request_timeout > 0:
+            raise TtevalError(f"--timeout must be > 0 seconds, got {self.request_timeout}")
         if self.backend == "openai" and not self.base_url:
             raise TtevalError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
 
     def identity(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self._NON_IDENTITY}
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in self._NON_IDENTITY and not (f.name in self._LATER and getattr(self, f.name) == self._LATER[f.name])
+        }
+
+    def finished(self, records: list[dict[str, Any]]) -> bool:
+        """Whether a problem's samples on disk are all it needs: N of them, or PassUntil's r-th success."""
+        if self.strategy == "pass-until" and sum(bool(r.get("correct")) for r in records) >= self.until_successes:
+            return True
+        return len(records) >= self.n
+
+    def kept_on_resume(self, records: list[dict[str, Any]]) -> int:
+        """How many of a problem's samples (in order) a resumed run keeps: whole PassUntil rounds, else all or none."""
+        if self.strategy != "pass-until":
+            return len(records) if len(records) >= self.n else 0
+        if len(records) >= self.n:
+            return self.n
+        return len(records) // self.round_len * self.round_len
+
+    @property
+    def round_len(self) -> int:
+        """PassUntil's samples per problem per round."""
+        return self.round_size or min(self.n, 16)
 
     def run_id(self) -> str:
         digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
@@ -102,11 +162,6 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def problem_seed(seed: int, task_id: str) -> int:
-    """A per-problem sampling seed that depends only on the run seed and the problem id."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{task_id}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def make_backend(config: RunConfig) -> Backend:
@@ -128,10 +183,13 @@ def _raw_backend(config: RunConfig) -> Backend:
     if config.backend == "vllm":
         from tteval.backends.vllm import VLLMBackend
 
-        return VLLMBackend(model=config.model, seed=config.seed, tensor_parallel_size=config.tensor_parallel)
+        share = 0.5 if config.verifier == "prm" else 0.9  # the PRM's engine takes 0.4 of the same GPU
+        return VLLMBackend(model=config.model, seed=config.seed, tensor_parallel_size=config.tensor_parallel,
+                           gpu_memory_utilization=share)  # fmt: skip
     from tteval.backends.openai import OpenAIBackend
 
-    return OpenAIBackend(base_url=config.base_url, model=config.model)
+    return OpenAIBackend(base_url=config.base_url, model=config.model, max_concurrency=config.max_concurrency,
+                         timeout_s=config.request_timeout, chat_template=config.chat_template)  # fmt: skip
 
 
 def package_versions() -> dict[str, str]:
@@ -179,31 +237,11 @@ def resume_command(run: RunDir) -> str:
     return f"tteval run --resume {run.path}"
 
 
-def sample_records(problem: Problem, completions: list, verdicts: list, offset: int = 0) -> list[dict[str, Any]]:
-    """One samples.jsonl record per candidate (schema in DESIGN.md, plus compute and grading detail)."""
-    records = []
-    for i, (c, v) in enumerate(zip(completions, verdicts)):
-        records.append(
-            {
-                "task_id": problem.task_id,
-                "sample_index": offset + i,
-                "completion": c.text,
-                "answer": v.answer,
-                "correct": v.correct,
-                "num_tokens": c.num_tokens,
-                "logprob": c.logprob,
-                "finish_reason": c.finish_reason,
-                "prompt_tokens": c.prompt_tokens,
-                "answer_class": v.answer_class,
-                "scores": {},
-                "grading": v.detail,
-            }
-        )
-    return records
+def execute(config: RunConfig, console: Console | None = None, workers: Any = None) -> RunDir:
+    """Run (or resume) a run and write run.json, samples.jsonl and metrics.json.
 
-
-def execute(config: RunConfig, console: Console | None = None) -> RunDir:
-    """Run (or resume) a sampling run and write run.json, samples.jsonl and metrics.json."""
+    `workers` (LocalWorkers or RayWorkers with this run's engine) lets a sweep reuse loaded engines across runs;
+    without it the run loads its own and closes it at the end."""
     from tteval.metrics import compute_metrics
 
     console = console or Console(stderr=True)
@@ -214,18 +252,35 @@ def execute(config: RunConfig, console: Console | None = None) -> RunDir:
         from tteval.backends.llamacpp import resolve_model_path
 
         resolve_model_path(config.model)  # fail on a missing model before a run folder is made
+    fresh = not (Path(config.out) / config.run_id() / "run.json").exists()
     run, meta = open_run(config)
-    complete = run.drop_incomplete(config.n)
-    todo = [p for p in problems if p.task_id not in complete]
-    if complete:
-        console.print(f"[cyan]resuming[/] {run.path}: {len(problems) - len(todo)}/{len(problems)} problems already done")
+    kept = run.trim(config.kept_on_resume)
+    done = [p for p in problems if config.finished(kept.get(p.task_id, []))]
+    if kept:
+        console.print(f"[cyan]resuming[/] {escape(str(run.path))}: {len(done)}/{len(problems)} problems already done")
     meta["status"] = "running"
     meta.pop("error", None)
-    if todo:
-        _generate(config, task, problems, complete, run, meta, console)
+    if len(done) < len(problems):
+        own = workers is None
+        try:
+            workers = workers or start_workers(config)
+        except BaseException:
+            if fresh:  # nothing generated yet: leave no empty run folder behind
+                run.run_json.unlink(missing_ok=True)
+                try:
+                    run.path.rmdir()
+                except OSError:
+                    pass
+            raise
+        meta["backend"] = workers.describe()
+        try:
+            _generate(config, task, problems, kept, run, meta, console, workers)
+        finally:
+            if own:
+                workers.close()
     samples = run.recover_samples()
     t0 = time.perf_counter()
-    metrics = compute_metrics(samples, task=task.name, n=config.n, seed=config.seed)
+    metrics = compute_metrics(samples, task=task.name, n=config.n, seed=config.seed, config=config)
     meta["timings"]["metrics_s"] = round(time.perf_counter() - t0, 3)
     write_json_atomic(run.metrics_json, metrics)
     meta.update(status="complete", finished=_now())
@@ -234,7 +289,13 @@ def execute(config: RunConfig, console: Console | None = None) -> RunDir:
 
 
 def make_scorer(config: RunConfig, backend: Backend):
-    """The model-based scorer a run needs (the generative verifier on the policy backend), or None."""
+    """The model-based scorer a run needs, or None: a PRM on its own vLLM engine (--verifier prm), else the
+    generative verifier on the policy backend (GenRM, and the process reward of particle filtering on CPU)."""
+    if config.verifier == "prm":
+        from tteval.verifiers.prm import make_prm_scorer
+
+        default = "model" if config.strategy == "particle-filter" else "last"
+        return make_prm_scorer(str(config.prm_model), config.prm_aggregation or default)
     if config.verifier == "genrm" or config.strategy == "particle-filter":
         from tteval.verifiers.genrm import GenRMScorer
 
@@ -242,49 +303,25 @@ def make_scorer(config: RunConfig, backend: Backend):
     return None
 
 
-def _local_results(config: RunConfig, task: Task, chunks: list[list[Problem]], meta: dict):
-    """Load the backend now (so a bad model fails before any progress bar), then process chunks lazily."""
-    backend = make_backend(config)
-    meta["backend"] = {"name": backend.name, "model": backend.model}
-    grader = Grader(task, workers=config.workers)
-    scorer = make_scorer(config, backend)
-
-    def results():
-        try:
-            for batch in chunks:
-                timings = {"generation_s": 0.0, "grading_s": 0.0}
-                u = backend.usage
-                before = (u.prompt_tokens, u.completion_tokens, u.calls)
-                records = _chunk_records(config, task, batch, backend, grader, scorer, timings)
-                delta = {"prompt_tokens": u.prompt_tokens - before[0], "completion_tokens": u.completion_tokens - before[1],
-                         "calls": u.calls - before[2]}  # fmt: skip
-                yield records, timings, delta
-        finally:
-            grader.close()
-            backend.close()
-
-    return results()
-
-
-def _ray_results(config: RunConfig, chunks: list[list[Problem]], meta: dict):
+def start_workers(config: RunConfig):
+    """Load the run's engine: one backend here, or one per Ray actor with --ray (a bad model fails here, early)."""
+    if config.ray is None:
+        return LocalWorkers(asdict(config))
     from tteval.distributed import RayWorkers
 
     address = None if config.ray in ("", "local", "auto-local") else config.ray
-    workers = RayWorkers(asdict(config), config.ray_actors, address, gpus_per_actor=config.tensor_parallel if config.backend == "vllm" else 0)
-    meta["backend"] = {"name": config.backend, "model": config.model, "ray_actors": config.ray_actors}
-    try:
-        yield from workers.map(chunks)
-    finally:
-        workers.close()
+    gpus = config.tensor_parallel if config.backend == "vllm" else 0
+    return RayWorkers(asdict(config), config.ray_actors, address, gpus_per_actor=gpus)
 
 
-def _generate(
-    config: RunConfig, task: Task, problems: list[Problem], complete: set[str], run: RunDir, meta: dict, console: Console
-) -> None:
-    chunk = default_batch_problems(config)
-    # chunks are fixed slices of the whole problem list, so a resumed run batches exactly as the first did
-    chunks = [[p for p in problems[i : i + chunk] if p.task_id not in complete] for i in range(0, len(problems), chunk)]
-    chunks = [c for c in chunks if c]
+def _generate(config: RunConfig, task: Task, problems: list[Problem], kept: dict[str, list[dict]], run: RunDir,
+              meta: dict, console: Console, workers: Any) -> None:  # fmt: skip
+    """Generate until every problem is finished, a chunk at a time, filing each chunk's samples as it arrives.
+
+    Problems advance in lockstep (PassUntil rounds: the ones with the fewest samples first), and chunks are fixed
+    slices of the whole problem list, so a resumed run batches exactly as an uninterrupted one."""
+    size = default_batch_problems(config)
+    have = {p.task_id: list(kept.get(p.task_id, [])) for p in problems}
     timings, usage = meta["timings"], meta["usage"]
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -294,19 +331,30 @@ def _generate(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    results = _ray_results(config, chunks, meta) if config.ray is not None else _local_results(config, task, chunks, meta)
+    finished = {t for t, rs in have.items() if config.finished(rs)}
     try:
         with Progress(*columns, console=console, transient=False) as progress:
-            bar = progress.add_task(f"{task.name} x{config.n}", total=len(problems), completed=len(complete), tps="")
-            for records, chunk_timings, delta in results:
-                run.append_samples(records)
-                for key, value in chunk_timings.items():
-                    timings[key] = round(timings.get(key, 0.0) + value, 3)
-                for key, value in delta.items():
-                    usage[key] = usage.get(key, 0) + value
-                write_json_atomic(run.run_json, meta)
-                tps = usage["completion_tokens"] / max(timings["generation_s"], 1e-9)
-                progress.update(bar, advance=len({r["task_id"] for r in records}), tps=f"{tps:,.0f} tok/s")
+            bar = progress.add_task(f"{task.name} x{config.n}", total=len(problems), completed=len(finished), tps="")
+            while len(finished) < len(problems):
+                level = min(len(have[p.task_id]) for p in problems if p.task_id not in finished)
+                chunks = []
+                for i in range(0, len(problems), size):
+                    todo = [p for p in problems[i : i + size] if p.task_id not in finished and len(have[p.task_id]) == level]
+                    if todo:
+                        chunks.append(Chunk(tuple(todo), tuple(level for _ in todo)))
+                for records, chunk_timings, delta in workers.map(asdict(config), chunks):
+                    run.append_samples(records)
+                    for key, value in chunk_timings.items():
+                        timings[key] = round(timings.get(key, 0.0) + value, 3)
+                    for key, value in delta.items():
+                        usage[key] = usage.get(key, 0) + value
+                    write_json_atomic(run.run_json, meta)
+                    before = len(finished)
+                    for r in records:
+                        have[r["task_id"]].append(r)
+                    finished |= {t for t in {r["task_id"] for r in records} if config.finished(have[t])}
+                    tps = usage["completion_tokens"] / max(timings["generation_s"], 1e-9)
+                    progress.update(bar, advance=len(finished) - before, tps=f"{tps:,.0f} tok/s")
     except (KeyboardInterrupt, TtevalError) as exc:
         # a Ctrl-C or a backend failing mid-run: what was generated is on disk; say so and how to continue
         failed = isinstance(exc, TtevalError)
@@ -316,57 +364,6 @@ def _generate(
         write_json_atomic(run.run_json, meta)
         n_saved = len(run.recover_samples())
         word = "[red]stopped by an error[/]" if failed else "[yellow]interrupted[/]"
-        console.print(f"\n{word}: {n_saved} samples saved in {run.samples_path}", highlight=False)
-        console.print(f"resume with: [bold]{resume_command(run)}[/]", highlight=False)
+        console.print(f"\n{word}: {n_saved} samples saved in {escape(str(run.samples_path))}", highlight=False)
+        console.print(f"resume with: [bold]{escape(resume_command(run))}[/]", highlight=False)
         raise
-    finally:
-        results.close()
-
-
-def _chunk_records(config: RunConfig, task: Task, batch: list[Problem], backend, grader, scorer, timings) -> list[dict]:
-    """Generate (pool sampling or particle filtering), grade and score one chunk of problems into records."""
-    t0 = time.perf_counter()
-    questions = [task.messages(p)[-1][1] for p in batch]
-    extra: list[list[dict[str, Any]]] = [[{} for _ in range(config.n)] for _ in batch]
-    if config.strategy == "particle-filter":
-        from tteval.backends.base import Completion
-        from tteval.strategies.particle_filter import particle_filter
-
-        prompts = [backend.apply_chat_template(task.messages(p)) for p in batch]
-        results = particle_filter(
-            backend, scorer, questions, prompts, config.n, temperature=config.temperature,
-            step_tokens=config.pf_step_tokens, max_steps=config.pf_max_steps, softmax_temp=config.pf_softmax_temp,
-            seed=config.seed,
-        )  # fmt: skip
-        outputs = [[Completion(p.text, p.policy_tokens, "stop") for p in r.particles] for r in results]
-        for ex, r in zip(extra, results):
-            for j, p in enumerate(r.particles):
-                ex[j] = {"scores": {"prm": p.reward}, "selected": j == r.selected, "steps": r.steps,
-                         "problem_policy_tokens": r.policy_tokens, "problem_verifier_tokens": r.verifier_tokens}  # fmt: skip
-    else:
-        outputs = backend.generate(
-            [
-                Request(messages=task.messages(p), n=config.n, temperature=config.temperature, top_p=config.top_p,
-                        max_tokens=config.max_tokens, seed=problem_seed(config.seed, p.task_id))  # fmt: skip
-                for p in batch
-            ]
-        )
-    timings["generation_s"] = round(timings["generation_s"] + time.perf_counter() - t0, 3)
-    t1 = time.perf_counter()
-    verdicts = grader.grade(batch, [[c.text for c in out] for out in outputs])
-    timings["grading_s"] = round(timings["grading_s"] + time.perf_counter() - t1, 3)
-    if config.verifier == "genrm" and config.strategy == "sample":
-        t2 = time.perf_counter()
-        scored = scorer.score([(q, c.text) for q, out in zip(questions, outputs) for c in out])
-        it = iter(scored)
-        for ex in extra:
-            for j in range(len(ex)):
-                s = next(it)
-                ex[j] = {"scores": {"genrm": s.score}, "verifier_chain_scores": s.chain_scores, "verifier_tokens": s.tokens}
-        timings["verification_s"] = round(timings.get("verification_s", 0.0) + time.perf_counter() - t2, 3)
-    records = []
-    for p, out, v, ex in zip(batch, outputs, verdicts, extra):
-        for r, e in zip(sample_records(p, out, v), ex):
-            r.update(e)
-            records.append(r)
-    return records

@@ -8,43 +8,56 @@ Finished particles stay in the pool with their final reward (`resample_inactive`
 particle stops at EOS, when its step contains `\\boxed`, on an empty step, or after `max_steps`. The answer is the
 particle with the highest final reward. Every step is ONE batched backend call over all live particles of all
 problems and ONE batched scorer call; a problem's randomness depends only on (seed, problem index).
+
+Particle Gibbs (`iterations` T > 1, the paper's App. A.1 and its_hub's `ParticleGibbs`): after each filtering pass
+one reference particle is drawn with the same odds weights; the next pass runs N - 1 fresh particles beside it.
+The reference is never regenerated or replaced, but it competes in every resampling with its stored reward at
+that step (its final reward once it is shorter), and a particle resampled from it forks its prefix up to the
+current step. The answer comes from the last pass only (the authors' notebook takes `any` over passes, an
+oracle); the budget is N x T generations.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from tteval.backends.base import Backend, Request
+from tteval.verifiers.scorer import Scorer as StepScorer  # process reward: (question, partial solution) pairs
 
 STEP_END = "\n\n"
 EPS = float(np.finfo(float).eps)
 
 
-class StepScorer(Protocol):
-    """Anything that returns rewards in [0, 1] for (question, partial solution) pairs, with token costs."""
-
-    def score(self, items: Sequence[tuple[str, str]]) -> list: ...
-
-
 @dataclass
 class Particle:
-    """A partial solution, its reward history and what it cost."""
+    """A partial solution as its steps, the reward after each step, and what it cost."""
 
-    text: str = ""
+    steps: list[str] = field(default_factory=list)
     rewards: list[float] = field(default_factory=list)
     done: bool = False
     policy_tokens: int = 0
 
     @property
+    def text(self) -> str:
+        return "".join(self.steps)
+
+    @property
     def reward(self) -> float:
         return self.rewards[-1] if self.rewards else 0.5
 
-    def copy(self) -> Particle:
-        return Particle(self.text, list(self.rewards), self.done, self.policy_tokens)
+    def reward_at(self, step: int) -> float:
+        """The reward after `step` + 1 steps, or the final one for a particle that stopped earlier."""
+        return self.rewards[min(step, len(self.rewards) - 1)] if self.rewards else 0.5
+
+    def copy(self, steps: int | None = None) -> Particle:
+        """An independent copy, cut back to its first `steps` steps (a fork of a longer reference particle)."""
+        if steps is None or steps >= len(self.steps):
+            return Particle(list(self.steps), list(self.rewards), self.done, self.policy_tokens)
+        return Particle(self.steps[:steps], self.rewards[:steps], False, self.policy_tokens)
 
 
 @dataclass
@@ -56,6 +69,7 @@ class PFResult:
     policy_tokens: int
     verifier_tokens: int
     steps: int
+    iterations: int = 1
 
 
 def resampling_probs(rewards: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -68,6 +82,25 @@ def resampling_probs(rewards: np.ndarray, temperature: float = 1.0) -> np.ndarra
 
 def _seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+@dataclass
+class _Search:
+    """What one call of particle_filter shares across its passes: the inputs, knobs and compute counters."""
+
+    backend: Backend
+    scorer: StepScorer
+    questions: Sequence[str]
+    prompts: Sequence[str]
+    temperature: float
+    step_tokens: int
+    max_steps: int
+    softmax_temp: float
+    seed: int
+    resample_inactive: bool
+    policy_tokens: list[int]
+    verifier_tokens: list[int]
+    steps: int = 0
 
 
 def particle_filter(
@@ -83,57 +116,84 @@ def particle_filter(
     softmax_temp: float = 1.0,
     seed: int = 0,
     resample_inactive: bool = True,
+    iterations: int = 1,
 ) -> list[PFResult]:
-    """Run particle filtering on every problem at once; `prompts` are chat-templated, ready to continue."""
-    pools = [[Particle() for _ in range(num_particles)] for _ in questions]
-    rngs = [np.random.default_rng([seed, i]) for i in range(len(questions))]
-    policy_tokens = [0] * len(questions)
-    verifier_tokens = [0] * len(questions)
-    steps = 0
-    for step in range(max_steps):
+    """Particle filtering (particle Gibbs when `iterations` > 1) on every problem at once.
+
+    `prompts` are chat-templated, ready to continue; each problem gets `num_particles` particles per pass."""
+    if iterations < 1:
+        raise ValueError(f"iterations must be at least 1, got {iterations}")
+    m = len(questions)
+    search = _Search(backend, scorer, questions, prompts, temperature, step_tokens, max_steps, softmax_temp, seed,
+                     resample_inactive, [0] * m, [0] * m)  # fmt: skip
+    rngs = [np.random.default_rng([seed, i]) for i in range(m)]
+    refs: list[Particle | None] = [None] * m
+    pools: list[list[Particle]] = []
+    for it in range(iterations):
+        pools = _filter_pass(search, rngs, refs, num_particles, it)
+        if it + 1 < iterations:  # draw the next pass's reference particle by the same odds weights
+            refs = [pool[int(rng.choice(len(pool), p=resampling_probs(np.array([p.reward for p in pool]))))]
+                    for pool, rng in zip(pools, rngs)]  # fmt: skip
+    results = []
+    for pi, pool in enumerate(pools):
+        best = int(np.argmax([p.reward for p in pool]))
+        results.append(PFResult(pool, best, search.policy_tokens[pi], search.verifier_tokens[pi], search.steps, iterations))
+    return results
+
+
+def _filter_pass(
+    search: _Search, rngs: list[np.random.Generator], refs: list[Particle | None], n: int, it: int
+) -> list[list[Particle]]:
+    """One filtering pass over all problems; a problem with a reference particle runs n - 1 free ones beside it."""
+    s = search
+    pools = [[Particle() for _ in range(n - (ref is not None))] for ref in refs]
+    for step in range(s.max_steps):
         live = [(pi, j) for pi, pool in enumerate(pools) for j, p in enumerate(pool) if not p.done]
         if not live:
             break
-        steps = step + 1
-        outs = backend.generate(
+        s.steps += 1
+        seeds = [_seed(s.seed, pi, step, j) if it == 0 else _seed(s.seed, pi, it, step, j) for pi, j in live]
+        outs = s.backend.generate(
             [
-                Request(prompt=prompts[pi] + pools[pi][j].text, n=1, temperature=temperature, max_tokens=step_tokens,
-                        stop=(STEP_END,), seed=_seed(seed, pi, step, j))  # fmt: skip
-                for pi, j in live
+                Request(prompt=s.prompts[pi] + pools[pi][j].text, n=1, temperature=s.temperature,
+                        max_tokens=s.step_tokens, stop=(STEP_END,), seed=sd)  # fmt: skip
+                for (pi, j), sd in zip(live, seeds)
             ]
         )
         for (pi, j), (c,) in zip(live, outs):
             p = pools[pi][j]
             ended_by_step = c.stop_reason == STEP_END
-            p.text += c.text + (STEP_END if ended_by_step else "")
+            p.steps.append(c.text + (STEP_END if ended_by_step else ""))
             p.policy_tokens += c.num_tokens
-            policy_tokens[pi] += c.num_tokens
+            s.policy_tokens[pi] += c.num_tokens
             eos = c.finish_reason == "stop" and not ended_by_step
-            p.done = eos or "\\boxed" in c.text or not c.text.strip() or step + 1 == max_steps
-        scores = scorer.score([(questions[pi], pools[pi][j].text) for pi, j in live])
-        for (pi, j), s in zip(live, scores):
-            pools[pi][j].rewards.append(float(s.score))
-            verifier_tokens[pi] += int(getattr(s, "tokens", 0))
-        touched = sorted({pi for pi, _ in live})
-        for pi in touched:
-            pools[pi] = _resample(pools[pi], rngs[pi], softmax_temp, resample_inactive)
-    results = []
-    for pi, pool in enumerate(pools):
-        best = int(np.argmax([p.reward for p in pool]))
-        results.append(PFResult(pool, best, policy_tokens[pi], verifier_tokens[pi], steps))
-    return results
+            p.done = eos or "\\boxed" in c.text or not c.text.strip() or step + 1 == s.max_steps
+        scores = s.scorer.score([(s.questions[pi], pools[pi][j].text) for pi, j in live])
+        for (pi, j), sc in zip(live, scores):
+            pools[pi][j].rewards.append(float(sc.score))
+            s.verifier_tokens[pi] += int(getattr(sc, "tokens", 0))
+        for pi in sorted({pi for pi, _ in live}):
+            pools[pi] = _resample(pools[pi], rngs[pi], s.softmax_temp, s.resample_inactive, refs[pi], step)
+    return [pool + ([ref] if ref is not None else []) for pool, ref in zip(pools, refs)]
 
 
-def _resample(pool: list[Particle], rng: np.random.Generator, temp: float, resample_inactive: bool) -> list[Particle]:
-    """Draw a new pool of the same size multinomially by reward odds (finished particles too, if asked)."""
+def _resample(pool: list[Particle], rng: np.random.Generator, temp: float, resample_inactive: bool,
+              ref: Particle | None = None, step: int = 0) -> list[Particle]:  # fmt: skip
+    """Draw a new pool of the same size multinomially by reward odds (finished particles too, if asked).
+
+    A reference particle competes with its reward at `step`; a particle drawn from it forks its first step + 1 steps."""
     if resample_inactive:
-        candidates = pool
+        candidates = list(pool)
         keep: list[Particle] = []
     else:
         candidates = [p for p in pool if not p.done]
         keep = [p for p in pool if p.done]
         if not candidates:
             return pool
-    probs = resampling_probs(np.array([p.reward for p in candidates]), temp)
+    rewards = [p.reward for p in candidates]
+    if ref is not None:
+        candidates.append(ref)
+        rewards.append(ref.reward_at(step))
+    probs = resampling_probs(np.array(rewards), temp)
     picks = rng.choice(len(candidates), size=len(pool) - len(keep), replace=True, p=probs)
-    return keep + [candidates[i].copy() for i in picks]
+    return keep + [candidates[i].copy(step + 1) if candidates[i] is ref else candidates[i].copy() for i in picks]

@@ -1,0 +1,94 @@
+"""Compute-budget sweeps: expand a grid (models x tasks x temperatures x strategies x budgets) into runs and run them.
+
+Selectors need one pool per (model, task, temperature) at the largest budget: every smaller k is estimated from it.
+Searchers (particle filtering) need one run per budget. Runs are named by their configuration, so re-running a
+sweep skips the finished runs and resumes an interrupted one. Runs that share an engine (same backend and model)
+are run back to back on ONE loaded engine (a local backend, or the same Ray actors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+from tteval.errors import TtevalError
+from tteval.runner import RunConfig, execute, start_workers
+from tteval.workers import engine_key
+
+SEARCHERS = ("particle-filter",)
+GRID_STRATEGIES = ("sample", "particle-filter")
+
+
+def parse_budgets(text: str) -> list[int]:
+    """'1,2,4,8' -> [1, 2, 4, 8]; every budget a positive integer."""
+    try:
+        values = sorted({int(x) for x in text.replace(" ", "").split(",") if x})
+    except ValueError:
+        raise TtevalError(f"--budgets must be comma-separated integers like 1,2,4,8, got '{text}'") from None
+    if not values or values[0] < 1:
+        raise TtevalError(f"--budgets must be positive integers, got '{text}'")
+    return values
+
+
+def grid_configs(base: RunConfig, models: Sequence[str], tasks: Sequence[str], temperatures: Sequence[float],
+                 strategies: Sequence[str], budgets: Sequence[int]) -> list[RunConfig]:  # fmt: skip
+    """The runs of a sweep, grouped by model so that each engine is loaded once."""
+    for s in strategies:
+        if s not in GRID_STRATEGIES:
+            raise TtevalError(f"unknown sweep strategy '{s}'; choose from: {', '.join(GRID_STRATEGIES)}")
+    configs = []
+    for model in models:
+        for task in tasks:
+            for temperature in temperatures:
+                for strategy in strategies:
+                    ns = sorted(set(budgets)) if strategy in SEARCHERS else [max(budgets)]
+                    for n in ns:
+                        configs.append(replace(base, model=model, task=task, temperature=temperature, strategy=strategy, n=n))
+    for c in configs:
+        c.validate()
+    return configs
+
+
+def run_grid(configs: Sequence[RunConfig], console: Console) -> list[Path]:
+    """Run (or resume, or skip when finished) every configuration; return the run folders in grid order."""
+    folders: list[Path] = []
+    workers: Any = None
+    key = None
+    try:
+        for i, config in enumerate(configs, 1):
+            folder = Path(config.out) / config.run_id()
+            label = escape(f"[{i}/{len(configs)}] {config.model} · {config.task} · {config.strategy} n={config.n} "
+                           f"T={config.temperature}")
+            if _finished(folder):
+                console.print(f"{label}: [green]done[/] ({escape(str(folder))})", highlight=False)
+                folders.append(folder)
+                continue
+            if engine_key(config) != key:  # one engine alive at a time (GPU memory; a local Ray's CPU slots)
+                if workers is not None:
+                    workers.close()
+                workers, key = start_workers(config), engine_key(config)
+            console.print(f"{label}: running", highlight=False)
+            folders.append(execute(config, console=console, workers=workers).path)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]sweep interrupted[/]: {len(folders)}/{len(configs)} runs finished; "
+                      "re-run the same command to continue", highlight=False)  # fmt: skip
+        raise
+    finally:
+        if workers is not None:
+            workers.close()
+    return folders
+
+
+def _finished(folder: Path) -> bool:
+    """A run folder whose run.json says complete and whose metrics.json exists."""
+    import json
+
+    try:
+        meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return meta.get("status") == "complete" and (folder / "metrics.json").is_file()

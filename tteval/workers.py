@@ -1,0 +1,202 @@
+"""The generation step of a run: one loaded backend turns chunks of problems into graded, scored sample records.
+
+A `Worker` holds a backend (loaded once), a grader per task and the model-based scorer; it serves chunks of any
+run that uses the same engine, so every round of a multi-round strategy and every run of a sweep reuse it. The
+same class is the body of a Ray actor (`tteval.distributed`), so local and sharded runs produce the same records.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from tteval.backends.base import Backend, Completion, Request
+from tteval.grading import Grader
+from tteval.tasks import Problem, Task, load_task
+
+ChunkResult = tuple[list[dict[str, Any]], dict[str, float], dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Problems generated together in one backend call, each from its own sample offset (rounds of PassUntil)."""
+
+    problems: tuple[Problem, ...]
+    offsets: tuple[int, ...]
+
+
+def engine_key(config: Any) -> tuple:
+    """What decides which loaded engine a run can use: runs with equal keys share one Worker."""
+    return (config.backend, config.model, config.base_url, config.tensor_parallel, config.cache,
+            config.seed if config.backend == "vllm" else None)  # fmt: skip
+
+
+class Worker:
+    """A loaded backend plus graders and scorer, serving chunks of every run with the same engine key."""
+
+    def __init__(self, config_dict: dict[str, Any]):
+        from tteval.runner import RunConfig, make_backend
+
+        self.key = engine_key(RunConfig.from_dict(config_dict))
+        self.backend: Backend = make_backend(RunConfig.from_dict(config_dict))
+        self._graders: dict[tuple, Grader] = {}
+        self._scorers: dict[tuple, Any] = {}  # a PRM holds an engine of its own: load it once too
+        # names this loaded engine in run.json, so one can check which runs of a sweep shared it
+        self.engine_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.backend.name, "model": self.backend.model, "engines": [self.engine_id]}
+
+    def process(self, config_dict: dict[str, Any], chunk: Chunk) -> ChunkResult:
+        """Generate, grade and score one chunk; return its records, timings and the backend usage it cost."""
+        from tteval.runner import RunConfig, make_scorer
+
+        config = RunConfig.from_dict(config_dict)
+        if engine_key(config) != self.key:
+            raise ValueError("a Worker only serves runs with its own engine key")
+        task = load_task(config.task, config.tasks_dir)
+        gkey = (config.task, config.tasks_dir, config.workers)
+        if gkey not in self._graders:
+            self._graders[gkey] = Grader(task, workers=config.workers)
+        u = self.backend.usage
+        before = (u.prompt_tokens, u.completion_tokens, u.calls)
+        timings = {"generation_s": 0.0, "grading_s": 0.0}
+        skey = (config.verifier, config.strategy == "particle-filter", config.verifications, config.verifier_max_tokens,
+                config.seed, config.prm_model, config.prm_aggregation)  # fmt: skip
+        if skey not in self._scorers:
+            self._scorers[skey] = make_scorer(config, self.backend)
+        scorer = self._scorers[skey]
+        records = chunk_records(config, task, chunk, self.backend, self._graders[gkey], scorer, timings)
+        usage = {"prompt_tokens": u.prompt_tokens - before[0], "completion_tokens": u.completion_tokens - before[1],
+                 "calls": u.calls - before[2]}  # fmt: skip
+        return records, timings, usage
+
+    def close(self) -> None:
+        for grader in self._graders.values():
+            grader.close()
+        for scorer in self._scorers.values():
+            getattr(scorer, "close", lambda: None)()
+        self._graders, self._scorers = {}, {}
+        self.backend.close()
+
+
+class LocalWorkers:
+    """One Worker in this process; `map` processes chunks in order (the same interface as RayWorkers)."""
+
+    def __init__(self, config_dict: dict[str, Any]):
+        self.worker = Worker(config_dict)
+
+    def describe(self) -> dict[str, Any]:
+        return self.worker.describe()
+
+    def map(self, config_dict: dict[str, Any], chunks: Sequence[Chunk]) -> Iterator[ChunkResult]:
+        for chunk in chunks:
+            yield self.worker.process(config_dict, chunk)
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+def problem_seed(seed: int, task_id: str) -> int:
+    """A per-problem sampling seed that depends only on the run seed and the problem id."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}:{task_id}".encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def round_request(config: Any, task: Task, problem: Problem, offset: int) -> Request:
+    """The request for a problem's samples from `offset` on: the whole pool, or the next PassUntil round."""
+    n, seed = config.n, problem_seed(config.seed, problem.task_id)
+    if config.strategy == "pass-until":
+        size = config.round_len
+        n = min(size, config.n - offset)
+        if offset:  # round r > 0 gets its own seed; round 0 is the pool a `sample` run would draw first
+            seed = problem_seed(config.seed, f"{problem.task_id}#round{offset // size}")
+    return Request(messages=task.messages(problem), n=n, temperature=config.temperature, top_p=config.top_p,
+                   max_tokens=config.max_tokens, seed=seed)  # fmt: skip
+
+
+def sample_records(problem: Problem, completions: list, verdicts: list, offset: int = 0) -> list[dict[str, Any]]:
+    """One samples.jsonl record per candidate (schema in DESIGN.md, plus compute and grading detail)."""
+    return [
+        {
+            "task_id": problem.task_id,
+            "sample_index": offset + i,
+            "completion": c.text,
+            "answer": v.answer,
+            "correct": v.correct,
+            "num_tokens": c.num_tokens,
+            "logprob": c.logprob,
+            "finish_reason": c.finish_reason,
+            "prompt_tokens": c.prompt_tokens,
+            "answer_class": v.answer_class,
+            "scores": {},
+            "grading": v.detail,
+        }
+        for i, (c, v) in enumerate(zip(completions, verdicts))
+    ]
+
+
+def chunk_records(config: Any, task: Task, chunk: Chunk, backend: Backend, grader: Grader, scorer: Any,
+                  timings: dict[str, float]) -> list[dict[str, Any]]:  # fmt: skip
+    """Generate (pool sampling, a PassUntil round, or particle filtering), grade and score one chunk."""
+    batch = list(chunk.problems)
+    t0 = time.perf_counter()
+    questions = [task.messages(p)[-1][1] for p in batch]
+    extra: list[list[dict[str, Any]]]
+    if config.strategy == "particle-filter":
+        outputs, extra = _particle_filter(config, task, batch, questions, backend, scorer)
+    else:
+        outputs = backend.generate([round_request(config, task, p, o) for p, o in zip(batch, chunk.offsets)])
+        extra = [[{} for _ in out] for out in outputs]
+    timings["generation_s"] = round(timings["generation_s"] + time.perf_counter() - t0, 3)
+    t1 = time.perf_counter()
+    verdicts = grader.grade(batch, [[c.text for c in out] for out in outputs])
+    timings["grading_s"] = round(timings["grading_s"] + time.perf_counter() - t1, 3)
+    if config.verifier != "none" and config.strategy != "particle-filter":
+        t2 = time.perf_counter()
+        _score_pool(config, questions, outputs, extra, scorer)
+        timings["verification_s"] = round(timings.get("verification_s", 0.0) + time.perf_counter() - t2, 3)
+    records = []
+    for p, out, v, ex, offset in zip(batch, outputs, verdicts, extra, chunk.offsets):
+        for r, e in zip(sample_records(p, out, v, offset), ex):
+            r.update(e)
+            records.append(r)
+    return records
+
+
+def _score_pool(config: Any, questions: list[str], outputs: list[list[Completion]], extra: list[list[dict]], scorer) -> None:
+    """Score every candidate with the run's model-based verifier, in one batched scorer call."""
+    scored = iter(scorer.score([(q, c.text) for q, out in zip(questions, outputs) for c in out]))
+    for ex in extra:
+        for j in range(len(ex)):
+            s = next(scored)
+            ex[j] = {"scores": {scorer.name: s.score}, "verifier_tokens": s.tokens}
+            if s.chain_scores:
+                ex[j]["verifier_chain_scores"] = s.chain_scores
+            if getattr(s, "step_scores", None) is not None:
+                ex[j]["step_scores"] = s.step_scores
+
+
+def _particle_filter(config: Any, task: Task, batch: list[Problem], questions: list[str], backend: Backend, scorer):
+    """Particle filtering (or particle Gibbs) over the chunk: the final particles as completions, plus extras."""
+    from tteval.strategies.particle_filter import particle_filter
+
+    prompts = [backend.apply_chat_template(task.messages(p)) for p in batch]
+    results = particle_filter(
+        backend, scorer, questions, prompts, config.n, temperature=config.temperature,
+        step_tokens=config.pf_step_tokens, max_steps=config.pf_max_steps, softmax_temp=config.pf_softmax_temp,
+        seed=config.seed, iterations=config.pf_iterations,
+    )  # fmt: skip
+    outputs = [[Completion(p.text, p.policy_tokens, "stop") for p in r.particles] for r in results]
+    extra = [
+        [{"scores": {"prm": p.reward}, "selected": j == r.selected, "steps": r.steps, "pf_iterations": r.iterations,
+          "problem_policy_tokens": r.policy_tokens, "problem_verifier_tokens": r.verifier_tokens}  # fmt: skip
+         for j, p in enumerate(r.particles)]
+        for r in results
+    ]
+    return outputs, extra
