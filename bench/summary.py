@@ -14,6 +14,12 @@ def flatten(prefix: str, obj, out: list[tuple[str, str]]) -> None:
     if isinstance(obj, dict):
         for k, v in obj.items():
             flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    elif isinstance(obj, list) and obj and all(isinstance(v, dict) and v for v in obj):
+        for v in obj:  # rows of a sweep: name each by its first field, e.g. budgets[particles=4]
+            key, value = next(iter(v.items()))
+            flatten(f"{prefix}[{key}={value}]", {k: x for k, x in v.items() if k != key}, out)
+    elif isinstance(obj, list):
+        out.append((prefix, ", ".join(str(v) for v in obj)))
     elif isinstance(obj, (int, float, str, bool)):
         out.append((prefix, str(obj)))
 
