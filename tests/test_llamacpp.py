@@ -224,6 +224,156 @@ def test_multibyte_text_round_trips_through_token_pieces(backend):
     assert b"".join(backend._piece(t) for t in ids).decode("utf-8") == text
 
 
+# ------------------------------------------------------------------------------------------ prefix reuse
+# a long shared question (> 64 tokens once templated: prompts decoded whole and reused suffixes take the same kernels)
+STORY = (
+    "A farmer keeps 17 cows, 23 goats and 41 chickens on a hill farm. Every morning each cow gives 9 litres of milk, "
+    "each goat gives 2 litres, and each chicken lays one egg. Milk sells for 1.20 dollars a litre and eggs for 0.25 "
+    "dollars each. On Sundays the farmer sells nothing and gives a fifth of the milk to the neighbours."
+)
+STORY_PROMPT_CHAT = (("user", STORY + " How much money does the farmer make in one week?"),)
+
+
+def usage_delta(backend, before):
+    keys = ("prompt_tokens_decoded", "prompt_tokens_reused")
+    return {k: backend.usage.extra.get(k, 0) - before.get(k, 0) for k in keys}
+
+
+def alone(backend, requests):
+    """Each request's completions when it is sent alone, in its own generate call."""
+    return [backend.generate([r])[0] for r in requests]
+
+
+def assert_same(got, want):
+    assert [texts(g) for g in got] == [texts(w) for w in want]
+    assert [[c.token_logprobs for c in g] for g in got] == [[c.token_logprobs for c in w] for w in want]
+    assert [[(c.finish_reason, c.stop_reason, c.num_tokens) for c in g] for g in got] == [
+        [(c.finish_reason, c.stop_reason, c.num_tokens) for c in w] for w in want
+    ]
+
+
+def story(backend, *continuations):
+    base = backend.apply_chat_template(STORY_PROMPT_CHAT)
+    return [base + c for c in continuations]
+
+
+def test_requests_sharing_a_prefix_decode_it_once(backend):
+    prompts = story(backend, "", "The farmer has 17 cows.", "First, the milk:", "First, the milk: 17 cows give")
+    lengths = [len(backend.tokenize(p)) for p in prompts]
+    assert min(lengths) > 64
+    before = dict(backend.usage.extra)
+    out = backend.generate([Request(prompt=p, temperature=0.0, max_tokens=4) for p in prompts])
+    delta = usage_delta(backend, before)
+    assert len(out) == 4 and all(len(o) == 1 for o in out)
+    assert delta["prompt_tokens_reused"] > 0
+    assert delta["prompt_tokens_decoded"] < sum(lengths)
+    # every prompt is loaded once: each of its tokens is either decoded or reused
+    assert delta["prompt_tokens_decoded"] + delta["prompt_tokens_reused"] == sum(lengths)
+    # the shared question is decoded once: each later prompt decodes only what the others lack (plus at least its
+    # last token, for its logits)
+    assert delta["prompt_tokens_decoded"] < lengths[0] + sum(n - lengths[0] + 1 for n in lengths[1:])
+    assert [c.prompt_tokens for (c,) in out] == lengths  # usage per completion is unchanged
+
+
+def test_identical_prompts_decode_nothing_twice(backend):
+    prompt = story(backend, "")[0]
+    n = len(backend.tokenize(prompt))
+    reqs = [Request(prompt=prompt, temperature=1.0, max_tokens=6, seed=s) for s in (1, 2, 3)]
+    before = dict(backend.usage.extra)
+    out = backend.generate(reqs)
+    assert usage_delta(backend, before) == {"prompt_tokens_decoded": n, "prompt_tokens_reused": 2 * n}
+    assert_same(out, alone(backend, reqs))
+
+
+def test_greedy_with_shared_prefixes_equals_each_request_alone(backend):
+    # shares of every shape: identical, a prompt that is a prefix of another (reused up to its last token), one that
+    # extends another, suffixes shorter and longer than llama.cpp's 64-token attention tile, and an unrelated one
+    long_tail = " Let us work it out step by step, writing down every product and every sum." * 4
+    prompts = story(
+        backend, "", "The farmer has 17 cows.", "The farmer has 17 cows. They give", "", long_tail, "The"
+    ) + ["The capital of France is"]
+    reqs = [Request(prompt=p, temperature=0.0, max_tokens=12) for p in prompts]
+    before = dict(backend.usage.extra)
+    together = backend.generate(reqs)
+    assert usage_delta(backend, before)["prompt_tokens_reused"] > 0
+    assert_same(together, alone(backend, reqs))
+
+
+def test_seeded_samples_with_shared_prefixes_are_reproducible_and_batch_independent(backend, small_backend):
+    prompts = story(backend, "", "First, the milk:", "First, the eggs:")
+    reqs = [
+        Request(prompt=p, n=3, temperature=1.0, top_p=0.95, max_tokens=10, seed=40 + i) for i, p in enumerate(prompts)
+    ]
+    first = backend.generate(reqs)
+    assert_same(backend.generate(reqs), first)  # call to call
+    assert_same(backend.generate(reqs[::-1])[::-1], first)  # order of the requests in the call
+    assert_same(small_backend.generate(reqs), first)  # three slots: refills, evictions, other donors
+    assert_same(alone(backend, reqs), first)  # and each request alone
+    assert len({c.text for row in first for c in row}) >= 6  # the samples do differ
+
+
+def test_mixed_shared_and_unshared_requests_come_back_in_order(backend, small_backend):
+    base = backend.apply_chat_template(STORY_PROMPT_CHAT)
+    reqs = [
+        Request(prompt=base, n=2, temperature=0.8, max_tokens=12, seed=1, stop=("\n",)),
+        Request(messages=OTHER, n=1, temperature=0.0, max_tokens=8),
+        Request(prompt=base + "The cows give 17 * 9 = 153 litres", n=3, temperature=0.8, max_tokens=10, seed=2),
+        Request(prompt="x", n=0),
+        Request(prompt=base + "The cows", n=1, temperature=0.0, max_tokens=12, stop=(" litres", "milk")),
+        Request(prompt=base + "The cows give 17 * 9 = 153 litres of milk a day, the goats 46.", n=2,
+                temperature=0.8, max_tokens=6, seed=3),  # fmt: skip
+        Request(prompt=base, n=1, temperature=0.0, max_tokens=0),
+        Request(messages=CHAT, n=2, temperature=0.8, max_tokens=8, seed=4),
+    ]
+    want = alone(backend, reqs)
+    for b in (backend, small_backend):
+        got = b.generate(reqs)
+        assert [len(row) for row in got] == [r.n for r in reqs]
+        assert_same(got, want)
+        for r, row in zip(reqs, got):
+            assert all(c.prompt_tokens == len(b.tokenize(r.prompt or b.apply_chat_template(r.messages))) for c in row)
+            assert all(c.num_tokens <= r.max_tokens for c in row)
+            for c in row:
+                if c.finish_reason == "stop" and c.stop_reason is not None:
+                    assert c.stop_reason in r.stop and not any(st in c.text for st in r.stop)
+
+
+def test_reused_cells_survive_their_source_finishing_and_being_retaken():
+    """Two slots, samples of one token: a sample's copy of its sibling's prompt (llama.cpp defers cross-sequence
+    copies to the next decode) finishes before any decode, both slots are taken again and cut back while the copy is
+    still pending, and a later decode must perform it first; every output still equals its request's alone."""
+    with LlamaCppBackend(max_parallel=2, n_threads=1) as b:
+        base, extended = story(b, "", "The farmer has 17 cows and 23 goats.")
+        reqs = [Request(prompt=base, n=3, temperature=0.0, max_tokens=1)]
+        for p, m in ((extended, 1), (base, 2), (extended, 3)):
+            reqs.append(Request(prompt=p, temperature=1.0, max_tokens=m, seed=m))
+        reqs += [Request(prompt="The capital of France is", temperature=0.0, max_tokens=2)]
+        want = alone(b, reqs)
+        before = dict(b.usage.extra)
+        assert_same(b.generate(reqs), want)
+        assert usage_delta(b, before)["prompt_tokens_reused"] > 0
+
+
+def test_a_donor_that_filled_its_context_is_reused_in_place():
+    """One slot and a small fixed context: the first sample writes to the end of its sequence, the second request
+    waits for the slot, then cuts the donor's cells back to the shared prefix and decodes only its own tail."""
+    with LlamaCppBackend(n_ctx=64, max_parallel=1, n_threads=1) as b:
+        room = b.n_ctx_seq
+        base = "word " * (room - 40)
+        reqs = [Request(prompt=base, temperature=0.0, max_tokens=500),
+                Request(prompt=base + "and then", temperature=0.0, max_tokens=500)]  # fmt: skip
+        want = alone(b, reqs)
+        before = dict(b.usage.extra)
+        got = b.generate(reqs)
+        assert_same(got, want)
+        assert all(c.finish_reason == "length" and c.num_tokens + c.prompt_tokens == room for (c,) in got)
+        a, c = (b.tokenize(r.prompt) for r in reqs)
+        shared = next(i for i, (x, y) in enumerate(zip(a, c)) if x != y)  # the first prompt's trailing space merges
+        assert shared > len(a) - 3
+        want_usage = {"prompt_tokens_decoded": len(a) + len(c) - shared, "prompt_tokens_reused": shared}
+        assert usage_delta(b, before) == want_usage
+
+
 # ------------------------------------------------------------------------------------------ pure sampling maths
 def test_sample_token_inverse_cdf_and_top_p():
     logits = np.log(np.array([0.1, 0.2, 0.3, 0.4], dtype=np.float32))

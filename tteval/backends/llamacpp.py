@@ -3,6 +3,9 @@
 How a `generate` call runs:
 - each request's prompt is decoded once into one sequence; its KV cells are copied to the sequences of the other
   samples (llama.cpp's memory seq_cp), so the n samples share the prompt's computation;
+- requests share their common token prefixes too (prefix reuse): a prompt starts from the sequence that already
+  holds the longest common prefix of it (a live sample's, or a finished one's whose cells are still there) and
+  decodes only the rest; see `_load_prompt`;
 - all live sequences, of any number of requests (at most `max_parallel`), then decode together: one token each
   per `llama_decode` call, logits requested only for those tokens; a slot freed by a finished sample is refilled
   at once with the next waiting sample (continuous batching);
@@ -17,6 +20,25 @@ independent of its neighbours.
 Logprobs are those of each sampled token under the model's *raw* distribution (log-softmax of the unscaled
 logits, before temperature or top-p), as vLLM reports them: RPC's perplexity, exp(mean logprob), and the
 generative verifiers need the model's probabilities, not the sampler's.
+
+Prefix reuse: prompts are admitted in token order (a depth-first walk of their prefix tree), so prompts that share
+a prefix run close together. A freed sequence keeps its cells until its slot is taken again (empty slots first,
+then the least recently used), so a finished sample's prompt stays reusable. A prefix is reused from at least
+`_MIN_REUSE` tokens on, or whole when the prompt is identical (its logits are then reused too, nothing is decoded).
+Across KV streams llama.cpp copies a sequence's whole stream, deferred to the start of the next llama_decode; that
+copy reads the source's buffer, which only a decode writes, after first performing pending copies, so a source
+may be removed or reused at once. Usage counts `prompt_tokens_decoded` and `prompt_tokens_reused` (tokens taken
+from another sequence instead of decoded) per prompt load; the n samples' copies of a loaded prompt count in
+neither.
+
+Reuse must not change a single logit, or a sample would depend on which other requests shared its call (and resumed
+or sharded runs would differ). llama.cpp's CPU kernels compute each token row independently of the other rows of
+its batch, with one exception: flash attention switches to a tiled kernel, with other rounding (f32 instead of f16
+accumulation), once a compute pass (ubatch) holds 64 or more tokens of one sequence. A prompt decoded whole would
+then go through the tiled kernel and its reused-prefix suffix, often shorter, through the row kernel, with logits
+up to ~0.8 apart. Passes are therefore kept at `_N_UBATCH` (48) tokens, so every token takes the row kernel, as
+generated tokens always do; prompt decoding is a few percent slower for it. A reused prefix also lies in the same
+cells (same positions, same order) as a freshly decoded one, so its attention sums run in the same order.
 
 Token accounting: `num_tokens`, `tokens` and `token_logprobs` cover every sampled token, including the end-of-
 generation token (shown as e.g. "<|im_end|>") and the tokens of a stop string, which `text` leaves out; `logprob`
@@ -52,6 +74,8 @@ _TOP_P_FIRST = 64  # top-p first looks for the nucleus among this many most like
 _SEED_MASK = (1 << 64) - 1
 _CDF_BLOCK = 256  # inverse-CDF sampling sums the vocabulary in blocks of this many tokens
 _KV_UNIFIED = False  # one KV stream per sequence (see the module docstring)
+_N_UBATCH = 48  # tokens per compute pass: below ggml's 64-query flash-attention tile (see the module docstring)
+_MIN_REUSE = 16  # a common prompt prefix shorter than this is decoded again rather than copied
 
 
 # --------------------------------------------------------------------------------------------- model files
@@ -223,7 +247,7 @@ def _kv_ops(lc: Any, ctx: Any) -> _KvOps:
     if hasattr(lc, "llama_memory_seq_cp") and hasattr(lc, "llama_get_memory"):
         mem = lc.llama_get_memory(ctx)
         return _KvOps(
-            clear=lambda: lc.llama_memory_clear(mem, True),
+            clear=lambda: lc.llama_memory_clear(mem, False),  # metadata only (zeroing the buffers costs ~40 ms)
             seq_cp=lambda src, dst, p0, p1: lc.llama_memory_seq_cp(mem, src, dst, p0, p1),
             seq_rm=lambda seq, p0, p1: lc.llama_memory_seq_rm(mem, seq, p0, p1),
         )
@@ -280,16 +304,78 @@ class _Prompt:
     next_sample: int = 0
     logits: np.ndarray | None = None
     stats: RowStats | None = None
-    live: set[int] = field(default_factory=set)  # seq ids of its samples now decoding (their prompt KV is reusable)
+    array: np.ndarray = field(init=False, repr=False)  # the tokens as an array, for prefix comparisons
+
+    def __post_init__(self) -> None:
+        self.array = np.asarray(self.tokens, dtype=np.int64)
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One KV sequence of the context and what its cells hold.
+
+    `prompt` is the request whose prompt fills positions 0 .. len(prompt.tokens) - 1 (generated tokens may follow);
+    None while the sequence is empty. The cells stay after the sample using them finishes (`busy` False), until the
+    slot is taken again, so that later prompts can reuse them.
+    """
+
+    seq_id: int
+    prompt: _Prompt | None = None
+    busy: bool = False
+    taken_at: int = 0  # when it was last taken (a counter), for least-recently-used eviction
+
+
+class _Slots:
+    """The context's sequences: which are free, and which holds the longest prefix of a prompt to be loaded."""
+
+    def __init__(self, n: int):
+        self.all = [_Slot(i) for i in range(n)]
+        self._clock = 0
+
+    def n_free(self) -> int:
+        return sum(not slot.busy for slot in self.all)
+
+    def donor(self, tokens: np.ndarray) -> tuple[_Slot | None, int]:
+        """The slot whose prompt shares the longest prefix with `tokens`, and its length; a free slot wins a tie."""
+        best: _Slot | None = None
+        best_n = 0
+        shared: dict[int, int] = {}  # by prompt: the n samples of one prompt hold the same tokens
+        for slot in self.all:
+            if slot.prompt is None:
+                continue
+            key = id(slot.prompt)
+            if key not in shared:
+                shared[key] = _common_prefix(slot.prompt.array, tokens)
+            n = shared[key]
+            if n > best_n or (n == best_n and best is not None and best.busy and not slot.busy):
+                best, best_n = slot, n
+        return best, best_n
+
+    def take(self, prompt: _Prompt, slot: _Slot | None = None) -> _Slot:
+        """Give a free slot to a sample of `prompt`: `slot`, else the one least worth keeping (empty, else the least
+        recently taken)."""
+        if slot is None:
+            slot = min((s for s in self.all if not s.busy), key=lambda s: (s.prompt is not None, s.taken_at))
+        assert not slot.busy
+        self._clock += 1
+        slot.prompt, slot.busy, slot.taken_at = prompt, True, self._clock
+        return slot
+
+
+def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
+    """The length of the longest common prefix of two token arrays."""
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(a[:n] != b[:n])
+    return int(diff[0]) if diff.size else n
 
 
 @dataclass(eq=False)
 class _Sample:
-    """One sequence being decoded: sample `index` of a request, in KV sequence `seq_id`."""
+    """One sequence being decoded: sample `index` of a request, in the KV sequence of `slot`."""
 
     prompt: _Prompt
     index: int
-    seq_id: int
+    slot: _Slot
     rng: np.random.Generator
     limit: int  # most tokens it may sample: max_tokens, or less when the context is shorter
     decoder: Any
@@ -299,6 +385,10 @@ class _Sample:
     text: str = ""
     finish: str | None = None
     stop_reason: str | None = None
+
+    @property
+    def seq_id(self) -> int:
+        return self.slot.seq_id
 
 
 class LlamaCppBackend:
@@ -388,7 +478,7 @@ class LlamaCppBackend:
         p.kv_unified = _KV_UNIFIED
         p.n_ctx = n_ctx_seq * self.max_parallel
         p.n_batch = self._batch.capacity
-        p.n_ubatch = self._batch.capacity
+        p.n_ubatch = min(_N_UBATCH, self._batch.capacity)
         p.n_threads = p.n_threads_batch = self.n_threads
         p.no_perf = True
         _LOG_TAIL.clear()
@@ -505,20 +595,23 @@ class LlamaCppBackend:
             self._run(work, results)
         finally:
             if self._kv is not None:
-                self._kv.clear()
+                self._kv.clear()  # cells only: stale data in free cells is masked out, as after any seq_rm
         out = [[c if c is not None else _empty(p) for c in row] for p, row in zip(prompts, results)]
         self.usage.completion_tokens += sum(c.num_tokens for row in out for c in row)
         return out
 
     def _run(self, work: list[_Prompt], results: list[list[Completion | None]]) -> None:
-        """Continuous batching: fill free sequence slots with waiting samples, step all live ones, repeat."""
-        pending = deque(work)
-        free = list(range(self.max_parallel))
+        """Continuous batching: fill free sequence slots with waiting samples, step all live ones, repeat.
+
+        Prompts are admitted in token order, so those sharing a prefix are loaded while its cells are still held;
+        a sample depends only on its own request, seed and index, so the order changes no result."""
+        pending = deque(sorted(work, key=lambda p: p.tokens))
+        slots = _Slots(self.max_parallel)
         live: list[_Sample] = []
         ready: list[tuple[_Sample, np.ndarray, RowStats]] = []  # samples with logits to sample from
         while pending or live:
-            while pending and free:
-                ready.extend(self._admit(pending[0], free))
+            while pending and slots.n_free():
+                ready.extend(self._admit(pending[0], slots))
                 if pending[0].next_sample >= pending[0].request.n:
                     pending.popleft()
             for s, logits, stats in ready:
@@ -528,60 +621,83 @@ class LlamaCppBackend:
                 if s.finish is not None:
                     results[s.prompt.index][s.index] = self._finish(s)
                     live.remove(s)
-                    s.prompt.live.discard(s.seq_id)
-                    self._kv.seq_rm(s.seq_id, -1, -1)
-                    free.append(s.seq_id)
-            free.sort()
+                    s.slot.busy = False  # its cells stay for later prompts until the slot is taken again
             ready = []
             if live:
                 ready = self._step(live)
 
-    def _admit(self, p: _Prompt, free: list[int]) -> list[tuple[_Sample, np.ndarray, RowStats]]:
-        """Start as many of `p`'s remaining samples as there are free slots, sharing one copy of the prompt's KV."""
-        k = min(len(free), p.request.n - p.next_sample)
-        seq_ids = [free.pop(0) for _ in range(k)]
-        n_prompt = len(p.tokens)
-        if p.live:  # a sibling is still decoding: copy its cells and drop what it generated
-            src = min(p.live)
-            targets = seq_ids
-        else:
-            src = seq_ids[0]
-            targets = seq_ids[1:]
-            self._decode_prompt(p, src)
-        for dst in targets:
-            self._kv.seq_cp(src, dst, -1, -1)
-            self._kv.seq_rm(dst, n_prompt, -1)
-        limit_ctx = self.n_ctx_seq - n_prompt  # positions n_prompt .. n_ctx_seq-1 hold fed tokens
+    def _admit(self, p: _Prompt, slots: _Slots) -> list[tuple[_Sample, np.ndarray, RowStats]]:
+        """Start as many of `p`'s remaining samples as there are free slots, sharing one load of the prompt's KV."""
+        k = min(slots.n_free(), p.request.n - p.next_sample)
+        first = self._load_prompt(p, slots)
+        taken = [first] + [self._copy_prompt(p, first, slots) for _ in range(k - 1)]
+        limit_ctx = self.n_ctx_seq - len(p.tokens)  # positions n_prompt .. n_ctx_seq-1 hold fed tokens
         out = []
-        for seq_id in seq_ids:
+        for slot in taken:
             s = _Sample(
                 prompt=p,
                 index=p.next_sample,
-                seq_id=seq_id,
+                slot=slot,
                 rng=sample_rng(p.seed, p.next_sample),
                 limit=min(p.request.max_tokens, limit_ctx),
                 decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
             )
             p.next_sample += 1
-            p.live.add(seq_id)
             out.append((s, p.logits, p.stats))
         return out
 
-    def _decode_prompt(self, p: _Prompt, seq_id: int) -> None:
-        """Decode a prompt into one sequence, in chunks of the batch size; keep the logits of its last token."""
+    def _load_prompt(self, p: _Prompt, slots: _Slots) -> _Slot:
+        """Put `p`'s prompt into the KV of a free slot, decoding only what no sequence holds yet; set `p.logits`.
+
+        The longest common prefix any sequence holds is reused if it has `_MIN_REUSE` tokens or is the whole
+        (identical) prompt; a free holder is taken in place, a busy one is copied. At least the last token is decoded
+        unless the holder's prompt is identical (its logits are those after the same tokens)."""
+        donor, shared = slots.donor(p.array)
+        n = len(p.tokens)
+        source = donor.prompt if donor is not None else None
+        identical = source is not None and shared == n == len(source.tokens)
+        reuse = n if identical else min(shared, n - 1)
+        if not identical and reuse < _MIN_REUSE:
+            donor, source, reuse = None, None, 0
+        slot = slots.take(p, donor if donor is not None and not donor.busy else None)
+        if donor is not None and donor is not slot:
+            self._kv.seq_cp(donor.seq_id, slot.seq_id, -1, -1)
+        if not self._kv.seq_rm(slot.seq_id, reuse, -1) and reuse:  # a memory that cannot cut a sequence: start over
+            self._kv.seq_rm(slot.seq_id, -1, -1)
+            identical, reuse = False, 0
+        self._count("prompt_tokens_reused", reuse)
+        if not identical:
+            self._decode_prompt(p, slot.seq_id, reuse)
+        elif p.logits is None:
+            p.logits, p.stats = source.logits, source.stats
+        return slot
+
+    def _copy_prompt(self, p: _Prompt, src: _Slot, slots: _Slots) -> _Slot:
+        """Give another sample of `p` a free slot holding a copy of `src`'s prompt cells (and nothing after)."""
+        slot = slots.take(p)
+        self._kv.seq_cp(src.seq_id, slot.seq_id, -1, -1)
+        self._kv.seq_rm(slot.seq_id, len(p.tokens), -1)
+        return slot
+
+    def _decode_prompt(self, p: _Prompt, seq_id: int, start: int = 0) -> None:
+        """Decode `p`'s prompt from token `start` on into one sequence, in chunks of the batch size; keep the logits
+        of its last token (the first time only)."""
         tokens = p.tokens
         cap = self._n_batch
-        for start in range(0, len(tokens), cap):
-            chunk = tokens[start : start + cap]
+        for at in range(start, len(tokens), cap):
+            chunk = tokens[at : at + cap]
             want = np.zeros(len(chunk), dtype=np.int8)
-            if start + len(chunk) == len(tokens):
+            if at + len(chunk) == len(tokens):
                 want[-1] = 1
-            self._batch.fill(chunk, np.arange(start, start + len(chunk)), [seq_id] * len(chunk), want)
+            self._batch.fill(chunk, np.arange(at, at + len(chunk)), [seq_id] * len(chunk), want)
             self._decode()
-        self.usage.extra["prompt_tokens_decoded"] = self.usage.extra.get("prompt_tokens_decoded", 0) + len(tokens)
+        self._count("prompt_tokens_decoded", len(tokens) - start)
         if p.logits is None:
             p.logits = self._logits_row(len(chunk) - 1)  # the only output of the last chunk
             p.stats = row_stats(p.logits)
+
+    def _count(self, key: str, n: int) -> None:
+        self.usage.extra[key] = self.usage.extra.get(key, 0) + n
 
     def _step(self, live: list[_Sample]) -> list[tuple[_Sample, np.ndarray, RowStats]]:
         """Feed every live sequence its last sampled token in one llama_decode; return each one's next logits."""
@@ -593,7 +709,7 @@ class LlamaCppBackend:
             np.ones(len(live), dtype=np.int8),
         )
         self._decode()
-        self.usage.extra["decode_steps"] = self.usage.extra.get("decode_steps", 0) + 1
+        self._count("decode_steps", 1)
         out = []
         for i, s in enumerate(live):
             row = self._logits_row(i)
