@@ -250,3 +250,19 @@ def test_the_mixture_fit_uses_an_exact_gradient():
     # a clipped density (x at the floor with k < 1 diverges) contributes no gradient, never NaN
     _, grad = mixture_nll_grad(np.array([0.5, 0.5, 1.0, 0.5, 1.0]), np.array([1e-300, 0.5]))
     assert np.all(np.isfinite(grad))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    answers=st.lists(st.integers(-1, 2), min_size=2, max_size=2),
+    probs=st.lists(st.floats(0.01, 1.0), min_size=2, max_size=2),
+    gold=st.integers(0, 2),
+)
+def test_rpc_of_a_pair_skips_the_fit_only_where_it_cannot_change_the_choice(answers, probs, gold):
+    from tteval.strategies.self_consistency import credit, winner_classes
+
+    p = rpc_pool(answers, probs, gold)
+    scores = pc_scores(p, prune=True)  # always fits the mixture (when the two p differ)
+    classes = np.array(list(scores), dtype=np.int64)
+    full = credit(p, np.arange(2), winner_classes(classes, np.array(list(scores.values())), invalid_needs_positive=True))
+    assert perplexity_consistency(p) == full

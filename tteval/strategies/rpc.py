@@ -33,7 +33,7 @@ from scipy.optimize import minimize
 from scipy.special import gamma
 
 from tteval.errors import TtevalError
-from tteval.strategies.pool import IndexLike, Pool, indices
+from tteval.strategies.pool import INVALID, IndexLike, Pool, indices
 from tteval.strategies.self_consistency import credit, winner_classes
 
 WEIBULL_INIT = (0.5, 1.0, 1.0, 1.5, 2.0)  # (w, k1, lam1, k2, lam2), the authors' "fixed" initialisation
@@ -180,10 +180,23 @@ def perplexity_consistency(pool: Pool, idx: IndexLike = None, prune: bool = True
     """Expected correctness of RPC's answer among candidates `idx` (defaults: RPC = PC over pruned paths with
     de-duplication; prune=False is the paper's "PC" ablation). Ties split evenly."""
     ix = indices(pool, idx)
+    if prune and len(ix) == 2 and not _pruning_can_change_the_pair(pool, ix):
+        prune = False  # same answer: skip the mixture fit (the costly part of RPC@2 over many subsets)
     scores = pc_scores(pool, ix, prune, dedup)
     classes = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
     totals = np.fromiter(scores.values(), dtype=float, count=len(scores))
     return credit(pool, ix, winner_classes(classes, totals, invalid_needs_positive=True))
+
+
+def _pruning_can_change_the_pair(pool: Pool, ix: np.ndarray) -> bool:
+    """Whether pruning can change RPC's choice between two paths. Only the lower path can be pruned (it must lie
+    below the mean), and keeping it changes nothing unless the higher path is invalid and the lower one valid:
+    then the kept valid path wins, a pruned one leaves the invalid class the only one with a positive score."""
+    p = path_probabilities(pool, ix)
+    if p[0] == p[1]:
+        return False
+    hi, lo = (ix[0], ix[1]) if p[0] > p[1] else (ix[1], ix[0])
+    return bool(pool.answers[hi] == INVALID and pool.answers[lo] != INVALID)
 
 
 def rpc_confidence(pool: Pool, idx: IndexLike = None, prune: bool = True, dedup: bool = True) -> dict[int, float]:
