@@ -1,7 +1,6 @@
 """Durability: a run killed with SIGKILL mid-generation resumes to exactly the uninterrupted result; Ctrl-C is clean."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

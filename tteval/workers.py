@@ -7,6 +7,7 @@ same class is the body of a Ray actor (`tteval.distributed`), so local and shard
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
@@ -103,8 +104,6 @@ class LocalWorkers:
 
 def problem_seed(seed: int, task_id: str) -> int:
     """A per-problem sampling seed that depends only on the run seed and the problem id."""
-    import hashlib
-
     return int.from_bytes(hashlib.sha256(f"{seed}:{task_id}".encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
@@ -159,7 +158,7 @@ def chunk_records(config: Any, task: Task, chunk: Chunk, backend: Backend, grade
     timings["grading_s"] = round(timings["grading_s"] + time.perf_counter() - t1, 3)
     if config.verifier != "none" and config.strategy != "particle-filter":
         t2 = time.perf_counter()
-        _score_pool(config, questions, outputs, extra, scorer)
+        _score_pool(questions, outputs, extra, scorer)
         timings["verification_s"] = round(timings.get("verification_s", 0.0) + time.perf_counter() - t2, 3)
     records = []
     for p, out, v, ex, offset in zip(batch, outputs, verdicts, extra, chunk.offsets):
@@ -169,7 +168,7 @@ def chunk_records(config: Any, task: Task, chunk: Chunk, backend: Backend, grade
     return records
 
 
-def _score_pool(config: Any, questions: list[str], outputs: list[list[Completion]], extra: list[list[dict]], scorer) -> None:
+def _score_pool(questions: list[str], outputs: list[list[Completion]], extra: list[list[dict]], scorer) -> None:
     """Score every candidate with the run's model-based verifier, in one batched scorer call."""
     scored = iter(scorer.score([(q, c.text) for q, out in zip(questions, outputs) for c in out]))
     for ex in extra:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
-import numpy as np
 
 from tteval.errors import TtevalError
 from tteval.estimators import hodges_lehmann  # noqa: F401  (re-exported: reference timing uses it)
