@@ -21,6 +21,8 @@ import statistics
 import time
 from pathlib import Path
 
+from machine import cpu_name  # bench/machine.py (the script's folder is on sys.path)
+
 from tteval.backends.base import Request
 from tteval.backends.llamacpp import DEFAULT_MODEL, LlamaCppBackend, resolve_model_path
 
@@ -138,7 +140,7 @@ def main() -> None:
         "machine": {
             "python": platform.python_version(),
             "llama_cpp_python": llama_cpp_version,
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "cpus_available": cpus,
             "loadavg_1m_per_round": [round(x, 2) for x in load],
             "note": "shared machine: other jobs ran alongside; rounds are interleaved so modes see the same load",
@@ -160,16 +162,6 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({t: {k: v for k, v in d.items()} for t, d in per_threads.items()}, indent=2))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

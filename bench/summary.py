@@ -7,6 +7,8 @@ import os
 import platform
 from pathlib import Path
 
+from machine import cpu_name  # bench/machine.py (the script's folder is on sys.path)
+
 HERE = Path(__file__).parent
 
 
@@ -24,21 +26,11 @@ def flatten(prefix: str, obj, out: list[tuple[str, str]]) -> None:
         out.append((prefix, str(obj)))
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     lines = [
         "# Benchmarks",
         "",
-        f"Machine: {_cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"Machine: {cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}, "
         "no GPU; llama-cpp-python built for AVX2 (the Makefile's LLAMA_CMAKE_ARGS).",
         "Each `bench_*.py` writes `results/<name>.json`; `python bench/run_all.py` reruns all and rebuilds this file.",
         "",

@@ -22,11 +22,11 @@ def test_torn_last_line_is_discarded(tmp_path):
     assert run.samples_path.read_text().endswith("}\n")
 
 
-def test_drop_incomplete_keeps_only_finished_problems(tmp_path):
+def test_trim_keeps_only_finished_problems(tmp_path):
     run = RunDir(tmp_path / "r")
     run.append_samples([{"task_id": "a", "sample_index": i} for i in range(3)])
     run.append_samples([{"task_id": "b", "sample_index": 0}])
-    assert run.drop_incomplete(3) == {"a"}
+    assert set(run.trim(lambda records: len(records) if len(records) >= 3 else 0)) == {"a"}
     assert {r["task_id"] for r in run.recover_samples()} == {"a"}
 
 

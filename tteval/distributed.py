@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
-from tteval.errors import TtevalError
+from tteval.errors import TtevalError, first_line
 from tteval.workers import Chunk, ChunkResult, Worker
 
 
@@ -75,5 +75,4 @@ class RayWorkers:
 
 def _cause(exc: BaseException) -> str:
     """The first line of what went wrong inside a Ray actor."""
-    cause = getattr(exc, "cause", None) or exc
-    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return first_line(getattr(exc, "cause", None) or exc)

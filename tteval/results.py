@@ -92,10 +92,6 @@ class RunDir:
             records.append(record)
         return records
 
-    def drop_incomplete(self, n: int) -> set[str]:
-        """Keep only problems with all `n` samples on disk (rewriting the file if needed); return their ids."""
-        return set(self.trim(lambda records: len(records) if len(records) >= n else 0))
-
     def trim(self, keep: Callable[[list[dict[str, Any]]], int]) -> dict[str, list[dict[str, Any]]]:
         """Keep the first keep(records) samples of each problem (in sample order), rewriting the file if any go.
 

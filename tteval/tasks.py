@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from tteval.errors import TtevalError
+from tteval.errors import TtevalError, first_line
 from tteval.jsonl import json_object
 from tteval.paths import shipped_dir
 
@@ -127,7 +127,7 @@ def load_task(name: str, tasks_dir: Path | None = None) -> Task:
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f"{path}:{line + 1}" if line is not None else str(path)
-        raise TtevalError(f"malformed task YAML {where}: {_first_line(exc)}") from None
+        raise TtevalError(f"malformed task YAML {where}: {first_line(exc)}") from None
     return _validate(spec, path, text)
 
 
@@ -396,9 +396,6 @@ def _root_cause(exc: BaseException) -> str:
     while (exc.__cause__ or exc.__context__) is not None and id(exc) not in seen:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return _first_line(exc)
+    return first_line(exc)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -42,9 +42,10 @@ class Worker:
     def __init__(self, config_dict: dict[str, Any]):
         from tteval.runner import RunConfig, make_backend
 
-        self.key = engine_key(RunConfig.from_dict(config_dict))
-        self.backend: Backend = make_backend(RunConfig.from_dict(config_dict))
-        self._graders: dict[tuple, Grader] = {}
+        config = RunConfig.from_dict(config_dict)
+        self.key = engine_key(config)
+        self.backend: Backend = make_backend(config)
+        self._graders: dict[tuple, tuple[Task, Grader]] = {}  # a task's spec and grader, loaded once
         self._scorers: dict[tuple, Any] = {}  # a PRM holds an engine of its own: load it once too
         # names this loaded engine in run.json, so one can check which runs of a sweep shared it
         self.engine_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -59,10 +60,11 @@ class Worker:
         config = RunConfig.from_dict(config_dict)
         if engine_key(config) != self.key:
             raise ValueError("a Worker only serves runs with its own engine key")
-        task = load_task(config.task, config.tasks_dir)
         gkey = (config.task, config.tasks_dir, config.workers)
         if gkey not in self._graders:
-            self._graders[gkey] = Grader(task, workers=config.workers)
+            task = load_task(config.task, config.tasks_dir)
+            self._graders[gkey] = (task, Grader(task, workers=config.workers))
+        task, grader = self._graders[gkey]
         u = self.backend.usage
         before = (u.prompt_tokens, u.completion_tokens, u.calls)
         timings = {"generation_s": 0.0, "grading_s": 0.0}
@@ -71,13 +73,13 @@ class Worker:
         if skey not in self._scorers:
             self._scorers[skey] = make_scorer(config, self.backend)
         scorer = self._scorers[skey]
-        records = chunk_records(config, task, chunk, self.backend, self._graders[gkey], scorer, timings)
+        records = chunk_records(config, task, chunk, self.backend, grader, scorer, timings)
         usage = {"prompt_tokens": u.prompt_tokens - before[0], "completion_tokens": u.completion_tokens - before[1],
                  "calls": u.calls - before[2]}  # fmt: skip
         return records, timings, usage
 
     def close(self) -> None:
-        for grader in self._graders.values():
+        for _, grader in self._graders.values():
             grader.close()
         for scorer in self._scorers.values():
             getattr(scorer, "close", lambda: None)()

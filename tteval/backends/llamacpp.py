@@ -62,7 +62,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tteval.backends.base import Completion, Request, Usage, validate_request
-from tteval.errors import TtevalError
+from tteval.errors import TtevalError, first_line
 
 DEFAULT_MODEL = "smollm2"
 _DEFAULT_ALIASES = ("", "default", DEFAULT_MODEL)
@@ -122,7 +122,7 @@ def _download_from_hub(model: str) -> str:
 
             return str(hf_hub_download(repo_id=repo, filename=pattern))
         except Exception as exc:
-            raise TtevalError(f"cannot download {pattern} from hub repo {repo}: {_first_line(exc)}") from None
+            raise TtevalError(f"cannot download {pattern} from hub repo {repo}: {first_line(exc)}") from None
     try:
         import fnmatch
 
@@ -131,19 +131,14 @@ def _download_from_hub(model: str) -> str:
         # as Llama.from_pretrained does: the file name may be a glob; it must match exactly one file of the repo
         files = [f for f in HfApi().list_repo_files(repo) if fnmatch.fnmatch(f, pattern or "*.gguf")]
     except Exception as exc:  # no network, no such repo, huggingface_hub missing, ...
-        raise TtevalError(f"cannot list hub repo {repo}: {_first_line(exc)}") from None
+        raise TtevalError(f"cannot list hub repo {repo}: {first_line(exc)}") from None
     if len(files) != 1:
         what = "no" if not files else f"{len(files)}"
         raise TtevalError(f"{what} files of hub repo {repo} match {pattern or '*.gguf'}; name one as {repo}:FILE.gguf")
     try:
         return str(hf_hub_download(repo_id=repo, filename=files[0]))
     except Exception as exc:
-        raise TtevalError(f"cannot download {files[0]} from hub repo {repo}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise TtevalError(f"cannot download {files[0]} from hub repo {repo}: {first_line(exc)}") from None
 
 
 # --------------------------------------------------------------------------------------------- sampling (pure)

@@ -21,17 +21,17 @@ import gc
 from typing import Any, Sequence
 
 from tteval.backends.base import Completion, Request, Usage, validate_request
-from tteval.errors import TtevalError
+from tteval.errors import TtevalError, first_line
 
 GREEDY_EPS = 1e-5  # vLLM treats a temperature below this as greedy
 
 
-def _vllm() -> Any:
-    """Import vllm, or explain in one line how to get it."""
+def import_vllm(user: str = "the vllm backend") -> Any:
+    """Import vllm, or explain in one line how to get it (`user` names what needs it)."""
     try:
         import vllm
     except ImportError:
-        raise TtevalError("the vllm backend needs vLLM: pip install 'tteval[vllm]' (GPU required)") from None
+        raise TtevalError(f"{user} needs vLLM: pip install 'tteval[vllm]' (GPU required)") from None
     return vllm
 
 
@@ -54,7 +54,7 @@ def to_sampling_params(req: Request) -> Any:
     """The vllm.SamplingParams of one request: n samples (1 if greedy), seed, stop strings, logprobs.
 
     `logprobs` is the number of top alternatives per position: 0 returns just the sampled token's logprob."""
-    vllm = _vllm()
+    vllm = import_vllm()
     validate_request(req)
     if req.logprobs or req.top_logprobs > 0:
         logprobs: int | None = req.top_logprobs
@@ -143,7 +143,7 @@ class VLLMBackend:
         self.model = model
         self.usage = Usage(extra={"engine_calls": 0, "cached_prompt_tokens": 0})
         if engine is None:
-            vllm = _vllm()
+            vllm = import_vllm()
             if _no_accelerator():
                 raise TtevalError(
                     "vLLM found no GPU on this machine; use the llamacpp backend on CPU (the default)"
@@ -159,8 +159,7 @@ class VLLMBackend:
                     **engine_kwargs,
                 )
             except Exception as exc:  # bad model name or path, out of memory, unsupported architecture, ...
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise TtevalError(f"vLLM could not start {model}: {first}") from exc
+                raise TtevalError(f"vLLM could not start {model}: {first_line(exc)}") from exc
         self.engine = engine
         self._tokenizer: Any = None
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import gc
 from typing import Any, Sequence
 
-from tteval.backends.vllm import _no_accelerator
-from tteval.errors import TtevalError
+from tteval.backends.vllm import _no_accelerator, import_vllm
+from tteval.errors import TtevalError, first_line
 from tteval.verifiers.scorer import AGGREGATIONS, ScoreResult, aggregate_steps, split_steps
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -31,19 +31,6 @@ STEP_TAG = "<extra_0>"
 PRM_AGGREGATIONS = (*AGGREGATIONS, "model")
 POSITIVE = 1  # the classifier's [negative, positive] order
 _PROB_TOL = 2e-2  # a row of class probabilities sums to 1 within this (bf16 heads round)
-
-
-def _vllm() -> Any:
-    """Import vllm, or explain in one line how to get it."""
-    try:
-        import vllm
-    except ImportError:
-        raise TtevalError("the prm verifier needs vLLM: pip install 'tteval[vllm]' (GPU required)") from None
-    return vllm
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def prm_steps(candidate: str, aggregation: str = "last", step_tag: str = STEP_TAG) -> list[str]:
@@ -64,7 +51,7 @@ def prm_prompt(tokenizer: Any, question: str, steps: Sequence[str], step_tag: st
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
     except Exception as exc:  # a template's raise_exception, a missing template, a jinja error
-        raise TtevalError(f"the PRM's chat template rejected the messages: {_first_line(exc)}") from None
+        raise TtevalError(f"the PRM's chat template rejected the messages: {first_line(exc)}") from None
 
 
 def step_probabilities(output: Any) -> list[float]:
@@ -97,13 +84,13 @@ class VLLMPRMScorer:
             raise TtevalError(f"unknown PRM aggregation {aggregation!r}: use one of {', '.join(PRM_AGGREGATIONS)}")
         self.model, self.aggregation, self.step_tag, self.system = model, aggregation, step_tag, system
         if engine is None:
-            vllm = _vllm()
+            vllm = import_vllm("the prm verifier")
             if _no_accelerator():
                 raise TtevalError("vLLM found no GPU on this machine; the prm verifier needs one")
             try:
                 engine = vllm.LLM(model=model, runner="pooling", **engine_kwargs)
             except Exception as exc:  # bad model name or path, out of memory, not a pooling model, ...
-                raise TtevalError(f"vLLM could not start the PRM {model}: {_first_line(exc)}") from exc
+                raise TtevalError(f"vLLM could not start the PRM {model}: {first_line(exc)}") from exc
         self.engine = engine
         self.engine_calls = 0
         self._tokenizer: Any = None
@@ -127,7 +114,7 @@ class VLLMPRMScorer:
         """One ScoreResult per (question, candidate), in item order, with its step rewards and prompt tokens."""
         if not items:
             return []
-        vllm = _vllm()
+        vllm = import_vllm("the prm verifier")
         tag_id = self.step_tag_id
         steps_of, prompts = [], []
         for i, (question, candidate) in enumerate(items):
@@ -143,7 +130,7 @@ class VLLMPRMScorer:
         try:
             outputs = self.engine.encode(prompts, params, pooling_task="token_classify", use_tqdm=False)
         except Exception as exc:  # a prompt longer than the PRM's context, a pooler without step pooling, ...
-            first = _first_line(exc)
+            first = first_line(exc)
             raise TtevalError(f"vLLM could not score {len(prompts)} prompts with {self.model}: {first}") from exc
         self.engine_calls += 1
         if len(outputs) != len(prompts):
