@@ -83,6 +83,11 @@ def compute_metrics(
 
 
 def _result(task, groups, n_min, n, mean_tokens, compute, curves) -> dict[str, Any]:
+    if not any(s.get("num_tokens") for g in groups.values() for s in g):  # a pool graded elsewhere, without counts
+        mean_tokens = None
+        for pts in curves.values():
+            for p in pts:
+                p["tokens"] = None  # unknown, not zero: no FLOPs are made up from it
     summary = {f"{name}@{p['k']}".replace("@k", ""): p["value"] for name, pts in curves.items() for p in (pts[0], pts[-1])}
     return {
         "task": task,
