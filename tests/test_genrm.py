@@ -138,3 +138,16 @@ def test_genrm_on_the_cpu_model_scores_chains_seeded_by_their_key(backend):
     assert alone == both[1]
     normalized = GenRMScorer(backend, verifications=1, max_tokens=16, seed=3, mode="normalized").score(items[:1], ["q1#0"])
     assert normalized[0].chain_scores[0] is not None  # the forced verdict always gives a P(Yes)
+
+
+def test_when_to_solve_when_to_verify_default_score_mode_is_hybrid_and_part_of_the_run_id():
+    # the authors' GPQA (and Qwen, QwQ) configs use hybrid; particle filtering's process reward keeps the forced,
+    # normalised verdict (a partial solution has no verdict of its own); GenRM runs of tteval 0.1 get new run ids
+    from tteval.runner import RunConfig
+
+    genrm = RunConfig(verifier="genrm")
+    assert genrm.genrm_mode() == "hybrid" and genrm.identity()["genrm_score"] == "hybrid"
+    assert RunConfig(strategy="particle-filter").genrm_mode() == "normalized"
+    assert RunConfig(verifier="genrm", genrm_score="binary").run_id() != genrm.run_id()
+    plain = RunConfig()
+    assert plain.genrm_mode() is None and "genrm_score" not in plain.identity()  # other runs keep their ids
