@@ -119,24 +119,15 @@ def test_when_to_solve_when_to_verify_partial_verification_and_missing_verdicts(
     assert m["compute"]["lambda"] == 1.0 and "default" in m["compute"]["lambda_source"]
 
 
-@pytest.fixture(scope="module")
-def backend():
-    from tteval.backends.llamacpp import LlamaCppBackend
-
-    b = LlamaCppBackend()
-    yield b
-    b.close()
-
-
-def test_genrm_on_the_cpu_model_scores_chains_seeded_by_their_key(backend):
+def test_genrm_on_the_cpu_model_scores_chains_seeded_by_their_key(cpu_backend):
     items = [("What is 2 + 2?", "2 + 2 = 4. The answer is 4."), ("What is 3 * 3?", "3 * 3 = 6. The answer is 6.")]
-    scorer = GenRMScorer(backend, verifications=2, max_tokens=24, seed=3)
+    scorer = GenRMScorer(cpu_backend, verifications=2, max_tokens=24, seed=3)
     both = scorer.score(items, keys=["q1#0", "q2#0"])
     assert len(both) == 2 and all(len(r.chain_scores) == 2 and 0.0 <= r.score <= 1.0 and r.tokens > 0 for r in both)
     assert all(s is None or 0.0 <= s <= 1.0 for r in both for s in r.chain_scores)
     (alone,) = scorer.score(items[1:], keys=["q2#0"])  # the same item, key and seed in a smaller call
     assert alone == both[1]
-    normalized = GenRMScorer(backend, verifications=1, max_tokens=16, seed=3, mode="normalized").score(items[:1], ["q1#0"])
+    normalized = GenRMScorer(cpu_backend, verifications=1, max_tokens=16, seed=3, mode="normalized").score(items[:1], ["q1#0"])
     assert normalized[0].chain_scores[0] is not None  # the forced verdict always gives a P(Yes)
 
 

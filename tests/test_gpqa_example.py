@@ -87,3 +87,22 @@ def test_the_committed_gpqa_example_is_what_the_command_writes(metrics):
                                                     rtol=0, atol=1e-12)  # fmt: skip
     meta = json.loads((EXAMPLE / "run.json").read_text())
     assert meta["config"]["input_sha256"] and meta["config"]["graded"] is True
+
+
+def test_the_compute_plot_keeps_every_curve_above_light_bands():
+    # the paper's figure type: coverage, majority voting and GenRM at each V against C = S(1 + lambda V); with eight
+    # curves in one panel their 95% bands, stacked, stay light and are drawn under every curve
+    from tteval.leaderboard import collect_runs
+    from tteval.plots import scaling_figure
+
+    df = collect_runs(EXAMPLE)
+    fig = scaling_figure(df, "compute", strategies=["pass@k", "maj@k", "genrm@k*"])
+    (ax,) = [a for a in fig.axes if a.get_title()]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines) == ["genrm@k[V=1]", "genrm@k[V=2]", "genrm@k[V=4]", "genrm@k[V=8]", "genrm@k[V=16]",
+                           "genrm@k[V=32]", "maj@k", "pass@k"]  # fmt: skip
+    assert list(lines["genrm@k[V=32]"].get_xdata()) == [33 * s for s in (1, 2, 4, 8, 16, 32, 64)]
+    assert list(lines["maj@k"].get_xdata()) == [1, 2, 4, 8, 16, 32, 64, 128]
+    bands = ax.collections
+    assert len(bands) == 8 and 1 - np.prod([1 - b.get_alpha() for b in bands]) <= 0.25
+    assert max(b.get_zorder() for b in bands) < min(line.get_zorder() for line in lines.values())

@@ -635,7 +635,8 @@ def weighted_vote_credit(
     tol = 1e-12 * np.abs(np.where(ok, ws, 0.0)).sum(axis=1, keepdims=True)
     share = np.where((votes > 0) & (totals >= best - tol), votes, 0)
     u = util if util.size else np.zeros(1)
-    return _clip((share * u[None, :]).sum(axis=1) / np.maximum(share.sum(axis=1), 1), min(0.0, u.min()), max(0.0, u.max()))
+    credit = (share * u[None, :]).sum(axis=1) / np.maximum(share.sum(axis=1), 1)
+    return _clip(credit, min(0.0, u.min()), max(0.0, u.max()))
 
 
 def weighted_maj_at_k(

@@ -208,11 +208,11 @@ def genrm_curves(groups, classes, correct, mean_tokens, seed, compute: dict, lam
             wsc.append([m for m, _ in row])
             ses.append([se for _, se in row])
         bon, wsc, ses = np.array(bon), np.array(wsc), np.array(ses)
-        extra = lambda i, k: dict(k=k, tokens=k * (mean_tokens + v * ver_tokens), compute=k * (1 + lam * v))  # noqa: E731
-        out[f"genrm@k[V={v}]"] = [_point(bon[:, i], seed, **extra(i, k)) for i, k in enumerate(ks)]
+        cost = [dict(k=k, tokens=k * (mean_tokens + v * ver_tokens), compute=k * (1 + lam * v)) for k in ks]
+        out[f"genrm@k[V={v}]"] = [_point(bon[:, i], seed, **cost[i]) for i in range(len(ks))]
         out[f"wsc@k[V={v}]"] = [
-            _point(wsc[:, i], seed, **extra(i, k), mc_se=float(np.sqrt(np.sum(np.square(ses[:, i]))) / len(ses)))
-            for i, k in enumerate(ks)
+            _point(wsc[:, i], seed, **cost[i], mc_se=float(np.sqrt(np.sum(np.square(ses[:, i]))) / len(ses)))
+            for i in range(len(ks))
         ]
     return out
 

@@ -92,7 +92,8 @@ def scaling_figure(df: pd.DataFrame, axis: str = "samples", strategies: Sequence
                               zorder=3)  # fmt: skip
             ok = np.isfinite(lo) & np.isfinite(hi)
             if ok.sum() >= 2:
-                ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=alpha / 2 if oracle else alpha, lw=0, zorder=1)
+                band = alpha / 2 if oracle else alpha
+                ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=band, lw=0, zorder=1)
             elif ok.any():
                 ax.errorbar(x[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="none", ecolor=color, capsize=3)
             handles.setdefault(label, line)
@@ -112,7 +113,8 @@ def scaling_figure(df: pd.DataFrame, axis: str = "samples", strategies: Sequence
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
         else:
-            ax.xaxis.set_major_locator(LogLocator(base=2) if axis in ("tokens", "compute") else LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            binary = axis in ("tokens", "compute")
+            ax.xaxis.set_major_locator(LogLocator(base=2) if binary else LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
             ax.xaxis.set_minor_formatter(NullFormatter())
         lo_y, hi_y = ax.get_ylim()

@@ -82,7 +82,8 @@ def read_graded_file(path: Path) -> list[dict[str, Any]]:
             raise TtevalError(f"{where}: field 'correct' must be true or false (a graded pool says which are correct)")
         answer = rec.get("answer")
         if answer is not None and not isinstance(answer, str):
-            raise TtevalError(f"{where}: field 'answer' must be a string (or null for no answer), got {json.dumps(answer)[:60]}")
+            got = json.dumps(answer)[:60]
+            raise TtevalError(f"{where}: field 'answer' must be a string (or null for no answer), got {got}")
         if rec.get("completion") is not None and not isinstance(rec["completion"], str):
             raise TtevalError(f"{where}: field 'completion' must be a string")
         problem = _bad_optional_field(rec)

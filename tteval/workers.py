@@ -160,7 +160,8 @@ def chunk_records(config: Any, task: Task, chunk: Chunk, backend: Backend, grade
     timings["grading_s"] = round(timings["grading_s"] + time.perf_counter() - t1, 3)
     if config.verifier != "none" and config.strategy != "particle-filter":
         t2 = time.perf_counter()
-        keys = [[f"{p.task_id}#{offset + i}" for i in range(len(out))] for p, out, offset in zip(batch, outputs, chunk.offsets)]
+        keys = [[f"{p.task_id}#{offset + i}" for i in range(len(out))]
+                for p, out, offset in zip(batch, outputs, chunk.offsets)]  # fmt: skip
         _score_pool(questions, outputs, extra, scorer, keys)
         timings["verification_s"] = round(timings.get("verification_s", 0.0) + time.perf_counter() - t2, 3)
     records = []
