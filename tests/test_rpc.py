@@ -152,8 +152,11 @@ def test_pc_with_equal_probabilities_is_self_consistency(answers, gold, logprob,
     mlp = np.full(len(answers), logprob)
     p = Pool(answers=answers, correct=[a == gold for a in answers], mean_logprob=mlp, completions=texts)
     sc = majority_vote(p)
-    assert perplexity_consistency(p, prune=prune) == sc
-    assert perplexity_consistency(p, prune=prune, dedup=False) == sc
+    # tteval 0.1's rule keeps invalid answers out unless no valid class scores, as self-consistency does
+    assert perplexity_consistency(p, prune=prune, invalid="last-resort") == sc
+    assert perplexity_consistency(p, prune=prune, dedup=False, invalid="last-resort") == sc
+    if -1 not in answers:  # the authors' rule differs only where the invalid class competes
+        assert perplexity_consistency(p, prune=prune) == sc
 
 
 def test_dedup_counts_identical_completions_once():
@@ -169,15 +172,27 @@ def test_dedup_counts_identical_completions_once():
     assert perplexity_consistency(Pool(answers=[0], correct=[True], mean_logprob=[-0.1]), dedup=False) == 1.0
 
 
-def test_invalid_answers_win_only_without_a_positive_valid_score():
+def test_bridging_internal_probability_invalid_answers_compete_as_in_compute_rpc():
+    # the issue's example, as the authors' compute_rpc.py scores it: "[Invalid]" is an ordinary answer, its two
+    # paths outweigh A's one (no path is pruned here), it wins, and the problem earns 0 (tteval 0.1 gave 1.0)
+    p = rpc_pool([-1, -1, 0], [0.8, 0.9, 0.95], gold=0)
+    assert reasoning_pruning(np.exp(p.mean_logprob)).all()
+    assert perplexity_consistency(p) == 0.0
+    assert perplexity_consistency(p, invalid="last-resort") == 1.0  # tteval 0.1's rule, kept as an option
+    # an exact tie between the invalid class and a correct one splits the credit, as the authors' 1/#tied
+    assert perplexity_consistency(rpc_pool([-1, 0], [0.5, 0.5], gold=0)) == 0.5
+
+
+def test_invalid_answers_win_only_without_a_positive_valid_score_under_the_last_resort_rule():
     # invalid paths carry the most mass but a valid class has a positive score: the valid class wins
     p = rpc_pool([-1, -1, -1, 0], [0.9, 0.9, 0.9, 0.3], gold=0)
-    assert perplexity_consistency(p, prune=False) == 1.0
+    assert perplexity_consistency(p, prune=False, invalid="last-resort") == 1.0
+    assert perplexity_consistency(p, prune=False) == 0.0  # the authors' rule: the invalid class wins
     # every valid path is pruned while invalid ones are kept: the invalid class wins and earns 0
     probs = np.array([0.9] * 12 + [0.2] * 6)
     q = rpc_pool([-1] * 12 + [0] * 6, probs, gold=0)
-    assert perplexity_consistency(q, prune=False) == 1.0
-    assert perplexity_consistency(q) == 0.0
+    assert perplexity_consistency(q, prune=False, invalid="last-resort") == 1.0
+    assert perplexity_consistency(q, invalid="last-resort") == 0.0
     assert rpc_confidence(q) == {-1: 1.0, 0: 0.0}
 
 
@@ -264,5 +279,6 @@ def test_rpc_of_a_pair_skips_the_fit_only_where_it_cannot_change_the_choice(answ
     p = rpc_pool(answers, probs, gold)
     scores = pc_scores(p, prune=True)  # always fits the mixture (when the two p differ)
     classes = np.array(list(scores), dtype=np.int64)
-    full = credit(p, np.arange(2), winner_classes(classes, np.array(list(scores.values())), invalid_needs_positive=True))
-    assert perplexity_consistency(p) == full
+    for rule in ("compete", "last-resort"):
+        full = credit(p, np.arange(2), winner_classes(classes, np.array(list(scores.values())), rule))
+        assert perplexity_consistency(p, invalid=rule) == full

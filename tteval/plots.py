@@ -7,10 +7,12 @@ rendered by Agg and SVGs by the SVG backend, and no global backend is switched.
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import math
 import re
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib as mpl
 import numpy as np
@@ -24,7 +26,9 @@ AXES = {
     "samples": ("budget", "samples per problem (k)", 2),
     "tokens": ("tokens", "generated tokens per problem", 2),
     "flops": ("flops", "FLOPs per problem (≈ 2 × params × tokens)", 10),
+    "compute": ("compute", "compute per problem C = S(1 + λV), in solutions", 2),
 }
+BAND_ALPHA = 0.22  # the opacity of a panel's 95% bands all stacked: each is lighter the more curves share the panel
 
 
 def _plain(text: str) -> str:
@@ -36,6 +40,11 @@ def _series_label(model: str, strategy: str, multi_model: bool) -> str:
     return _plain(f"{model} · {strategy}" if multi_model else strategy)
 
 
+def _natural(name: str) -> list:
+    """A sort key that orders numbers inside names by value: genrm@k[V=2] before genrm@k[V=16]."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
 def _tick_label(x: float, _pos: object = None) -> str:
     if x <= 0 or not math.isfinite(x):
         return ""
@@ -44,26 +53,33 @@ def _tick_label(x: float, _pos: object = None) -> str:
     return f"{x:,.0f}" if x >= 1 else f"{x:g}"
 
 
-def scaling_figure(df: pd.DataFrame, axis: str = "samples") -> Figure:
-    """A figure of accuracy (%) against the chosen budget axis, one panel per task."""
+def scaling_figure(df: pd.DataFrame, axis: str = "samples", strategies: Sequence[str] | None = None) -> Figure:
+    """A figure of accuracy (%) against the chosen budget axis, one panel per task; `strategies` (glob patterns)
+    selects the curves. On the compute axis (GenRM's C = S(1 + λV)) a curve without a compute cost is at C = k."""
     from tteval.leaderboard import sweep_points
 
     if axis not in AXES:
         raise TtevalError(f"unknown plot axis '{axis}'; choose one of: {', '.join(AXES)}")
     col, xlabel, base = AXES[axis]
     pts = sweep_points(df)
+    if strategies:
+        pts = pts[[any(fnmatch.fnmatchcase(str(s), g) for g in strategies) for s in pts["strategy"]]]
+    if axis == "compute":
+        pts = pts.assign(compute=pts["compute"].astype(float).fillna(pts["budget"].astype(float)))
     tasks = sorted(pts["task"].unique()) or ["(no runs)"]
     multi_model = pts["model"].nunique() > 1
-    series = sorted({(m, s) for m, s in zip(pts["model"], pts["strategy"])}, key=lambda ms: (ms[1], ms[0]))
+    series = sorted({(m, s) for m, s in zip(pts["model"], pts["strategy"])}, key=lambda ms: (_natural(ms[1]), ms[0]))
     cmap = mpl.colormaps["tab10"] if len(series) <= 10 else mpl.colormaps["tab20"]
     colors = {ms: cmap(i % cmap.N) for i, ms in enumerate(series)}
-    fig = Figure(figsize=(1.0 + 4.4 * len(tasks), 4.6), layout="constrained")
+    fig = Figure(figsize=(2.0 + 4.8 * len(tasks), 4.8), layout="constrained")
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     handles: dict[str, object] = {}
     for ax, task in zip(axes, tasks):
         sub = pts[pts["task"] == task]
+        alpha = 1.0 - (1.0 - BAND_ALPHA) ** (1.0 / max(1, sub.groupby(["model", "strategy"]).ngroups))
         plotted = 0
-        for (model, strategy), g in sub.groupby(["model", "strategy"], sort=True):
+        groups = sorted(sub.groupby(["model", "strategy"]), key=lambda kg: (_natural(kg[0][1]), kg[0][0]))
+        for (model, strategy), g in groups:
             g = g[np.isfinite(g[col].to_numpy(dtype=float)) & (g[col] > 0)].sort_values(col)
             if g.empty:
                 continue
@@ -72,10 +88,12 @@ def scaling_figure(df: pd.DataFrame, axis: str = "samples") -> Figure:
             oracle = strategy.startswith("pass@")
             color = colors[(model, strategy)]
             label = _series_label(model, strategy, multi_model)
-            (line,) = ax.plot(x, y, marker="o", ms=4, lw=1.6, color=color, ls="--" if oracle else "-", label=label)
+            (line,) = ax.plot(x, y, marker="o", ms=4, lw=1.6, color=color, ls="--" if oracle else "-", label=label,
+                              zorder=3)  # fmt: skip
             ok = np.isfinite(lo) & np.isfinite(hi)
             if ok.sum() >= 2:
-                ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=0.08 if oracle else 0.18, lw=0)
+                band = alpha / 2 if oracle else alpha
+                ax.fill_between(x[ok], lo[ok], hi[ok], color=color, alpha=band, lw=0, zorder=1)
             elif ok.any():
                 ax.errorbar(x[ok], y[ok], yerr=[y[ok] - lo[ok], hi[ok] - y[ok]], fmt="none", ecolor=color, capsize=3)
             handles.setdefault(label, line)
@@ -95,7 +113,8 @@ def scaling_figure(df: pd.DataFrame, axis: str = "samples") -> Figure:
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
         else:
-            ax.xaxis.set_major_locator(LogLocator(base=2) if axis == "tokens" else LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            binary = axis in ("tokens", "compute")
+            ax.xaxis.set_major_locator(LogLocator(base=2) if binary else LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
             ax.xaxis.set_minor_formatter(NullFormatter())
         lo_y, hi_y = ax.get_ylim()
@@ -131,11 +150,15 @@ def scaling_svg(df: pd.DataFrame, axis: str = "samples") -> str:
 
 
 def write_scaling_plots(df: pd.DataFrame, out_dir: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
-    """Write scaling_{samples,tokens,flops}.{png,svg} into out_dir and return their paths."""
+    """Write scaling_{samples,tokens,flops,compute}.{png,svg} into out_dir and return their paths: samples always,
+    tokens and FLOPs when token counts are known (the FLOPs panel says so when parameter counts are not), compute
+    when a curve has GenRM's compute cost C = S(1 + lambda V)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for axis in AXES:
+    known = {a: bool(np.isfinite(df[AXES[a][0]].to_numpy(dtype=float)).any()) for a in ("tokens", "compute")}
+    wanted = ["samples"] + (["tokens", "flops"] if known["tokens"] else []) + (["compute"] if known["compute"] else [])
+    for axis in wanted:
         fig = scaling_figure(df, axis)
         for fmt in formats:
             path = out_dir / f"scaling_{axis}.{fmt}"

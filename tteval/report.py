@@ -16,7 +16,9 @@ def metrics_table(metrics: dict[str, Any], title: str = "") -> Table:
     """A table of every curve in metrics.json: accuracy (%) with its 95% interval at each k."""
     curves = metrics.get("curves", {})
     ks = sorted({p["k"] for pts in curves.values() for p in pts})
-    caption = f"{metrics.get('num_problems', 0)} problems, {metrics.get('mean_tokens_per_sample', 0):.0f} tokens/sample"
+    per_sample = metrics.get("mean_tokens_per_sample")
+    tokens = f"{per_sample:.0f} tokens/sample" if per_sample is not None else "token counts unknown"
+    caption = f"{metrics.get('num_problems', 0)} problems, {tokens}"
     censored = sum(p.get("censored", 0) for pts in curves.values() for p in pts)
     if censored:
         caption += f"; {censored} censored (hit the sample cap first; averaged over the others)"

@@ -51,6 +51,7 @@ class RunConfig:
     verifier: str = "none"
     verifications: int = 1
     verifier_max_tokens: int = 128
+    genrm_score: str | None = None  # GenRM's chain score (verifiers/genrm.py MODES); None: see genrm_mode()
     prm_model: str | None = None  # --verifier prm: the process reward model (vLLM pooling, GPU)
     prm_aggregation: str | None = None  # last | min | prod | mean | model; None: model for particle filtering, else last
     pf_step_tokens: int = 128
@@ -74,7 +75,14 @@ class RunConfig:
     )  # fmt: skip
     # options added after the first release: left out of the run id at their default, so older runs still resume
     _LATER: ClassVar[dict[str, Any]] = {"pf_iterations": 1, "until_successes": 2, "round_size": None, "chat_template": None,
-                                      "prm_model": None, "prm_aggregation": None}
+                                      "prm_model": None, "prm_aggregation": None, "genrm_score": None}
+
+    def genrm_mode(self) -> str | None:
+        """GenRM's chain score mode when GenRM scores anything, else None: --genrm-score, by default the authors'
+        "hybrid" for --verifier genrm and tteval's forced "normalized" verdict for particle filtering's reward."""
+        if self.verifier == "prm" or (self.verifier != "genrm" and self.strategy != "particle-filter"):
+            return None
+        return self.genrm_score or ("normalized" if self.strategy == "particle-filter" else "hybrid")
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -104,6 +112,11 @@ class RunConfig:
                 raise TtevalError("--verifier prm runs the PRM on vLLM's pooling API: use --backend vllm (GPU)")
             if self.prm_aggregation is not None and self.prm_aggregation not in PRM_AGGREGATIONS:
                 raise TtevalError(f"unknown --prm-aggregation '{self.prm_aggregation}'; choose one of: {', '.join(PRM_AGGREGATIONS)}")
+        if self.genrm_score is not None:
+            from tteval.verifiers.genrm import MODES
+
+            if self.genrm_score not in MODES:
+                raise TtevalError(f"unknown --genrm-score '{self.genrm_score}'; choose one of: {', '.join(MODES)}")
         if self.verifications < 1:
             raise TtevalError(f"--verifications must be at least 1, got {self.verifications}")
         if self.pf_softmax_temp <= 0:
@@ -128,11 +141,14 @@ class RunConfig:
             raise TtevalError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
 
     def identity(self) -> dict[str, Any]:
-        return {
+        out = {
             f.name: getattr(self, f.name)
             for f in fields(self)
             if f.name not in self._NON_IDENTITY and not (f.name in self._LATER and getattr(self, f.name) == self._LATER[f.name])
         }
+        if self.genrm_mode():  # GenRM's scoring changed after 0.1: such runs get new ids, not a mixed resume
+            out["genrm_score"] = self.genrm_mode()
+        return out
 
     def finished(self, records: list[dict[str, Any]]) -> bool:
         """Whether a problem's samples on disk are all it needs: N of them, or PassUntil's r-th success."""
@@ -299,7 +315,8 @@ def make_scorer(config: RunConfig, backend: Backend):
     if config.verifier == "genrm" or config.strategy == "particle-filter":
         from tteval.verifiers.genrm import GenRMScorer
 
-        return GenRMScorer(backend, config.verifications, config.verifier_max_tokens, seed=config.seed)
+        return GenRMScorer(backend, config.verifications, config.verifier_max_tokens, seed=config.seed,
+                           mode=config.genrm_mode() or "hybrid")  # fmt: skip
     return None
 
 

@@ -69,7 +69,7 @@ class Worker:
         before = (u.prompt_tokens, u.completion_tokens, u.calls)
         timings = {"generation_s": 0.0, "grading_s": 0.0}
         skey = (config.verifier, config.strategy == "particle-filter", config.verifications, config.verifier_max_tokens,
-                config.seed, config.prm_model, config.prm_aggregation)  # fmt: skip
+                config.seed, config.prm_model, config.prm_aggregation, config.genrm_mode())  # fmt: skip
         if skey not in self._scorers:
             self._scorers[skey] = make_scorer(config, self.backend)
         scorer = self._scorers[skey]
@@ -160,7 +160,9 @@ def chunk_records(config: Any, task: Task, chunk: Chunk, backend: Backend, grade
     timings["grading_s"] = round(timings["grading_s"] + time.perf_counter() - t1, 3)
     if config.verifier != "none" and config.strategy != "particle-filter":
         t2 = time.perf_counter()
-        _score_pool(questions, outputs, extra, scorer)
+        keys = [[f"{p.task_id}#{offset + i}" for i in range(len(out))]
+                for p, out, offset in zip(batch, outputs, chunk.offsets)]  # fmt: skip
+        _score_pool(questions, outputs, extra, scorer, keys)
         timings["verification_s"] = round(timings.get("verification_s", 0.0) + time.perf_counter() - t2, 3)
     records = []
     for p, out, v, ex, offset in zip(batch, outputs, verdicts, extra, chunk.offsets):
@@ -170,9 +172,12 @@ def chunk_records(config: Any, task: Task, chunk: Chunk, backend: Backend, grade
     return records
 
 
-def _score_pool(questions: list[str], outputs: list[list[Completion]], extra: list[list[dict]], scorer) -> None:
-    """Score every candidate with the run's model-based verifier, in one batched scorer call."""
-    scored = iter(scorer.score([(q, c.text) for q, out in zip(questions, outputs) for c in out]))
+def _score_pool(questions: list[str], outputs: list[list[Completion]], extra: list[list[dict]], scorer,
+                keys: list[list[str]]) -> None:  # fmt: skip
+    """Score every candidate with the run's model-based verifier, in one batched scorer call; `keys` ("task_id#
+    sample_index") seed each candidate's verification, so it does not depend on the batch."""
+    items = [(q, c.text) for q, out in zip(questions, outputs) for c in out]
+    scored = iter(scorer.score(items, keys=[k for ks in keys for k in ks]))
     for ex in extra:
         for j in range(len(ex)):
             s = next(scored)
@@ -189,7 +194,7 @@ def _particle_filter(config: Any, task: Task, batch: list[Problem], questions: l
 
     prompts = [backend.apply_chat_template(task.messages(p)) for p in batch]
     results = particle_filter(
-        backend, scorer, questions, prompts, config.n, temperature=config.temperature,
+        backend, scorer, questions, prompts, config.n, keys=[p.task_id for p in batch], temperature=config.temperature,
         step_tokens=config.pf_step_tokens, max_steps=config.pf_max_steps, softmax_temp=config.pf_softmax_temp,
         seed=config.seed, iterations=config.pf_iterations,
     )  # fmt: skip

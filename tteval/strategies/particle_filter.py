@@ -2,19 +2,25 @@
 
 Particles are partial solutions extended one step at a time (a step ends at a blank line). After each step a
 process reward r in (0, 1) scores every particle's whole partial answer ("model aggregation", the paper's best
-setting); particles are resampled multinomially with probabilities softmax(logit(r) / T), i.e. proportional to the
-reward odds at T = 1, as the authors' code does (their paper's Eq. 3 writes softmax(r), which is nearly uniform).
-Finished particles stay in the pool with their final reward (`resample_inactive`, the authors' setting). A
-particle stops at EOS, when its step contains `\\boxed`, on an empty step, or after `max_steps`. The answer is the
-particle with the highest final reward. Every step is ONE batched backend call over all live particles of all
-problems and ONE batched scorer call; a problem's randomness depends only on (seed, problem index).
+setting). Before each new step, as the paper's kernel does (`particle_gibbs_batch.py`), particles are resampled
+multinomially with probabilities softmax(logit(r) / T), i.e. proportional to the reward odds at T = 1, as the
+authors' code does (their paper's Eq. 3 writes softmax(r), which is nearly uniform). So the pool the final argmax
+sees is the last step's pool, never resampled after the last step (its_hub resamples once more, which can drop
+the best particle: `resample_after_last=True`). Finished particles stay in the pool with their final reward
+(`resample_inactive`, the authors' setting). A particle stops at EOS, when its step contains `\\boxed`, on an
+empty step, or after `max_steps`. The answer is the particle with the highest final reward. Every step is ONE
+batched backend call over all live particles of all problems and ONE batched scorer call; every random draw
+(the resampling, each step's sampling seed, the scorer's seed) derives from (seed, problem key, its own path:
+pass, step, particle), so a problem's particles do not depend on which problems share the batch.
 
 Particle Gibbs (`iterations` T > 1, the paper's App. A.1 and its_hub's `ParticleGibbs`): after each filtering pass
 one reference particle is drawn with the same odds weights; the next pass runs N - 1 fresh particles beside it.
-The reference is never regenerated or replaced, but it competes in every resampling with its stored reward at
-that step (its final reward once it is shorter), and a particle resampled from it forks its prefix up to the
-current step. The answer comes from the last pass only (the authors' notebook takes `any` over passes, an
-oracle); the budget is N x T generations.
+The reference is never regenerated or replaced, but it competes in every resampling and a particle resampled
+from it forks its prefix up to the current depth. Its weight is its reward at the free particles' current depth
+(its final reward once it is shorter): the conditional SMC of Andrieu et al. (2010), where the reference path
+is weighted like any particle at the same time step. The paper's code reads the reward one step ahead of that
+depth and its_hub the final reward; neither is the conditional-SMC weight. The answer comes from the last pass
+only (the authors' notebook takes `any` over passes, an oracle); the budget is N x T generations.
 """
 
 from __future__ import annotations
@@ -84,23 +90,30 @@ def _seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
+def _rng(seed: int, key: str) -> np.random.Generator:
+    """The resampling generator of one problem: (run seed, problem key) only."""
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}:pf:{key}".encode()).digest()[:16], "little"))
+
+
 @dataclass
 class _Search:
-    """What one call of particle_filter shares across its passes: the inputs, knobs and compute counters."""
+    """What one call of particle_filter shares across its passes: the inputs, knobs and per-problem counters."""
 
     backend: Backend
     scorer: StepScorer
     questions: Sequence[str]
     prompts: Sequence[str]
+    keys: Sequence[str]
     temperature: float
     step_tokens: int
     max_steps: int
     softmax_temp: float
     seed: int
     resample_inactive: bool
+    resample_after_last: bool
     policy_tokens: list[int]
     verifier_tokens: list[int]
-    steps: int = 0
+    steps: list[int]
 
 
 def particle_filter(
@@ -110,23 +123,29 @@ def particle_filter(
     prompts: Sequence[str],
     num_particles: int,
     *,
+    keys: Sequence[str] | None = None,
     temperature: float = 0.8,
     step_tokens: int = 256,
     max_steps: int = 40,
     softmax_temp: float = 1.0,
     seed: int = 0,
     resample_inactive: bool = True,
+    resample_after_last: bool = False,
     iterations: int = 1,
 ) -> list[PFResult]:
     """Particle filtering (particle Gibbs when `iterations` > 1) on every problem at once.
 
-    `prompts` are chat-templated, ready to continue; each problem gets `num_particles` particles per pass."""
+    `prompts` are chat-templated, ready to continue; each problem gets `num_particles` particles per pass. `keys`
+    name the problems (task ids; default their positions) and seed all their randomness."""
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
     m = len(questions)
-    search = _Search(backend, scorer, questions, prompts, temperature, step_tokens, max_steps, softmax_temp, seed,
-                     resample_inactive, [0] * m, [0] * m)  # fmt: skip
-    rngs = [np.random.default_rng([seed, i]) for i in range(m)]
+    keys = [str(k) for k in keys] if keys is not None else [str(i) for i in range(m)]
+    if len(keys) != m or len(set(keys)) != m:
+        raise ValueError("particle_filter needs one distinct key per problem")
+    search = _Search(backend, scorer, questions, prompts, keys, temperature, step_tokens, max_steps, softmax_temp,
+                     seed, resample_inactive, resample_after_last, [0] * m, [0] * m, [0] * m)  # fmt: skip
+    rngs = [_rng(seed, k) for k in keys]
     refs: list[Particle | None] = [None] * m
     pools: list[list[Particle]] = []
     for it in range(iterations):
@@ -137,27 +156,36 @@ def particle_filter(
     results = []
     for pi, pool in enumerate(pools):
         best = int(np.argmax([p.reward for p in pool]))
-        results.append(PFResult(pool, best, search.policy_tokens[pi], search.verifier_tokens[pi], search.steps, iterations))
+        results.append(PFResult(pool, best, search.policy_tokens[pi], search.verifier_tokens[pi], search.steps[pi],
+                                iterations))  # fmt: skip
     return results
 
 
 def _filter_pass(
     search: _Search, rngs: list[np.random.Generator], refs: list[Particle | None], n: int, it: int
 ) -> list[list[Particle]]:
-    """One filtering pass over all problems; a problem with a reference particle runs n - 1 free ones beside it."""
+    """One filtering pass over all problems; a problem with a reference particle runs n - 1 free ones beside it.
+
+    Step t (t >= 1) begins by resampling each problem that still has a live particle (the free particles then
+    hold t steps); the last step's pool is returned as it is, unless `resample_after_last`."""
     s = search
     pools = [[Particle() for _ in range(n - (ref is not None))] for ref in refs]
     for step in range(s.max_steps):
+        if step > 0:
+            for pi, pool in enumerate(pools):
+                if any(not p.done for p in pool):
+                    pools[pi] = _resample(pool, rngs[pi], s.softmax_temp, s.resample_inactive, refs[pi], step)
         live = [(pi, j) for pi, pool in enumerate(pools) for j, p in enumerate(pool) if not p.done]
         if not live:
             break
-        s.steps += 1
-        seeds = [_seed(s.seed, pi, step, j) if it == 0 else _seed(s.seed, pi, it, step, j) for pi, j in live]
+        for pi in sorted({pi for pi, _ in live}):
+            s.steps[pi] += 1
+        paths = [f"{s.keys[pi]}/{it}/{step}/{j}" for pi, j in live]
         outs = s.backend.generate(
             [
                 Request(prompt=s.prompts[pi] + pools[pi][j].text, n=1, temperature=s.temperature,
-                        max_tokens=s.step_tokens, stop=(STEP_END,), seed=sd)  # fmt: skip
-                for (pi, j), sd in zip(live, seeds)
+                        max_tokens=s.step_tokens, stop=(STEP_END,), seed=_seed(s.seed, path))  # fmt: skip
+                for (pi, j), path in zip(live, paths)
             ]
         )
         for (pi, j), (c,) in zip(live, outs):
@@ -168,20 +196,22 @@ def _filter_pass(
             s.policy_tokens[pi] += c.num_tokens
             eos = c.finish_reason == "stop" and not ended_by_step
             p.done = eos or "\\boxed" in c.text or not c.text.strip() or step + 1 == s.max_steps
-        scores = s.scorer.score([(s.questions[pi], pools[pi][j].text) for pi, j in live])
+        scores = s.scorer.score([(s.questions[pi], pools[pi][j].text) for pi, j in live], keys=paths)
         for (pi, j), sc in zip(live, scores):
             pools[pi][j].rewards.append(float(sc.score))
             s.verifier_tokens[pi] += int(getattr(sc, "tokens", 0))
-        for pi in sorted({pi for pi, _ in live}):
-            pools[pi] = _resample(pools[pi], rngs[pi], s.softmax_temp, s.resample_inactive, refs[pi], step)
+    if s.resample_after_last:  # its_hub's order: one more resampling after the last step
+        pools = [_resample(pool, rng, s.softmax_temp, s.resample_inactive, ref, max(len(p.steps) for p in pool))
+                 for pool, rng, ref in zip(pools, rngs, refs)]  # fmt: skip
     return [pool + ([ref] if ref is not None else []) for pool, ref in zip(pools, refs)]
 
 
 def _resample(pool: list[Particle], rng: np.random.Generator, temp: float, resample_inactive: bool,
-              ref: Particle | None = None, step: int = 0) -> list[Particle]:  # fmt: skip
+              ref: Particle | None = None, depth: int = 1) -> list[Particle]:  # fmt: skip
     """Draw a new pool of the same size multinomially by reward odds (finished particles too, if asked).
 
-    A reference particle competes with its reward at `step`; a particle drawn from it forks its first step + 1 steps."""
+    `depth` is how many steps the free particles hold: a reference particle competes with its reward at that
+    depth (`Particle.reward_at(depth - 1)`), and a particle drawn from it forks its first `depth` steps."""
     if resample_inactive:
         candidates = list(pool)
         keep: list[Particle] = []
@@ -193,7 +223,7 @@ def _resample(pool: list[Particle], rng: np.random.Generator, temp: float, resam
     rewards = [p.reward for p in candidates]
     if ref is not None:
         candidates.append(ref)
-        rewards.append(ref.reward_at(step))
+        rewards.append(ref.reward_at(depth - 1))
     probs = resampling_probs(np.array(rewards), temp)
     picks = rng.choice(len(candidates), size=len(pool) - len(keep), replace=True, p=probs)
-    return keep + [candidates[i].copy(step + 1) if candidates[i] is ref else candidates[i].copy() for i in picks]
+    return keep + [candidates[i].copy(depth) if candidates[i] is ref else candidates[i].copy() for i in picks]

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from tteval.errors import TtevalError
+from tteval.estimators import class_credit as _class_credit
 
 INVALID = -1  # answer class of a candidate with no (parsable) answer
 
@@ -22,7 +23,8 @@ IndexLike = np.ndarray | Sequence[int] | None
 @dataclass(frozen=True, eq=False)
 class Pool:
     """Candidates of one problem. `answers` are answer-class ids computed upstream (math equivalence or code
-    behaviour; -1 = invalid / no answer, a class that earns no credit in votes even if graded correct);
+    behaviour; -1 = invalid / no answer, a class that earns no credit in votes even if graded correct; a class's
+    credit is `tteval.estimators.class_credit`, the mean correctness of its members);
     `mean_logprob` is each candidate's length-normalised log-probability; `rewards` maps a scorer's name to one
     value per candidate; `correct` is the grader's verdict per candidate."""
 
@@ -68,9 +70,8 @@ class Pool:
             tokens = _int_vector(self.num_tokens, "num_tokens")
             _check_len("num_tokens", len(tokens), n)
             set_("num_tokens", tokens)
-        # correctness of each candidate's class, looked up once: every selector's credit comes from it
-        ok = {cls: bool(self.correct[self.answers == cls].any()) for cls in np.unique(answers[answers >= 0]).tolist()}
-        set_("_class_ok", np.array([ok.get(int(a), False) for a in answers], dtype=bool))
+        # the credit of each candidate's class, computed once: every class-picking selector's credit comes from it
+        set_("_class_credit", _class_credit(answers, correct) if n else np.zeros(0))
 
     def __len__(self) -> int:
         return len(self.answers)
@@ -114,17 +115,16 @@ def indices(pool: Pool, idx: IndexLike) -> np.ndarray:
     return ix.astype(np.intp, copy=False)
 
 
-def class_correct(pool: Pool) -> dict[int, bool]:
-    """Whether each answer class is correct. The -1 class (no answer) is never correct; a class counts as correct
-    if any member was graded correct (members agree when classes come from the same equivalence as grading; `any`
-    is also what `tteval.estimators.maj_at_k` uses)."""
-    out = {int(c): bool(ok) for c, ok in zip(pool.answers, pool._class_ok)}  # type: ignore[attr-defined]
+def class_credit(pool: Pool) -> dict[int, float]:
+    """Each answer class's credit: the mean correctness of its members (`tteval.estimators.class_credit`, the one
+    definition); the -1 class (no answer) earns 0."""
+    out = {int(c): float(v) for c, v in zip(pool.answers, pool._class_credit)}  # type: ignore[attr-defined]
     return dict(sorted(out.items()))
 
 
-def candidate_class_ok(pool: Pool) -> np.ndarray:
-    """Per candidate, whether its answer class is correct (the credit a selector earns by picking its class)."""
-    return pool._class_ok  # type: ignore[attr-defined]
+def candidate_class_credit(pool: Pool) -> np.ndarray:
+    """Per candidate, the credit a selector earns by picking its answer class."""
+    return pool._class_credit  # type: ignore[attr-defined]
 
 
 def _check_len(name: str, got: int, n: int) -> None:

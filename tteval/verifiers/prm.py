@@ -110,8 +110,9 @@ class VLLMPRMScorer:
             raise TtevalError(f"the tokenizer of {self.model} has no single token for the step tag {self.step_tag!r}")
         return int(ids[0])
 
-    def score(self, items: Sequence[tuple[str, str]]) -> list[ScoreResult]:
-        """One ScoreResult per (question, candidate), in item order, with its step rewards and prompt tokens."""
+    def score(self, items: Sequence[tuple[str, str]], keys: Sequence[str] | None = None) -> list[ScoreResult]:
+        """One ScoreResult per (question, candidate), in item order, with its step rewards and prompt tokens (a PRM
+        does not sample: `keys` are not needed)."""
         if not items:
             return []
         vllm = import_vllm("the prm verifier")

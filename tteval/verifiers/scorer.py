@@ -28,11 +28,14 @@ class ScoreResult:
 
 
 class Scorer(Protocol):
-    """Scores (question, candidate or partial candidate) pairs: one ScoreResult per item, in item order."""
+    """Scores (question, candidate or partial candidate) pairs: one ScoreResult per item, in item order.
+
+    `keys` name the items (task id and sample or particle path): a scorer that samples seeds each item from its key,
+    so an item's score never depends on which other items share the call."""
 
     name: str
 
-    def score(self, items: Sequence[tuple[str, str]]) -> list[ScoreResult]: ...
+    def score(self, items: Sequence[tuple[str, str]], keys: Sequence[str] | None = None) -> list[ScoreResult]: ...
 
 
 def split_steps(text: str) -> list[str]:
