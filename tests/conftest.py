@@ -1,5 +1,5 @@
 """Test-session setup: an isolated generation cache, so tests never read or write the user's cache; and the
-embedded CPU model as a shared fixture."""
+shared fixtures (the embedded CPU model, a scripted OpenAI-compatible server)."""
 
 import os
 import tempfile
@@ -17,3 +17,21 @@ def cpu_backend():
     b = LlamaCppBackend()
     yield b
     b.close()
+
+
+@pytest.fixture
+def server():
+    """start(answer, port=0) -> a scripted OpenAI-compatible server on 127.0.0.1 (test_robustness.ChatServer),
+    stopped after the test."""
+    from test_robustness import ChatServer
+
+    servers = []
+
+    def start(answer, port: int = 0):
+        servers.append(ChatServer(answer, port))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        if not s.stopped:
+            s.stop()

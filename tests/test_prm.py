@@ -3,7 +3,8 @@
 The first tests need no vLLM. The `vllm`-marked ones (`make test-vllm`) run on vLLM's real PoolingParams,
 PoolerConfig validation, PoolingRequestOutput / PoolingOutput and torch tensors, with a real in-memory Hugging Face
 tokenizer whose chat template is Qwen's shape; only the engine (vllm.LLM, which needs a GPU) is replaced, by
-`RecordingEngine`, which scores each step tag by the word before it.
+`RecordingEngine`, which scores each step tag by the word before it. It carries a real ModelConfig of a tiny
+Qwen2ForProcessRewardModel and runs vLLM's own prompt-length check on every prompt it is sent.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ try:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast  # a vLLM dependency
     from vllm.config import PoolerConfig
+    from vllm.exceptions import VLLMValidationError
     from vllm.outputs import PoolingOutput, PoolingRequestOutput, RequestError
+
+    from vllm_configs import model_config, refuses
 except ImportError:
     vllm = None
 
@@ -197,19 +201,31 @@ class RecordingEngine:
     Each request's PoolingParams are validated by vLLM's own `verify` against a real PoolerConfig, as the engine
     does; the reward at each step tag is REWARD of the word just before it (0.6 otherwise), through a softmax."""
 
-    def __init__(self, tokenizer=None, pooling_type: str = "STEP", drop_rows: int = 0, drop_outputs: int = 0):
+    def __init__(self, tokenizer=None, pooling_type: str = "STEP", drop_rows: int = 0, drop_outputs: int = 0,
+                 max_len: int = 256, errors: tuple[int, ...] = ()):  # fmt: skip
         self.tokenizer = tokenizer or make_tokenizer()
-        self.model_config = SimpleNamespace(pooler_config=PoolerConfig(pooling_type=pooling_type, step_tag_id=TAG))
-        self.drop_rows, self.drop_outputs = drop_rows, drop_outputs
-        self.calls: list[tuple[list, object, str]] = []
+        self.model_config = prm_config(max_len)
+        self.model_config.pooler_config = PoolerConfig(pooling_type=pooling_type, step_tag_id=TAG)
+        self.llm_engine = SimpleNamespace(engine_core=SimpleNamespace(shutdown=lambda: self.calls.append("shutdown")))
+        self.drop_rows, self.drop_outputs, self.errors = drop_rows, drop_outputs, errors
+        self.calls: list = []
 
     def get_tokenizer(self) -> PreTrainedTokenizerFast:
         return self.tokenizer
 
     def encode(self, prompts, pooling_params=None, *, use_tqdm=True, pooling_task=None, **kwargs):
         self.calls.append((list(prompts), pooling_params, pooling_task))
+        for prompt in prompts:
+            refused = refuses(self.model_config, len(prompt["prompt_token_ids"]))
+            if refused:
+                raise VLLMValidationError(refused)  # vLLM aborts every request of the call
         outputs = []
         for i, prompt in enumerate(prompts):
+            if i in self.errors:
+                error = RequestError(code="internal", message="KV load failed")
+                outputs.append(PoolingRequestOutput(str(i), PoolingOutput(data=torch.empty(0, 2)), list(prompt["prompt_token_ids"]),
+                                                    0, finished=True, error=error))  # fmt: skip
+                continue
             params = pooling_params.clone()
             params.task = pooling_task
             params.verify(self.model_config)  # vLLM's own checks and defaults
@@ -221,6 +237,19 @@ class RecordingEngine:
             data = data[: len(data) - self.drop_rows] if i == len(prompts) - 1 else data
             outputs.append(PoolingRequestOutput(str(i), PoolingOutput(data=data), list(ids), 0, finished=True))
         return outputs[: len(outputs) - self.drop_outputs]
+
+
+_PRM_CONFIGS: dict[int, object] = {}
+
+
+def prm_config(max_len: int):
+    """vLLM's ModelConfig of a tiny Qwen2ForProcessRewardModel started with max_model_len = max_len (cached)."""
+    import tempfile
+    from pathlib import Path
+
+    if max_len not in _PRM_CONFIGS:
+        _PRM_CONFIGS[max_len] = model_config(Path(tempfile.mkdtemp(prefix="tiny-prm-")), "pooling", max_len)
+    return _PRM_CONFIGS[max_len]
 
 
 ITEMS = [("1 + 1 =", "good\n\nbad\n\ngood"), ("2 + 2 =", "bad\n"), ("1 =", ""), ("2 =", "ok good\n\ngood\n\n")]
@@ -322,3 +351,57 @@ def test_engine_start_failure_is_one_line_and_the_factory_passes_vllms_own_argum
     assert seen == {"model": "some/prm", "runner": "pooling", "gpu_memory_utilization": 0.3, "max_model_len": 4096}
     # vllm.LLM hands its arguments to EngineArgs: every one passed must be a real engine argument
     assert set(seen) <= {f.name for f in dataclasses.fields(vllm.EngineArgs)}
+    with pytest.raises(TtevalError, match="could not start the PRM some/prm"):
+        make_prm_scorer("some/prm", "min")
+    assert seen["max_model_len"] == -1  # by default: the longest context that fits the PRM's share of the GPU
+
+
+# ------------------------------------------------------------------------------------------ vLLM: inputs it refuses
+@requires_vllm
+def test_items_longer_than_the_prms_context_fail_alone_with_reward_zero():
+    """Before: one over-long pooling input (particle-filter candidates reach 40 x 128 tokens) made LLM.encode raise
+    for the whole batch. Now it is not sent: it comes back failed ("length_prompt", reward 0); the rest are scored."""
+    engine = RecordingEngine(max_len=40)
+    prm = VLLMPRMScorer("tiny-prm", "last", engine=engine)
+    long = "\n\n".join(["ok good"] * 12)
+    results = prm.score([("1 + 1 =", "good"), ("1 + 1 =", long), ("2 =", "bad")])
+    (prompts, _, _), = engine.calls  # vLLM's own check passed every prompt sent
+    assert len(prompts) == 2 and all(len(p["prompt_token_ids"]) <= 40 for p in prompts)
+    assert [r.failed for r in results] == [None, "length_prompt", None]
+    assert [r.score for r in results] == pytest.approx([0.9, 0.0, 0.2], abs=1e-6)
+    assert results[1].tokens == 0 and results[1].step_scores is None
+    assert prm.score([("1 + 1 =", long)])[0].failed == "length_prompt" and len(engine.calls) == 1  # no call at all
+    with pytest.raises(VLLMValidationError, match="longer than the maximum model length of 40"):
+        engine.encode([{"prompt_token_ids": [5] * 41}], vllm.PoolingParams(), pooling_task="token_classify")
+
+
+@requires_vllm
+def test_a_request_vllm_reports_as_errored_fails_alone():
+    engine = RecordingEngine(errors=(1,))
+    results = VLLMPRMScorer("tiny-prm", "last", engine=engine).score([("q", "good"), ("q", "good"), ("q", "bad")])
+    assert [(r.failed, r.score) for r in results] == [(None, pytest.approx(0.9)), ("error", 0.0), (None, pytest.approx(0.2))]
+
+
+@requires_vllm
+def test_failed_scores_are_recorded_per_candidate_and_counted_in_metrics():
+    from tteval.backends.base import Completion
+    from tteval.metrics import compute_metrics
+    from tteval.workers import _score_pool
+
+    prm = VLLMPRMScorer("tiny-prm", "last", engine=RecordingEngine(max_len=40))
+    outputs = [[Completion("good", 1, "stop"), Completion("\n\n".join(["ok good"] * 12), 24, "length")]]
+    extra = [[{}, {}]]
+    _score_pool(["1 + 1 ="], outputs, extra, prm)
+    assert extra[0][0]["scores"] == {"prm": pytest.approx(0.9)} and "score_failed" not in extra[0][0]
+    assert extra[0][1]["scores"] == {"prm": 0.0} and extra[0][1]["score_failed"] == "length_prompt"
+    records = [{"task_id": "t/0", "sample_index": j, "correct": j == 0, "answer_class": j, **e} for j, e in enumerate(extra[0])]
+    failed = compute_metrics(records, task="t", n=2)["failed"]
+    assert failed == {"samples": 0, "samples_by_reason": {}, "scores": 1, "scores_by_reason": {"length_prompt": 1}}
+
+
+@requires_vllm
+def test_close_shuts_the_prm_engine_down_and_says_so():
+    engine = RecordingEngine()
+    prm = VLLMPRMScorer("tiny-prm", engine=engine)
+    assert prm.close() == "vLLM PRM engine of tiny-prm shut down; GPU memory not measured (no NVML)"
+    assert engine.calls == ["shutdown"] and prm.close() is None

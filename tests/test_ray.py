@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 
@@ -40,3 +41,41 @@ def test_sweep_on_ray_reuses_the_same_actors_for_every_run(tmp_path):
     engines = [tuple(m["backend"]["engines"]) for m in metas]
     assert len(set(engines)) == 1 and len(set(engines[0])) == 2  # two actors, loaded once, serving both runs
     assert all(m["status"] == "complete" and m["backend"]["ray_actors"] == 2 for m in metas)
+
+
+def test_more_gpu_actors_than_the_cluster_has_gpus_is_one_line(tmp_path):
+    """Before, `ray.get` waited forever for actors no node could place; now the cluster's resources are checked."""
+    r = subprocess.run([sys.executable, "-m", "tteval.cli", "run", "--backend", "vllm", "--model", "any/model", "--task",
+                        "gsm8k", "--limit", "1", "-n", "1", "--ray", "local", "--ray-actors", "2", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]  # Ray prints notices of its own
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert lines[0] == "error: --ray-actors 2 need 2 GPUs (1 per actor), but the Ray cluster at local has 0: use fewer" \
+                       " actors (or less --tensor-parallel)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_actors_that_cannot_all_start_hit_the_start_up_deadline(monkeypatch):
+    """The cluster has the CPUs on paper, but one is held by another actor: the second of our actors never starts."""
+    import ray
+
+    from tteval.distributed import RayWorkers
+    from tteval.errors import TtevalError
+    from tteval.runner import RunConfig
+
+    monkeypatch.setenv("TTEVAL_RAY_START_TIMEOUT_S", "30")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+
+        @ray.remote(num_cpus=1)
+        class Blocker:
+            def ready(self):
+                return True
+
+        blocker = Blocker.remote()
+        ray.get(blocker.ready.remote())
+        config = asdict(RunConfig(n=1, limit=1, cache=False))
+        with pytest.raises(TtevalError, match=r"^\d of 2 Ray actors started within 30 s \(the others wait for resources"):
+            RayWorkers(config, 2)
+    finally:
+        ray.shutdown()

@@ -135,20 +135,6 @@ class ChatServer:
         self.stopped = True
 
 
-@pytest.fixture
-def server():
-    servers: list[ChatServer] = []
-
-    def start(answer: Callable[[str, dict], Any], port: int = 0) -> ChatServer:
-        servers.append(ChatServer(answer, port))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        if not s.stopped:
-            s.stop()
-
-
 GSM8K = load_task("gsm8k")
 PROBLEMS = load_problems(GSM8K, limit=8)
 QUESTION_INDEX = {GSM8K.messages(p)[-1][1]: i for i, p in enumerate(PROBLEMS)}

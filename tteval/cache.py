@@ -65,6 +65,6 @@ class CachedBackend:
     def apply_chat_template(self, messages):
         return self.backend.apply_chat_template(messages)
 
-    def close(self) -> None:
+    def close(self) -> str | None:
         self._db.close()
-        self.backend.close()
+        return self.backend.close()

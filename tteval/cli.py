@@ -103,14 +103,11 @@ def run(
     Re-running the same command with the same --out resumes an interrupted run where it stopped.
     """
     from tteval.report import metrics_table
-    from tteval.runner import RunConfig, execute
+    from tteval.runner import RunConfig, execute, resume_config
     from tteval.results import read_json
 
     if resume is not None:
-        meta = read_json(resume / "run.json")
-        config = RunConfig.from_dict(meta["config"])
-        config.out = str(resume.parent)
-        config.cache = cache
+        config = resume_config(resume, cache)
     else:
         config = RunConfig(
             task=task, model=model, backend=backend, strategy=strategy, n=n, limit=limit, max_tokens=max_tokens,
@@ -124,7 +121,7 @@ def run(
             until_successes=until_successes, round_size=round_size, ray=ray, ray_actors=ray_actors,
             tensor_parallel=tensor_parallel,
         )  # fmt: skip
-    run_dir = execute(config, console=err)
+    run_dir = execute(config, console=err, run_path=resume)
     out.print(metrics_table(read_json(run_dir.metrics_json), title=f"{config.task} · {config.model} · n={config.n}"))
     out.print(f"results: [bold]{run_dir.path}[/]")
 
@@ -153,10 +150,23 @@ def score(
     """Grade an external sample file against a task (or take a graded pool as it is), print its metrics, and
     write a run folder that `leaderboard`, `sweep` and `report` read."""
     from tteval.report import metrics_table
-    from tteval.scoring import score_file
+    from tteval.results import RunDir
+    from tteval.scoring import check_out_dir, score_file
 
-    metrics = score_file(samples, task, out_dir=out_dir, tasks_dir=tasks_dir, workers=workers, seed=seed, graded=graded,
-                         model=model, classing=classes, genrm_lambda=genrm_lambda)  # fmt: skip
+    if out_dir is None:
+        metrics = score_file(samples, task, tasks_dir=tasks_dir, workers=workers, seed=seed, graded=graded, model=model,
+                             classing=classes, genrm_lambda=genrm_lambda)  # fmt: skip
+    else:
+        check_out_dir(out_dir)  # before the lock creates the folder: a symlink or a file is refused untouched
+        existed = out_dir.exists()
+        try:
+            with RunDir(out_dir).locked():  # one writer per --out: a second `tteval score` fails at once
+                metrics = score_file(samples, task, out_dir=out_dir, tasks_dir=tasks_dir, workers=workers, seed=seed,
+                                     graded=graded, model=model, classing=classes, genrm_lambda=genrm_lambda)  # fmt: skip
+        except BaseException:
+            if not existed:
+                RunDir(out_dir).remove_if_unused()  # bad input leaves no empty folder behind
+            raise
     out.print(metrics_table(metrics, title=f"{samples.name} · {metrics['task']}"))
     if out_dir is not None:
         out.print(f"results: [bold]{escape(str(out_dir))}[/]")

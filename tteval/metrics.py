@@ -98,6 +98,7 @@ def _result(task, groups, n_min, n, mean_tokens, compute, curves) -> dict[str, A
         "compute": compute,
         "curves": curves,
         "summary": summary,
+        "failed": failures(groups),
     }
 
 
@@ -282,3 +283,16 @@ def _efficiency_scores(groups: dict[str, list[dict[str, Any]]]) -> list[np.ndarr
             scores.append(est.efficiency_score([t if ok else None], [ref], limit, hardness=(1,), failed=not ok))
         out.append(np.array(scores))
     return out
+
+
+def failures(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Candidates that failed (no model answer: a FAILED_FINISH_REASONS finish; graded incorrect) and scores a
+    verifier could not give (`score_failed`; reward 0), counted, with their reasons."""
+    from collections import Counter
+
+    from tteval.backends.base import FAILED_FINISH_REASONS
+
+    samples = Counter(s["finish_reason"] for g in groups.values() for s in g if s.get("finish_reason") in FAILED_FINISH_REASONS)
+    scores = Counter(str(s["score_failed"]) for g in groups.values() for s in g if s.get("score_failed"))
+    return {"samples": sum(samples.values()), "samples_by_reason": dict(sorted(samples.items())),
+            "scores": sum(scores.values()), "scores_by_reason": dict(sorted(scores.items()))}  # fmt: skip

@@ -7,6 +7,8 @@ import json
 import platform
 import re
 import time
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from importlib import metadata
@@ -18,12 +20,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tteval.backends.base import Backend
+from tteval.bounds import check_fields
 from tteval.errors import TtevalError
-from tteval.results import RunDir, read_json, write_json_atomic
+from tteval.results import RunDir, SampleRules, json_bytes, read_json, write_atomic, write_json_atomic
 from tteval.tasks import Problem, Task, load_problems, load_task
 from tteval.workers import Chunk, LocalWorkers, problem_seed
 
-__all__ = ["RunConfig", "execute", "make_backend", "make_scorer", "problem_seed"]
+__all__ = ["RunConfig", "execute", "make_backend", "make_scorer", "problem_seed", "resume_config"]
 
 BACKENDS = ("llamacpp", "vllm", "openai")
 STRATEGIES = ("sample", "particle-filter", "pass-until")
@@ -89,54 +92,26 @@ class RunConfig:
             raise TtevalError(f"unknown backend '{self.backend}'; choose one of: {', '.join(BACKENDS)}")
         if self.strategy not in STRATEGIES:
             raise TtevalError(f"unknown strategy '{self.strategy}'; choose one of: {', '.join(STRATEGIES)}")
-        if self.n < 1:
-            raise TtevalError(f"-n must be at least 1, got {self.n}")
-        if self.max_tokens < 1:
-            raise TtevalError(f"--max-tokens must be at least 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise TtevalError(f"--temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise TtevalError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.limit is not None and self.limit < 1:
-            raise TtevalError(f"--limit must be at least 1, got {self.limit}")
-        if self.batch_problems is not None and self.batch_problems < 1:
-            raise TtevalError(f"--batch-problems must be at least 1, got {self.batch_problems}")
         if self.verifier not in VERIFIERS:
             raise TtevalError(f"unknown verifier '{self.verifier}'; choose one of: {', '.join(VERIFIERS)}")
-        if self.verifier == "prm":
+        check_fields(self)
+        if self.prm_aggregation is not None:
             from tteval.verifiers.prm import PRM_AGGREGATIONS
 
+            if self.prm_aggregation not in PRM_AGGREGATIONS:
+                raise TtevalError(f"unknown --prm-aggregation '{self.prm_aggregation}'; choose one of: {', '.join(PRM_AGGREGATIONS)}")
+        if self.verifier == "prm":
             if not self.prm_model:
                 raise TtevalError("--verifier prm needs --prm-model (e.g. Qwen/Qwen2.5-Math-PRM-7B)")
             if self.backend != "vllm":
                 raise TtevalError("--verifier prm runs the PRM on vLLM's pooling API: use --backend vllm (GPU)")
-            if self.prm_aggregation is not None and self.prm_aggregation not in PRM_AGGREGATIONS:
-                raise TtevalError(f"unknown --prm-aggregation '{self.prm_aggregation}'; choose one of: {', '.join(PRM_AGGREGATIONS)}")
         if self.genrm_score is not None:
             from tteval.verifiers.genrm import MODES
 
             if self.genrm_score not in MODES:
                 raise TtevalError(f"unknown --genrm-score '{self.genrm_score}'; choose one of: {', '.join(MODES)}")
-        if self.verifications < 1:
-            raise TtevalError(f"--verifications must be at least 1, got {self.verifications}")
-        if self.pf_softmax_temp <= 0:
-            raise TtevalError(f"--pf-softmax-temp must be > 0, got {self.pf_softmax_temp}")
-        if self.ray is not None and self.ray_actors < 1:
-            raise TtevalError(f"--ray-actors must be at least 1, got {self.ray_actors}")
-        if self.workers < 1:
-            raise TtevalError(f"--workers must be at least 1, got {self.workers}")
-        if self.pf_iterations < 1:
-            raise TtevalError(f"--pf-iterations must be at least 1, got {self.pf_iterations}")
         if self.pf_iterations > 1 and self.n < 2:
             raise TtevalError("particle Gibbs (--pf-iterations > 1) needs -n of at least 2 (a reference plus a free particle)")
-        if self.until_successes < 1:
-            raise TtevalError(f"--until-successes must be at least 1, got {self.until_successes}")
-        if self.round_size is not None and self.round_size < 1:
-            raise TtevalError(f"--round-size must be at least 1, got {self.round_size}")
-        if self.max_concurrency < 1:
-            raise TtevalError(f"--max-concurrency must be at least 1, got {self.max_concurrency}")
-        if not self.request_timeout > 0:
-            raise TtevalError(f"--timeout must be > 0 seconds, got {self.request_timeout}")
         if self.backend == "openai" and not self.base_url:
             raise TtevalError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
 
@@ -175,9 +150,73 @@ class RunConfig:
         return f"{self.task}_{model}_{self.strategy}_n{self.n}_{digest}"
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+    def from_dict(cls, d: dict[str, Any], where: str = "config") -> RunConfig:
+        """A RunConfig from a dict (a run.json's config): unknown keys are ignored, known ones must be well typed."""
+        if not isinstance(d, dict):
+            raise TtevalError(f"{where} must be a JSON object, got {type(d).__name__}")
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for f in fields(cls):
+            if f.name in d:
+                values[f.name] = _typed(d[f.name], hints[f.name], f"{where}: field '{f.name}'")
+        return cls(**values)
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """`value` if it has the type `hint` (int, float, str, bool or Optional of one), else a one-line error."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for t in options:
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is str and isinstance(value, str):
+            return value
+    names = " or ".join("null" if t is type(None) else t.__name__ for t in options)
+    raise TtevalError(f"{where} must be {names}, got {json.dumps(value)[:60]}")
+
+
+def read_run_meta(path: Path) -> dict[str, Any]:
+    """A run.json read back: an object whose config, identity, timings and usage have the shapes tteval wrote."""
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise TtevalError(f"{path}: not a tteval run record (a JSON {type(meta).__name__}, not an object)")
+    config = meta.get("config")
+    if not isinstance(config, dict) or not isinstance(config.get("identity"), dict):
+        raise TtevalError(f"{path}: not a tteval run record ('config' must be an object with an 'identity' object)")
+    for key in ("timings", "usage"):
+        value = meta.setdefault(key, {})
+        if not isinstance(value, dict) or not all(_is_number(v) for v in value.values()):
+            raise TtevalError(f"{path}: '{key}' must be an object of numbers")
+    for key, default in (("generation_s", 0.0), ("grading_s", 0.0)):
+        meta["timings"].setdefault(key, default)
+    for key in ("prompt_tokens", "completion_tokens", "calls"):
+        meta["usage"].setdefault(key, 0)
+    return meta
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def resume_config(folder: Path, cache: bool = True) -> RunConfig:
+    """The config a run folder was started with (`--resume`), refused if run.json's config was edited since."""
+    path = folder / "run.json"
+    meta = read_run_meta(path)
+    config = RunConfig.from_dict(meta["config"], f"{path}: config")
+    config.out, config.cache = str(folder.parent), cache
+    recorded = meta["config"]["identity"]
+    now = config.identity()
+    if now != recorded:
+        changed = sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
+        raise TtevalError(f"{path}: its config was edited since the run started (changed: {', '.join(changed)});"
+                          " resuming it would make a different run: restore the config, or start a new run without"
+                          " --resume")  # fmt: skip
+    return config
 
 
 def make_backend(config: RunConfig) -> Backend:
@@ -224,14 +263,14 @@ def default_batch_problems(config: RunConfig) -> int:
     return {"llamacpp": max(1, 16 // config.n), "openai": 32, "vllm": 256}[config.backend]
 
 
-def open_run(config: RunConfig) -> tuple[RunDir, dict[str, Any]]:
-    """Create the run folder, or reopen it to resume when its recorded config matches."""
-    run = RunDir(Path(config.out) / config.run_id())
+def open_run(config: RunConfig, run: RunDir) -> dict[str, Any]:
+    """Start the run's record in its (locked) folder, or reopen it to resume when its recorded config matches."""
     if run.run_json.exists():
-        meta = read_json(run.run_json)
-        if meta.get("config", {}).get("identity") != config.identity():
+        meta = read_run_meta(run.run_json)
+        RunConfig.from_dict(meta["config"], f"{run.run_json}: config")  # well typed, as --resume would read it
+        if meta["config"]["identity"] != config.identity():
             raise TtevalError(f"{run.path} holds a run with a different configuration; use another --out")
-        return run, meta
+        return meta
     meta = {
         "run_id": config.run_id(),
         "config": {**asdict(config), "identity": config.identity()},
@@ -242,7 +281,7 @@ def open_run(config: RunConfig) -> tuple[RunDir, dict[str, Any]]:
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0},
     }
     write_json_atomic(run.run_json, meta)
-    return run, meta
+    return meta
 
 
 def _now() -> str:
@@ -253,13 +292,12 @@ def resume_command(run: RunDir) -> str:
     return f"tteval run --resume {run.path}"
 
 
-def execute(config: RunConfig, console: Console | None = None, workers: Any = None) -> RunDir:
+def execute(config: RunConfig, console: Console | None = None, workers: Any = None, run_path: Path | None = None) -> RunDir:
     """Run (or resume) a run and write run.json, samples.jsonl and metrics.json.
 
     `workers` (LocalWorkers or RayWorkers with this run's engine) lets a sweep reuse loaded engines across runs;
-    without it the run loads its own and closes it at the end."""
-    from tteval.metrics import compute_metrics
-
+    without it the run loads its own and closes it at the end. `run_path` (`--resume DIR`) names the folder;
+    by default it is `<out>/<run id>`. The folder is locked for the whole run: a second process fails at once."""
     console = console or Console(stderr=True)
     config.validate()
     task = load_task(config.task, Path(config.tasks_dir) if config.tasks_dir else None)
@@ -268,40 +306,91 @@ def execute(config: RunConfig, console: Console | None = None, workers: Any = No
         from tteval.backends.llamacpp import resolve_model_path
 
         resolve_model_path(config.model)  # fail on a missing model before a run folder is made
-    fresh = not (Path(config.out) / config.run_id() / "run.json").exists()
-    run, meta = open_run(config)
-    kept = run.trim(config.kept_on_resume)
-    done = [p for p in problems if config.finished(kept.get(p.task_id, []))]
+    if run_path is None and Path(config.out).exists() and not Path(config.out).is_dir():
+        raise TtevalError(f"--out {config.out} is a file; give a folder to hold the run folders")
+    run = RunDir(Path(run_path) if run_path is not None else Path(config.out) / config.run_id())
+    with run.locked():
+        _execute_locked(config, task, problems, run, console, workers)
+    return run
+
+
+def _execute_locked(config: RunConfig, task: Task, problems: list[Problem], run: RunDir, console: Console,
+                    workers: Any) -> None:  # fmt: skip
+    """The body of `execute`, with the folder locked: resume, generate what is missing, then metrics and status."""
+    from tteval.metrics import compute_metrics
+
+    rules = SampleRules(frozenset(p.task_id for p in problems), config.n)
+
+    def warn(message: str) -> None:
+        console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+    fresh = not run.run_json.exists()
+    try:
+        meta = open_run(config, run)
+        kept = run.trim(config.kept_on_resume, rules, warn)
+        done = [p for p in problems if config.finished(kept.get(p.task_id, []))]
+        own = workers is None and len(done) < len(problems)
+        if own:
+            workers = start_workers(config)  # a backend that cannot start leaves the folder as it was
+    except BaseException:
+        if fresh:  # nothing generated: leave no run folder behind
+            run.remove_if_unused()
+        raise
     if kept:
         console.print(f"[cyan]resuming[/] {escape(str(run.path))}: {len(done)}/{len(problems)} problems already done")
     meta["status"] = "running"
     meta.pop("error", None)
     if len(done) < len(problems):
-        own = workers is None
-        try:
-            workers = workers or start_workers(config)
-        except BaseException:
-            if fresh:  # nothing generated yet: leave no empty run folder behind
-                run.run_json.unlink(missing_ok=True)
-                try:
-                    run.path.rmdir()
-                except OSError:
-                    pass
-            raise
         meta["backend"] = workers.describe()
         try:
+            write_json_atomic(run.run_json, meta)  # "running" before the samples change, and metrics.json goes
+            run.forget_metrics()
             _generate(config, task, problems, kept, run, meta, console, workers)
         finally:
             if own:
-                workers.close()
-    samples = run.recover_samples()
-    t0 = time.perf_counter()
-    metrics = compute_metrics(samples, task=task.name, n=config.n, seed=config.seed, config=config)
-    meta["timings"]["metrics_s"] = round(time.perf_counter() - t0, 3)
-    write_json_atomic(run.metrics_json, metrics)
-    meta.update(status="complete", finished=_now())
-    write_json_atomic(run.run_json, meta)
-    return run
+                log_lines(workers.close(), console)
+    try:
+        samples = run.recover_samples(rules)
+        t0 = time.perf_counter()
+        metrics = compute_metrics(samples, task=task.name, n=config.n, seed=config.seed, config=config)
+        meta["timings"]["metrics_s"] = round(time.perf_counter() - t0, 3)
+        _warn_failures(metrics, len(samples), warn)
+        meta.update(status="complete", finished=_now())
+        write_atomic({run.metrics_json: json_bytes(metrics), run.run_json: json_bytes(meta)})  # both, or neither
+    except TtevalError as exc:
+        meta.pop("finished", None)
+        _mark_failed(run, meta, exc)
+        raise
+
+
+def log_lines(lines: Any, console: Console) -> None:
+    """Print the log lines a closed engine returns (a GPU engine: whether its memory came back)."""
+    for line in lines or []:
+        warning = line.startswith("warning: ")
+        text = escape(line.removeprefix("warning: "))
+        console.print(f"[yellow]warning:[/] {text}" if warning else f"[dim]{text}[/]", highlight=False, soft_wrap=True)
+
+
+def _warn_failures(metrics: dict[str, Any], num_samples: int, warn: Any) -> None:
+    """Say how many candidates failed (a prompt the engine refused, an aborted or errored request) and how many
+    could not be scored: they count as incorrect / as reward 0, and metrics.json's "failed" has the reasons."""
+    failed = metrics.get("failed") or {}
+    for key, what, effect in (("samples", "candidates failed", "they count as incorrect"),
+                              ("scores", "verifier scores failed", "those candidates got reward 0")):  # fmt: skip
+        if failed.get(key):
+            reasons = ", ".join(f"{r}: {c}" for r, c in failed[f"{key}_by_reason"].items())
+            warn(f"{failed[key]} of {num_samples} {what} ({reasons}); {effect}")
+
+
+def _mark_failed(run: RunDir, meta: dict[str, Any], exc: BaseException | None) -> None:
+    """Record in run.json that the run stopped (failed with `exc`, or interrupted), if the disk still allows it."""
+    meta["status"] = "failed" if exc is not None else "interrupted"
+    if exc is not None:
+        meta["error"] = str(exc)
+    try:
+        write_json_atomic(run.run_json, meta)
+    except TtevalError:
+        pass  # a full disk or a read-only folder: run.json keeps "running", which is not "complete" either
 
 
 def make_scorer(config: RunConfig, backend: Backend):
@@ -373,12 +462,9 @@ def _generate(config: RunConfig, task: Task, problems: list[Problem], kept: dict
                     tps = usage["completion_tokens"] / max(timings["generation_s"], 1e-9)
                     progress.update(bar, advance=len(finished) - before, tps=f"{tps:,.0f} tok/s")
     except (KeyboardInterrupt, TtevalError) as exc:
-        # a Ctrl-C or a backend failing mid-run: what was generated is on disk; say so and how to continue
+        # a Ctrl-C, a backend failing mid-run or a full disk: what was generated is on disk; say so and how to continue
         failed = isinstance(exc, TtevalError)
-        meta["status"] = "failed" if failed else "interrupted"
-        if failed:
-            meta["error"] = str(exc)
-        write_json_atomic(run.run_json, meta)
+        _mark_failed(run, meta, exc if failed else None)
         n_saved = len(run.recover_samples())
         word = "[red]stopped by an error[/]" if failed else "[yellow]interrupted[/]"
         console.print(f"\n{word}: {n_saved} samples saved in {escape(str(run.samples_path))}", highlight=False)

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import json
 import os
+import stat
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,8 +20,10 @@ from typing import Any, Iterator
 from tteval.errors import TtevalError
 from tteval.grading import Grader
 from tteval.jsonl import json_object
+from tteval.locking import LOCK_NAME
 from tteval.metrics import compute_metrics
-from tteval.results import RunDir, read_json, write_json_atomic
+from tteval.bounds import MAX_SAMPLES, SCORE_WORKERS, check
+from tteval.results import RunDir, check_output_file, describe_file_kind, json_bytes, read_json, write_atomic
 from tteval.tasks import load_problems, load_task
 
 CLASSINGS = ("string", "math")
@@ -106,10 +109,10 @@ def _is_number(x: Any) -> bool:
 
 def _bad_optional_field(rec: dict[str, Any]) -> str | None:
     """What is wrong with the optional fields the metrics read (None when they are absent or well-typed)."""
-    for name in ("sample_index", "num_tokens"):
+    for name, top in (("sample_index", MAX_SAMPLES), ("num_tokens", 1 << 40)):
         v = rec.get(name)
-        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-            return f"field '{name}' must be a whole number >= 0, got {json.dumps(v)[:60]}"
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < top):
+            return f"field '{name}' must be a whole number in [0, {top}), got {json.dumps(v)[:60]}"
     for name in ("logprob", "verifier_tokens"):
         v = rec.get(name)
         if v is not None and not _is_number(v):
@@ -168,8 +171,7 @@ def score_file(
 ) -> dict[str, Any]:
     """Grade every sample against `task_name` (or trust a graded pool's `correct`), compute every metric the fields
     allow, write a run folder to `out_dir` when given, and return the metrics."""
-    if workers < 1:
-        raise TtevalError(f"--workers must be at least 1, got {workers}")
+    check(SCORE_WORKERS, workers)
     if classing not in CLASSINGS:
         raise TtevalError(f"unknown --classes '{classing}'; choose one of: {', '.join(CLASSINGS)}")
     if genrm_lambda is not None and not genrm_lambda >= 0:
@@ -177,7 +179,7 @@ def score_file(
     if not graded and not task_name:
         raise TtevalError("give --task (grade the completions against a task) or --graded (a pool graded elsewhere)")
     if out_dir is not None:
-        _check_out_dir(out_dir)
+        check_out_dir(out_dir)
     t0 = time.perf_counter()
     if graded:
         by_problem = _by_problem(read_graded_file(path))
@@ -233,44 +235,44 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    """--out names a run folder: new, empty, or one `tteval score` wrote before (replaced); never a file or a
-    `tteval run` folder, whose samples would be lost."""
+def check_out_dir(out_dir: Path) -> None:
+    """--out names a run folder: new, empty, or one `tteval score` wrote before (replaced); never a file, a symlink,
+    a device or a `tteval run` folder, whose samples would be lost."""
     if out_dir.suffix in (".jsonl", ".json"):
         raise TtevalError(f"--out {out_dir}: give a folder to write the run folder into (run.json, samples.jsonl, "
                           "metrics.json), not a file name")  # fmt: skip
-    if out_dir.exists() and not out_dir.is_dir():
-        raise TtevalError(f"--out {out_dir} is a file; give a folder for the run folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        run_json = out_dir / "run.json"
-        if not run_json.is_file():
+    try:
+        st = os.lstat(out_dir)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise TtevalError(f"cannot create run folder {out_dir}: {exc.strerror or exc}") from None
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        raise TtevalError(f"--out {out_dir} is {describe_file_kind(st)}; give a new or empty folder for the run folder")
+    run = RunDir(out_dir)
+    for target in (run.run_json, run.samples_path, run.metrics_json):
+        check_output_file(target)  # a symlink or device planted inside the folder is refused, not replaced
+    if out_dir.is_dir() and any(p.name != LOCK_NAME for p in out_dir.iterdir()):
+        if not run.run_json.is_file():
             raise TtevalError(f"--out {out_dir} is a folder with other files in it; give a new or empty folder")
-        if (read_json(run_json).get("config") or {}).get("source") != "tteval score":
+        if (read_json(run.run_json).get("config") or {}).get("source") != "tteval score":
             raise TtevalError(f"--out {out_dir} holds a `tteval run` run; give another folder")
 
 
 def write_run_folder(out_dir: Path, config: dict[str, Any], samples: list[dict[str, Any]], metrics: dict[str, Any],
                      timings: dict[str, float]) -> RunDir:  # fmt: skip
-    """Write run.json, samples.jsonl and metrics.json as `tteval run` does (samples replaced atomically)."""
+    """Write run.json, samples.jsonl and metrics.json as `tteval run` does, all replaced together."""
     from tteval.runner import package_versions
 
     run = RunDir(out_dir)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run_id = f"{config['task']}_{config['model']}_score_{_sha256_text(json.dumps(config, sort_keys=True))[:8]}"
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run.samples_path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write("".join(json.dumps(s) + "\n" for s in samples))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, run.samples_path)
-        write_json_atomic(run.metrics_json, metrics)
-        write_json_atomic(run.run_json, {"run_id": run_id, "config": config, "created": now, "finished": now,
-                                         "status": "complete", "versions": package_versions(), "timings": timings,
-                                         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0}})  # fmt: skip
-    except OSError as exc:
-        raise TtevalError(f"cannot write the run folder {out_dir}: {exc.strerror or exc}") from None
+    meta = {"run_id": run_id, "config": config, "created": now, "finished": now, "status": "complete",
+            "versions": package_versions(), "timings": timings,
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0}}  # fmt: skip
+    samples_bytes = "".join(json.dumps(s) + "\n" for s in samples).encode("utf-8")
+    # all three or none: a full disk or a read-only folder leaves an earlier run folder as it was
+    write_atomic({run.samples_path: samples_bytes, run.metrics_json: json_bytes(metrics), run.run_json: json_bytes(meta)})
     return run
 
 

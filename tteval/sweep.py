@@ -15,8 +15,9 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.markup import escape
 
+from tteval.bounds import MAX_SAMPLES
 from tteval.errors import TtevalError
-from tteval.runner import RunConfig, execute, start_workers
+from tteval.runner import RunConfig, execute, log_lines, start_workers
 from tteval.workers import engine_key
 
 SEARCHERS = ("particle-filter",)
@@ -31,6 +32,8 @@ def parse_budgets(text: str) -> list[int]:
         raise TtevalError(f"--budgets must be comma-separated integers like 1,2,4,8, got '{text}'") from None
     if not values or values[0] < 1:
         raise TtevalError(f"--budgets must be positive integers, got '{text}'")
+    if values[-1] > MAX_SAMPLES:
+        raise TtevalError(f"--budgets must be at most {MAX_SAMPLES}, got {values[-1]}")
     return values
 
 
@@ -68,8 +71,9 @@ def run_grid(configs: Sequence[RunConfig], console: Console) -> list[Path]:
                 folders.append(folder)
                 continue
             if engine_key(config) != key:  # one engine alive at a time (GPU memory; a local Ray's CPU slots)
-                if workers is not None:
-                    workers.close()
+                if workers is not None:  # shut down, and say whether GPU memory came back, before the next starts
+                    workers, old = None, workers
+                    log_lines(old.close(), console)
                 workers, key = start_workers(config), engine_key(config)
             console.print(f"{label}: running", highlight=False)
             folders.append(execute(config, console=console, workers=workers).path)
@@ -79,7 +83,7 @@ def run_grid(configs: Sequence[RunConfig], console: Console) -> list[Path]:
         raise
     finally:
         if workers is not None:
-            workers.close()
+            log_lines(workers.close(), console)
     return folders
 
 
@@ -91,4 +95,4 @@ def _finished(folder: Path) -> bool:
         meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return meta.get("status") == "complete" and (folder / "metrics.json").is_file()
+    return isinstance(meta, dict) and meta.get("status") == "complete" and (folder / "metrics.json").is_file()

@@ -123,12 +123,58 @@ def load_task(name: str, tasks_dir: Path | None = None) -> Task:
     except OSError as exc:
         raise TtevalError(f"cannot read task YAML {path}: {exc.strerror or exc}") from None
     try:
-        spec = yaml.safe_load(text)
+        spec = _load_yaml(text, path)
     except yaml.YAMLError as exc:
         line = getattr(getattr(exc, "problem_mark", None), "line", None)
         where = f"{path}:{line + 1}" if line is not None else str(path)
         raise TtevalError(f"malformed task YAML {where}: {first_line(exc)}") from None
+    except RecursionError:
+        raise TtevalError(f"malformed task YAML {path}: nested too deeply") from None
     return _validate(spec, path, text)
+
+
+YAML_EXPANSION_SLACK = 100_000  # what aliases may add, in characters, beyond the size of the text itself
+
+
+def _load_yaml(text: str, path: Path) -> Any:
+    """yaml.safe_load, refusing aliases that expand far beyond the text (a "billion laughs" bomb) before any
+    value is built: the node graph is measured with each alias counted at every use."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        bound = 2 * len(text) + YAML_EXPANSION_SLACK
+        if _expanded_size(node, path) > bound:
+            raise TtevalError(f"malformed task YAML {path}: its aliases expand to more than {bound:,} characters"
+                              " (an alias bomb?); write the values out instead")  # fmt: skip
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node, path: Path) -> int:
+    """Characters plus nodes of the document with every alias expanded (shared nodes are measured once)."""
+    memo: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in memo:
+            return memo[key]
+        if key in open_nodes:
+            raise TtevalError(f"malformed task YAML {path}: an alias refers to a node that contains it (a cycle)")
+        if isinstance(node, yaml.ScalarNode):
+            total = 1 + len(node.value)
+        else:
+            open_nodes.add(key)
+            children = node.value if isinstance(node, yaml.SequenceNode) else [x for pair in node.value for x in pair]
+            total = 1 + sum(size(child) for child in children)
+            open_nodes.discard(key)
+        memo[key] = total
+        return total
+
+    return size(root)
 
 
 MATH_EXTRACT = ("boxed", "gsm8k")

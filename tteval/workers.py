@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
-from tteval.backends.base import Backend, Completion, Request
+from tteval.backends.base import FAILED_FINISH_REASONS, Backend, Completion, Request
 from tteval.grading import Grader
 from tteval.tasks import Problem, Task, load_task
 
@@ -78,13 +78,14 @@ class Worker:
                  "calls": u.calls - before[2]}  # fmt: skip
         return records, timings, usage
 
-    def close(self) -> None:
+    def close(self) -> list[str]:
+        """Release graders, scorers and the backend; the log lines of those that have one (GPU memory back?)."""
         for _, grader in self._graders.values():
             grader.close()
-        for scorer in self._scorers.values():
-            getattr(scorer, "close", lambda: None)()
+        notes = [getattr(scorer, "close", lambda: None)() for scorer in self._scorers.values()]
         self._graders, self._scorers = {}, {}
-        self.backend.close()
+        notes.append(self.backend.close())
+        return [n for n in notes if n]
 
 
 class LocalWorkers:
@@ -100,8 +101,8 @@ class LocalWorkers:
         for chunk in chunks:
             yield self.worker.process(config_dict, chunk)
 
-    def close(self) -> None:
-        self.worker.close()
+    def close(self) -> list[str]:
+        return self.worker.close()
 
 
 def problem_seed(seed: int, task_id: str) -> int:
@@ -129,7 +130,7 @@ def sample_records(problem: Problem, completions: list, verdicts: list, offset: 
             "sample_index": offset + i,
             "completion": c.text,
             "answer": v.answer,
-            "correct": v.correct,
+            "correct": v.correct and c.finish_reason not in FAILED_FINISH_REASONS,  # a failed request is wrong
             "num_tokens": c.num_tokens,
             "logprob": c.logprob,
             "finish_reason": c.finish_reason,
@@ -186,6 +187,8 @@ def _score_pool(questions: list[str], outputs: list[list[Completion]], extra: li
                 ex[j]["verifier_chain_scores"] = s.chain_scores
             if getattr(s, "step_scores", None) is not None:
                 ex[j]["step_scores"] = s.step_scores
+            if getattr(s, "failed", None):
+                ex[j]["score_failed"] = s.failed
 
 
 def _particle_filter(config: Any, task: Task, batch: list[Problem], questions: list[str], backend: Backend, scorer):

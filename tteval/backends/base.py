@@ -44,13 +44,23 @@ def validate_request(req: Request) -> None:
         raise TtevalError("stop strings must be non-empty")
 
 
+# A candidate that is not a model's answer: its request never ran (a prompt the engine cannot take) or was
+# aborted or errored inside the engine. It is recorded, graded as incorrect, and counted in the run's metrics.
+FAILED_FINISH_REASONS = frozenset({"empty_prompt", "length_prompt", "abort", "error"})
+
+
+def failed_completion(reason: str, prompt_tokens: int = 0) -> Completion:
+    """The placeholder of a candidate that could not be generated, with why (one of FAILED_FINISH_REASONS)."""
+    return Completion(text="", num_tokens=0, finish_reason=reason, prompt_tokens=prompt_tokens)
+
+
 @dataclass
 class Completion:
     """One sampled continuation. `logprob` is the sum of the sampled tokens' log-probabilities."""
 
     text: str
     num_tokens: int
-    finish_reason: str  # "stop" (EOS or stop string) | "length"
+    finish_reason: str  # "stop" (EOS or stop string) | "length" | "repetition" | a FAILED_FINISH_REASONS one
     logprob: float | None = None
     token_logprobs: list[float] | None = None
     tokens: list[str] | None = None  # generated token strings, aligned with token_logprobs
@@ -91,4 +101,6 @@ class Backend(Protocol):
         """Render chat messages to the model's prompt string with the generation prompt appended."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> str | None:
+        """Release the model; optionally one line for the log (a GPU engine says whether its memory came back)."""
+        ...

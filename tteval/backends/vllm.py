@@ -1,14 +1,23 @@
 """The GPU backend: vLLM's offline engine (`vllm.LLM`), every prompt of a round in ONE `generate` call.
 
-- Each request becomes one vLLM prompt with `SamplingParams(n=...)`, so its n samples share one prefill; prefix
-  caching (on by default) shares the prompts' common prefixes across requests and rounds.
-- Chat messages are rendered with the tokenizer's own chat template. A prompt that already begins with the
-  tokenizer's BOS token (a rendered template, as raw-prompt strategies pass) is tokenized here without special
-  tokens, so the engine does not add a second BOS.
+- Each request becomes one vLLM prompt with `SamplingParams(n=...)`. vLLM (0.33) fans it out into n child
+  requests (seeds seed, seed + 1, ...) that share the prompt's KV blocks through prefix caching (on by default),
+  which also shares common prefixes across requests and rounds; `usage.extra["cached_prompt_tokens"]` counts
+  the prompt tokens served from that cache.
+- Prompts go to the engine as token ids, tokenized here: chat messages are rendered with the tokenizer's own
+  chat template and tokenized without special tokens (as `LLM.chat` does); a raw prompt is tokenized with them
+  (as `LLM.generate` does), unless it already begins with BOS (a rendered template, as raw-prompt strategies
+  pass). So each prompt's length is known before submitting: one that vLLM would refuse (empty, or not shorter
+  than the engine's max_model_len) would make `generate` raise and abort the whole batch, so it is not sent; its
+  candidates come back failed (finish_reason "empty_prompt" / "length_prompt") and the rest of the batch goes on.
+- vLLM's finish reasons are kept: "stop", "length", "repetition" (a repetitive pattern detected), and the failed
+  "abort" and "error" (see FAILED_FINISH_REASONS).
 - vLLM refuses n > 1 with temperature 0; greedy decoding is deterministic, so such a request is decoded once and
   its completion repeated n times (as the other backends would return it).
 - Logprobs are vLLM's defaults: the model's raw distribution (before temperature and top-p), like the llama.cpp
   backend's.
+- `close()` shuts the engine down (its engine-core process and the GPU memory it holds) and checks with NVML
+  that the memory came back: a sweep starts the next model's engine only after that.
 
 The request mapping (`to_sampling_params`) and output parsing (`parse_request_output`) are plain functions over
 vLLM's own types, testable without a GPU.
@@ -17,11 +26,11 @@ vLLM's own types, testable without a GPU.
 from __future__ import annotations
 
 import copy
-import gc
 from typing import Any, Sequence
 
-from tteval.backends.base import Completion, Request, Usage, validate_request
-from tteval.errors import TtevalError, first_line
+from tteval.backends.base import Completion, Request, Usage, failed_completion, validate_request
+from tteval.backends.vllm_engine import close_engine, engine_max_len, gpu_memory_used, prompt_failure, start_engine
+from tteval.errors import TtevalError
 
 GREEDY_EPS = 1e-5  # vLLM treats a temperature below this as greedy
 
@@ -102,7 +111,7 @@ def parse_request_output(output: Any, top_logprobs: int = 0) -> list[Completion]
             Completion(
                 text=c.text,
                 num_tokens=len(token_ids),
-                finish_reason="length" if c.finish_reason == "length" else "stop",
+                finish_reason=finish_reason(c.finish_reason),
                 logprob=logprob,
                 token_logprobs=lps,
                 tokens=tokens,
@@ -112,6 +121,13 @@ def parse_request_output(output: Any, top_logprobs: int = 0) -> list[Completion]
             )
         )
     return completions
+
+
+def finish_reason(reason: Any) -> str:
+    """vLLM's finish reason as tteval records it: "stop", "length", "repetition", "abort" or "error" as they are
+    (the last two are failures); an unfinished or unknown one is "error", never a normal "stop"."""
+    reason = str(reason) if reason is not None else ""
+    return reason if reason in ("stop", "length", "repetition", "abort", "error") else "error"
 
 
 def _top(position: dict[int, Any], k: int) -> dict[str, float]:
@@ -139,27 +155,22 @@ class VLLMBackend:
         engine: Any = None,
         **engine_kwargs: Any,
     ) -> None:
-        """Start the engine (or use `engine`, any object with vllm.LLM's generate/get_tokenizer)."""
+        """Start the engine (or use `engine`, any object with vllm.LLM's generate/get_tokenizer/model_config).
+
+        `max_model_len` None lets vLLM fit the longest context its share of GPU memory holds."""
         self.model = model
-        self.usage = Usage(extra={"engine_calls": 0, "cached_prompt_tokens": 0})
+        self.usage = Usage(extra={"engine_calls": 0, "cached_prompt_tokens": 0, "failed_prompts": 0})
+        self._memory_before: int | None = None
         if engine is None:
             vllm = import_vllm()
             if _no_accelerator():
                 raise TtevalError(
                     "vLLM found no GPU on this machine; use the llamacpp backend on CPU (the default)"
                 )
-            try:
-                engine = vllm.LLM(
-                    model=model,
-                    tensor_parallel_size=tensor_parallel_size,
-                    gpu_memory_utilization=gpu_memory_utilization,
-                    max_model_len=max_model_len,
-                    seed=seed,
-                    enable_prefix_caching=enable_prefix_caching,
-                    **engine_kwargs,
-                )
-            except Exception as exc:  # bad model name or path, out of memory, unsupported architecture, ...
-                raise TtevalError(f"vLLM could not start {model}: {first_line(exc)}") from exc
+            self._memory_before = gpu_memory_used()
+            engine = start_engine(vllm, model, "TTEVAL_VLLM_ARGS", model=model, tensor_parallel_size=tensor_parallel_size,
+                                  gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                                  seed=seed, enable_prefix_caching=enable_prefix_caching, **engine_kwargs)  # fmt: skip
         self.engine = engine
         self._tokenizer: Any = None
 
@@ -169,6 +180,11 @@ class VLLMBackend:
         if self._tokenizer is None:
             self._tokenizer = self.engine.get_tokenizer()
         return self._tokenizer
+
+    @property
+    def max_model_len(self) -> int | None:
+        """The engine's context length: a prompt must be shorter than this (None: unknown, not checked)."""
+        return engine_max_len(self.engine)
 
     def apply_chat_template(self, messages: Sequence[tuple[str, str]]) -> str:
         """Render chat messages with the model's own chat template, generation prompt appended."""
@@ -181,28 +197,43 @@ class VLLMBackend:
         except Exception as exc:  # a template's raise_exception, a missing template, a jinja error
             raise TtevalError(f"the chat template of {self.model} rejected the messages: {exc}") from None
 
-    def engine_prompt(self, text: str) -> str | dict[str, list[int]]:
-        """The prompt as the engine takes it: the text, or its token ids when it already starts with BOS."""
+    def engine_prompt(self, text: str, special_tokens: bool = True) -> dict[str, list[int]]:
+        """The prompt's token ids as the engine takes them: with the tokenizer's special tokens (BOS), as
+        `LLM.generate` would add them, unless asked not to or the text already begins with BOS."""
         bos = getattr(self.tokenizer, "bos_token", None)
-        if bos and text.startswith(bos):
-            return {"prompt_token_ids": list(self.tokenizer.encode(text, add_special_tokens=False))}
-        return text
+        special = special_tokens and not (bos and text.startswith(bos))
+        return {"prompt_token_ids": list(self.tokenizer.encode(text, add_special_tokens=special))}
+
+    def request_prompt(self, r: Request) -> dict[str, list[int]]:
+        """A request's engine prompt: a chat rendered and tokenized as `LLM.chat` does, or the raw prompt."""
+        if r.prompt is not None:
+            return self.engine_prompt(r.prompt)
+        return self.engine_prompt(self.apply_chat_template(r.messages or ()), special_tokens=False)
 
     def generate(self, requests: Sequence[Request]) -> list[list[Completion]]:
-        """Return each request's n completions from a single engine call over all requests."""
+        """Return each request's n completions from a single engine call over all requests.
+
+        A request whose prompt the engine would refuse is not sent: its n candidates come back failed."""
         for r in requests:
             validate_request(r)
         params = [to_sampling_params(r) if r.n > 0 else None for r in requests]
-        live = [i for i, p in enumerate(params) if p is not None]
         results: list[list[Completion]] = [[] for _ in requests]
         self.usage.calls += 1
+        limit = self.max_model_len
+        live, prompts = [], []
+        for i, (r, p) in enumerate(zip(requests, params)):
+            if p is None:
+                continue
+            prompt = self.request_prompt(r)
+            reason = prompt_failure(len(prompt["prompt_token_ids"]), limit)
+            if reason is not None:
+                results[i] = [failed_completion(reason, len(prompt["prompt_token_ids"])) for _ in range(r.n)]
+                self.usage.extra["failed_prompts"] += 1
+                continue
+            live.append(i)
+            prompts.append(prompt)
         if not live:
             return results
-        prompts = []
-        for i in live:
-            r = requests[i]
-            text = r.prompt if r.prompt is not None else self.apply_chat_template(r.messages or ())
-            prompts.append(self.engine_prompt(text))
         outputs = self.engine.generate(prompts, [params[i] for i in live], use_tqdm=False)
         if len(outputs) != len(live):
             raise TtevalError(f"vLLM returned {len(outputs)} outputs for {len(live)} prompts")
@@ -220,8 +251,6 @@ class VLLMBackend:
             results[i] = comps
         return results
 
-    def close(self) -> None:
-        """Drop the engine so its GPU memory can be freed."""
-        self.engine = None
-        self._tokenizer = None
-        gc.collect()
+    def close(self) -> str | None:
+        """Shut the engine down; a log line saying whether its GPU memory came back (None if already closed)."""
+        return close_engine(self, f"vLLM engine of {self.model}")

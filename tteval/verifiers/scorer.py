@@ -19,12 +19,16 @@ _BLANK_LINE = re.compile(r"\n\s*\n")  # a newline, then any whitespace-only line
 
 @dataclass
 class ScoreResult:
-    """A scorer's reward in [0, 1] for one candidate, with the per-chain or per-step scores and the tokens it cost."""
+    """A scorer's reward in [0, 1] for one candidate, with the per-chain or per-step scores and the tokens it cost.
+
+    `failed` says why an item could not be scored (e.g. "length_prompt": longer than the scorer's context); such
+    an item gets the lowest reward, 0."""
 
     score: float
     chain_scores: list[float | None] = field(default_factory=list)
     tokens: int = 0
     step_scores: list[float] | None = None
+    failed: str | None = None
 
 
 class Scorer(Protocol):
