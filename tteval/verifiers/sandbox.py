@@ -46,7 +46,7 @@ import secrets
 import select
 import shutil
 import signal
-import stat
+import socket
 import subprocess
 import sys
 import tempfile
@@ -55,7 +55,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from tteval.errors import TtevalError
 
@@ -164,6 +164,44 @@ def run_many(
         return list(pool.map(run_python, sources, per_limits, per_stdin))
 
 
+class Session:
+    """A sandboxed program with a private socket to the harness, for an exchange while it runs (the code checker
+    sends it one call at a time). `channel` is the harness's end; the program's end is the only other copy, held by
+    the program (fd `program_fd`). `wait()` gives the program's ExecResult once it has ended or was killed."""
+
+    def __init__(self, source_for_fd: "Callable[[int], str]", limits: Limits, stdin: str | None = None):
+        self.channel, theirs = socket.socketpair()
+        self.program_fd = theirs.fileno()
+        self._run = _Run(source_for_fd(self.program_fd), limits, stdin, isolation_mode())
+        try:
+            self._run.start(channel_fd=self.program_fd)
+        finally:
+            theirs.close()
+        self._result: ExecResult | None = None
+
+    def wait(self) -> ExecResult:
+        """The program's result: waits for it to end (it ends at the latest at its wall limit)."""
+        if self._result is None:
+            self.channel.close()  # EOF tells a program still reading that the exchange is over
+            self._result = self._run.collect()
+        return self._result
+
+    def close(self) -> None:
+        """Kill the program if it still runs, collect it, remove its files."""
+        try:
+            if self._result is None:
+                self._run.kill()
+                self.wait()
+        finally:
+            self._run.__exit__(None, None, None)
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def isolation_mode() -> str:
     """The strongest isolation that works here: 'namespaces' (root), 'userns' (unprivileged), else 'plain'."""
     forced = os.environ.get("TTEVAL_SANDBOX_MODE", "").strip().lower()
@@ -202,44 +240,53 @@ def _per_item(value: Any, n: int, name: str) -> list[Any]:
     return items
 
 
-def _reveal_plan() -> list[list[Any]]:
-    """[[blocked_dir, [needed paths under it]], ...]: root-only folders the unprivileged program must pass."""
-    return _reveal_plan_for(tuple(sys.path))
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+_DEVICES = ("null", "zero", "full", "random", "urandom")
 
 
-@lru_cache(maxsize=8)
-def _reveal_plan_for(path_entries: tuple[str, ...]) -> list[list[Any]]:
-    needed = {sys.base_prefix, sys.prefix, sys.base_exec_prefix, sys.exec_prefix}
-    needed.add(str(Path(os.path.realpath(sys.executable)).parent.parent))
-    needed.update(p for p in path_entries if p and os.path.isdir(p))
-    plan: dict[str, set[str]] = {}
-    for raw in needed:
-        path = Path(os.path.realpath(raw))
-        for ancestor in reversed(path.parents):
-            if ancestor == Path("/"):
-                continue
-            try:
-                mode = ancestor.stat().st_mode
-            except OSError:
-                break
-            if not mode & stat.S_IXOTH:
-                plan.setdefault(str(ancestor), set()).add(str(path))
-                break
-    out = []
-    for blocked, paths in sorted(plan.items()):
-        keep = sorted(p for p in paths if not any(p != q and p.startswith(q + os.sep) for q in paths))
-        out.append([blocked, keep])
-    return out
+@lru_cache(maxsize=1)
+def _root_plan() -> dict[str, Any]:
+    """What the sandbox's minimal root shows, read-only: the system dirs (symlinks recreated), the interpreter's
+    prefixes, a few /dev nodes; and folders hidden again under them (installed copies of this package, whose
+    data files hold the datasets' tests and gold solutions). Nothing else of the host: no project checkout,
+    no datasets, no /run, /srv, /home, /root or host /tmp."""
+    links, binds = [], set()
+    for top in _SYSTEM_DIRS:
+        if os.path.islink(top):
+            links.append([top, os.readlink(top)])
+        elif os.path.isdir(top):
+            binds.add(top)
+    prefixes = {sys.base_prefix, sys.prefix, sys.base_exec_prefix, sys.exec_prefix,
+                str(Path(os.path.realpath(sys.executable)).parent.parent), os.path.dirname(sys.executable)}
+    tmp_roots = ("/tmp", "/var/tmp", "/dev/shm")
+    for raw in prefixes:
+        for path in {os.path.abspath(raw), os.path.realpath(raw)}:
+            if os.path.isdir(path) and not any(path == r or path.startswith(r + os.sep) for r in tmp_roots):
+                binds.add(path)
+    binds_sorted = sorted(b for b in binds if not any(b != q and b.startswith(q + os.sep) for q in binds))
+    hide = set()
+    for raw in prefixes:
+        for site in Path(raw).glob("lib/python*/site-packages"):
+            for entry in site.glob("tteval*"):
+                if entry.is_dir() and not entry.is_symlink():
+                    hide.add(str(entry))
+    return {"binds": binds_sorted, "links": links, "hide": sorted(hide), "devices": list(_DEVICES)}
+
+
+# Syscall numbers the launcher needs that libc does not wrap, and the seccomp audit arch, per machine.
+_ARCH = {
+    "x86_64": {"pivot_root": 155, "memfd_create": 319, "audit_arch": 0xC000003E, "x32_bit": 0x40000000},
+    "aarch64": {"pivot_root": 41, "memfd_create": 279, "audit_arch": 0xC00000B7, "x32_bit": 0},
+}
 
 
 def _interpreter_paths_under_tmp() -> list[str]:
     """Interpreter / venv folders that live under /tmp, /var/tmp or /dev/shm (e.g. a CI checkout in /tmp): the
     sandbox's private tmpfs would hide them, so they are bound back read-only."""
-    needed = {sys.prefix, sys.exec_prefix, os.path.dirname(sys.executable)}
-    needed.update(p for p in sys.path if p and os.path.isdir(p))
+    needed = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, os.path.dirname(sys.executable)}
     tmp_roots = ("/tmp", "/var/tmp", "/dev/shm")
     found = sorted({os.path.realpath(p) for p in needed} | {os.path.abspath(p) for p in needed})
-    under = [p for p in found if any(p == r or p.startswith(r + os.sep) for r in tmp_roots) and os.path.isdir(p)]
+    under = [p for p in found if any(p.startswith(r + os.sep) for r in tmp_roots) and os.path.isdir(p)]
     return [p for p in under if not any(p != q and p.startswith(q + os.sep) for q in under)]
 
 
@@ -303,7 +350,7 @@ class _Run:
             fh.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def _config(self, report_fd: int) -> dict[str, Any]:
+    def _config(self, report_fd: int, channel_fd: int | None = None) -> dict[str, Any]:
         lim = self.limits
         namespaces = self.mode in ("namespaces", "userns")
         own_uid = self.mode == "namespaces"  # a fresh uid per run; the other modes keep the caller's
@@ -329,24 +376,43 @@ class _Run:
             "network": bool(lim.network),
             "tmpfs_mb": int(lim.file_size_mb),
             "uid": uid if own_uid else None,
-            "reveal": _reveal_plan() if own_uid else [],
+            "root": _root_plan(),
+            "arch": _ARCH.get(os.uname().machine),
             "tmp_keep": _interpreter_paths_under_tmp(),
+            "channel_fd": channel_fd,
+            "root_dir": self.dir,
         }
 
     def result(self) -> ExecResult:
-        read_fd, write_fd = os.pipe()
+        """Start the program and wait for it to end."""
+        self.start()
+        return self.collect()
+
+    def start(self, channel_fd: int | None = None) -> None:
+        """Start the launcher; `channel_fd` (one end of a socketpair) stays open in the program, nowhere else."""
+        self.proc: subprocess.Popen | None = None
+        self.start_error = ""
+        self.read_fd, write_fd = os.pipe()
         try:
-            cfg = repr(self._config(write_fd))
+            cfg = repr(self._config(write_fd, channel_fd))
+            fds = (write_fd,) if channel_fd is None else (write_fd, channel_fd)
             try:
-                proc = subprocess.Popen(
+                self.proc = subprocess.Popen(
                     [sys.executable, "-I", "-S", "-c", _LAUNCHER, cfg],
                     stdin=self.stdin, stdout=self.stdout, stderr=self.stderr,
-                    pass_fds=(write_fd,), start_new_session=True, env={}, cwd=self.dir,
+                    pass_fds=fds, start_new_session=True, env={}, cwd=self.dir,
                 )
             except OSError as exc:
-                return self._finish(None, None, f"cannot start the sandbox launcher: {exc}")
+                self.start_error = f"cannot start the sandbox launcher: {exc}"
+        finally:
             os.close(write_fd)
-            write_fd = -1
+
+    def collect(self) -> ExecResult:
+        """Wait for the program (at most its wall limit plus a backstop), then read its report and output."""
+        try:
+            proc = self.proc
+            if proc is None:
+                return self._finish(None, None, self.start_error)
             try:
                 backstop = not _wait(proc, self.limits.wall_s + _BACKSTOP_S)
             except BaseException:  # e.g. Ctrl-C in the harness: take the run down with us
@@ -356,12 +422,15 @@ class _Run:
             if backstop:
                 _kill_group(proc.pid)
                 proc.wait()
-            report = _read_all(read_fd)
+            report = _read_all(self.read_fd)
             return self._finish(_parse_report(report), proc.returncode, "launcher backstop" if backstop else "")
         finally:
-            os.close(read_fd)
-            if write_fd >= 0:
-                os.close(write_fd)
+            os.close(self.read_fd)
+
+    def kill(self) -> None:
+        """End the run now (its whole process group)."""
+        if getattr(self, "proc", None) is not None and self.proc.poll() is None:
+            _kill_group(self.proc.pid)
 
     def _finish(self, report: dict[str, Any] | None, launcher_rc: int | None, note: str) -> ExecResult:
         out, out_cut, tail = _read_capped(self.stdout, self.limits.output_bytes, TAIL_BYTES)
@@ -481,7 +550,9 @@ libc = ctypes.CDLL(None, use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 libc.syscall.restype = ctypes.c_long
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
+    0x00020000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+MNT_DETACH, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 2, 22, 2
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
     1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
 SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1
@@ -509,7 +580,7 @@ if os.getppid() != cfg["harness_pid"]:
     os._exit(111)
 namespaces = cfg["mode"] in ("namespaces", "userns")
 if namespaces:
-    flags = CLONE_NEWNS | CLONE_NEWPID | (0 if cfg["network"] else CLONE_NEWNET)
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | (0 if cfg["network"] else CLONE_NEWNET)
     if cfg["mode"] == "userns":
         flags |= CLONE_NEWUSER
     outer_uid, outer_gid = os.getuid(), os.getgid()
@@ -542,29 +613,67 @@ def remount_read_only():
 
 
 def build_filesystem():
-    """In the new mount namespace: reveal the interpreter, make everything read-only, private /proc and tmpfs."""
+    """In the new mount namespace: a tmpfs root holding only the system dirs, the interpreter and a few devices,
+    all read-only; private tmpfs /tmp and /dev/shm; a fresh /proc; then pivot_root into it (the host's tree,
+    its datasets, project checkout and socket files, is no longer reachable)."""
+    plan, arch = cfg["root"], cfg["arch"]
+    if arch is None:
+        raise OSError(0, "no pivot_root syscall number for this machine")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    for blocked, paths in cfg["reveal"]:
-        fds = [os.open(p, os.O_PATH | os.O_DIRECTORY) for p in paths]
-        mount("tmpfs", blocked, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-        for p, fd in zip(paths, fds):
-            os.makedirs(p, mode=0o755, exist_ok=True)
-            mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC)
-            os.close(fd)
+    root = cfg["root_dir"]
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    for d in ("tmp", "var/tmp", "dev/shm", "proc"):
+        os.makedirs(os.path.join(root, d), mode=0o755, exist_ok=True)
+    for name in plan["devices"]:
+        host = "/dev/" + name
+        if os.path.exists(host):
+            open(os.path.join(root, "dev", name), "w").close()
+            mount(host, os.path.join(root, "dev", name), None, MS_BIND)
+    for path in plan["binds"]:
+        target = root + path
+        os.makedirs(target, mode=0o755, exist_ok=True)
+        mount(path, target, None, MS_BIND | MS_REC)
+    for path, dest in plan["links"]:
+        os.symlink(dest, root + path)
+    for path in plan["hide"]:
+        if os.path.isdir(root + path):
+            mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=755")
     attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    if libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+    if libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, root.encode(), AT_RECURSIVE, ctypes.byref(attr),
+                    ctypes.sizeof(attr)) != 0:
         remount_read_only()  # kernels before 5.12 have no mount_setattr: remount each mount point instead
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     size = f"size={cfg['tmpfs_mb']}m,mode=1777"
-    keep = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in cfg["tmp_keep"]]
-    for d in ("/tmp", "/var/tmp", "/dev/shm"):
-        if os.path.isdir(d):
-            mount("tmpfs", d, "tmpfs", MS_NOSUID | MS_NODEV, size)
-    for p, fd in keep:  # the interpreter's own folders under a tmp dir, bound back read-only
-        os.makedirs(p, mode=0o755, exist_ok=True)
-        mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC)
-        mount(None, p, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-        os.close(fd)
+    for d in ("tmp", "var/tmp", "dev/shm"):
+        mount("tmpfs", os.path.join(root, d), "tmpfs", MS_NOSUID | MS_NODEV, size)
+    for p in cfg["tmp_keep"]:  # the interpreter's own folders under a tmp dir, bound back read-only
+        os.makedirs(root + p, mode=0o755, exist_ok=True)
+        mount(p, root + p, None, MS_BIND | MS_REC)
+        mount(None, root + p, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.chdir(root)
+    check(libc.syscall(arch["pivot_root"], b".", b"."), "pivot_root")
+    check(libc.umount2(b".", MNT_DETACH), "umount old root")
+    os.chdir("/")
+
+
+def deny_memfd():
+    """seccomp: memfd_create fails with EPERM (its memory escapes RLIMIT_AS, and this machine may have no
+    cgroup v2 memory controller to bound it); other ABIs (x32, i386) get ENOSYS for every call."""
+    import struct
+    arch = cfg["arch"]
+    if arch is None:
+        return
+    ret_errno = 0x00050000
+    code = [(0x20, 0, 0, 4), (0x15, 1, 0, arch["audit_arch"]), (0x06, 0, 0, ret_errno | 38), (0x20, 0, 0, 0),
+            (0x15, 2, 0, arch["memfd_create"]), (0x35, 1, 0, arch["x32_bit"] or 0xFFFFFFFF),
+            (0x06, 0, 0, 0x7FFF0000), (0x06, 0, 0, ret_errno | 1)]
+    buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in code))
+
+    class Prog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    prog = Prog(len(code), ctypes.addressof(buf))
+    check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
 
 
 def child():
@@ -586,6 +695,8 @@ def child():
         os.setresuid(uid, uid, uid)
     check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if namespaces:
+        deny_memfd()
     os.chdir(workdir)
     os.execve(cfg["exe"], cfg["argv"], cfg["env"])
 
@@ -603,6 +714,8 @@ if pid == 0:
         finally:
             os._exit(127)
 os.close(err_w)
+if cfg["channel_fd"] is not None:
+    os.close(cfg["channel_fd"])  # the program holds the only copy: its end closes when it ends
 timed_out = False
 
 
