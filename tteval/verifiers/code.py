@@ -19,17 +19,23 @@ to the machine, not to its own grade.
 from __future__ import annotations
 
 import ast
+import builtins
 import hashlib
+import json
 import re
 import secrets
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Sequence
 
 
 from tteval.errors import TtevalError
 from tteval.estimators import hodges_lehmann  # noqa: F401  (re-exported: reference timing uses it)
-from tteval.verifiers.sandbox import ExecResult, Limits, _per_item, load_limits, run_many
+from tteval.verifiers.sandbox import ExecResult, Limits, Session, _per_item, load_limits, run_many
 
 VERDICTS = ("passed", "failed", "timeout", "crashed", "sandbox_error")
 MARKER = "\x1eTTEVAL-RESULT "
@@ -109,7 +115,7 @@ def extract_code(text: str) -> str:
 
 
 def check_program(program: str, tests: str, limits: Limits) -> CodeVerdict:
-    """Run `program` then `tests` in the sandbox; passed only if every test statement ran without error."""
+    """Run `program` in the sandbox and `tests` in the trusted oracle; passed only if every test statement ran."""
     return check_programs([(program, tests)], limits, workers=1)[0]
 
 
@@ -118,9 +124,158 @@ def check_programs(
 ) -> list[CodeVerdict]:
     """Check many (program, tests) pairs with at most `workers` sandboxes at a time; results in input order."""
     per_limits = _per_item_limits(limits, len(items))
+    if workers < 1:
+        raise TtevalError(f"workers must be at least 1, got {workers}")
+    for program, _ in items:
+        if not isinstance(program, str):
+            raise TtevalError(f"program must be a str, got {type(program).__name__}")
+    jobs = [_oracle_job(tests) for _, tests in items]  # parse every test first: bad tests fail fast
+    split = [i for i, job in enumerate(jobs) if job is not None]
+    inprocess = [i for i, job in enumerate(jobs) if job is None]
+    out: list[CodeVerdict | None] = [None] * len(items)
+    if split:
+        args = [(items[i][0], jobs[i], per_limits[i]) for i in split]
+        if workers == 1 or len(args) == 1:
+            verdicts = [_check_split(*a) for a in args]
+        else:
+            with ThreadPoolExecutor(max_workers=min(workers, len(args)), thread_name_prefix="tteval-check") as pool:
+                verdicts = list(pool.map(lambda a: _check_split(*a), args))
+        for i, v in zip(split, verdicts):
+            out[i] = v
+    if inprocess:
+        for i, v in zip(inprocess, _check_inprocess([items[i] for i in inprocess],
+                                                    [per_limits[i] for i in inprocess], workers)):
+            out[i] = v
+    return [v for v in out if v is not None]
+
+
+def uses_inprocess_mode(tests: str) -> bool:
+    """Whether these tests cannot be split into sandbox calls and trusted comparisons (then they run in the
+    candidate's process, the old way, open to the attacks listed in this module's docstring)."""
+    return _oracle_job(tests) is None
+
+
+_CANNOT_SPLIT = ("globals", "locals", "vars", "eval", "exec", "__import__")
+
+
+def _oracle_job(tests: str) -> dict | None:
+    """What the oracle needs: the test statements, the names the tests take from the program (proxied to the
+    sandbox) and the stdlib modules they use without importing them; None when the tests cannot be split."""
+    tree = _parse_tests(tests)
+    loaded, bound = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else bound).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((a.asname or a.name.split(".")[0]) for a in node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            bound.add(node.rest)
+    if loaded & set(_CANNOT_SPLIT):  # the tests reach for the program's namespace itself
+        return None
+    free = loaded - bound - set(dir(builtins))
+    modules = sorted(n for n in free if n in _STDLIB)
+    return {
+        "units": [text for text, _ in _test_units(tests)],
+        "lines": _normalize(tests).split("\n"),
+        "modules": modules,
+        "remote": sorted(free - set(modules)),
+    }
+
+
+_STDLIB = frozenset(getattr(sys, "stdlib_module_names", ())) or frozenset(
+    ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string", "random", "sys", "cmath",
+     "operator", "statistics", "fractions", "decimal", "datetime", "copy", "json", "os", "array", "struct"))
+_SERVER_SOURCE = (Path(__file__).with_name("candidate_server.py")).read_text(encoding="utf-8")
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_ORACLE_BOOT = (f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
+                "from tteval.verifiers.oracle import main; main()")
+_ORACLE_BACKSTOP_S = 5.0
+
+
+def _check_split(program: str, job: dict, limits: Limits) -> CodeVerdict:
+    """The program in the sandbox, answering calls; the tests in a trusted oracle process that makes them."""
+    def source(fd: int) -> str:
+        return f"{_SERVER_SOURCE}\n\nserve({program!r}, {fd})\n"
+
+    payload, oracle_note = None, ""
+    with Session(source, limits) as session:
+        fd = session.channel.fileno()
+        try:
+            oracle = subprocess.Popen([sys.executable, "-I", "-c", _ORACLE_BOOT, str(fd)], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(fd,),
+                                      env={"PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8"})
+        except OSError as exc:
+            oracle, oracle_note = None, f"cannot start the test oracle: {exc}"
+        if oracle is not None:
+            try:
+                out, err = oracle.communicate(json.dumps(job).encode(), timeout=limits.wall_s + _ORACLE_BACKSTOP_S)
+            except subprocess.TimeoutExpired:
+                oracle.kill()
+                out, err = oracle.communicate()
+                oracle_note = "backstop"
+            except BaseException:
+                oracle.kill()
+                oracle.wait()
+                raise
+            try:
+                payload = json.loads(out) if out else None
+            except ValueError:
+                payload = None
+            if payload is None and not oracle_note:
+                tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit code {oracle.returncode}"]
+                oracle_note = f"the test oracle failed: {tail[0]}"
+        result = session.wait()
+    return _split_verdict(result, payload, oracle_note)
+
+
+def _split_verdict(result: ExecResult, payload: dict | None, oracle_note: str) -> CodeVerdict:
+    """The verdict from the oracle's own comparisons; the sandbox's status only says why a run broke off."""
+    limit = float(result.limit.wall_s)
+    base: dict = dict(runtime_s=result.runtime_s, time_limit_s=limit)
+    stage = payload.get("stage") if isinstance(payload, dict) else None
+    elapsed = payload.get("elapsed") if isinstance(payload, dict) else None
+    base["exec_s"] = float(elapsed) if isinstance(elapsed, (int, float)) else None
+    if stage == "done":
+        return CodeVerdict("passed", True, "", **base)
+    if stage == "tests":
+        line, source, error = payload.get("line"), payload.get("source") or "", payload.get("error") or ""
+        where = f"line {line}: {source}" if line else "tests"
+        index = payload.get("index")
+        return CodeVerdict("failed", False, _one_line(f"{where} -> {error}"),
+                           failed_test=index if isinstance(index, int) else None, **base)
+    if stage == "program":
+        error = payload.get("error") or "error"
+        if error.startswith("SystemExit"):
+            return CodeVerdict("crashed", False, _one_line(f"the program exited before the tests ({error})"), **base)
+        line = payload.get("line")
+        return CodeVerdict("crashed", False, _one_line(f"program{f' line {line}' if line else ''}: {error}"),
+                           **base)
+    if result.status == "timeout" or oracle_note == "backstop":
+        return CodeVerdict("timeout", False, result.note or "time limit", **base)
+    if result.status == "sandbox_error":
+        return CodeVerdict("sandbox_error", False, result.note or "sandbox error", **base)
+    if stage is None and oracle_note:
+        return CodeVerdict("sandbox_error", False, _one_line(oracle_note), **base)
+    why = payload.get("error", "") if isinstance(payload, dict) else ""
+    detail = _crash_detail(result) if result.status != "ok" else _one_line(why or "the program stopped answering")
+    return CodeVerdict("crashed", False, detail, **base)
+
+
+def _check_inprocess(
+    items: Sequence[tuple[str, str]], limits: Sequence[Limits], workers: int
+) -> list[CodeVerdict]:
+    """The old mode: program and tests in one sandboxed process, a result line with a nonce."""
     nonces = [secrets.token_hex(16) for _ in items]
     sources = [_harness_source(program, tests, "check", []) for program, tests in items]
-    results = run_many(sources, per_limits, workers=workers, stdins=[n + "\n" for n in nonces])
+    results = run_many(sources, list(limits), workers=workers, stdins=[n + "\n" for n in nonces])
     return [_verdict(r, n) for r, n in zip(results, nonces)]
 
 
