@@ -68,9 +68,39 @@ def default_limits() -> Limits:
 
 # ---------------------------------------------------------------------------------------------- extraction
 
-_FENCE = re.compile(r"(`{3,}|~{3,})[ \t]*([\w+.#-]*)[ \t]*$")  # a fence at the end of a line, with its info
 _PY_TAGS = {"python", "py", "python3", "py3"}
-_DEFINES = re.compile(r"^\s*(def|class|async\s+def)\s", re.M)
+_DEFINES = re.compile(r"(def|class|async[ \t]+def)(\s|$)")  # matched at the start of a stripped line only
+
+
+def _info_char(ch: str) -> bool:
+    return ch.isalnum() or ch in "_+.#-"
+
+
+def _fence(line: str) -> tuple[int, str, str] | None:
+    """(where the fence starts, the fence, its info word) for a line that ends with ``` / ~~~ (3 or more) plus
+    an optional info word and blanks, else None. Scans from the end once: linear in the line, so text such as
+    a fence followed by 100k spaces costs no more than reading it (a regex here backtracked quadratically)."""
+    end = len(line)
+    while end and line[end - 1] in " \t":
+        end -= 1
+    word = end
+    while word and _info_char(line[word - 1]):
+        word -= 1
+    stop = word
+    while stop and line[stop - 1] in " \t":
+        stop -= 1
+    if not stop or line[stop - 1] not in "`~":
+        return None
+    mark, begin = line[stop - 1], stop - 1
+    while begin and line[begin - 1] == mark:
+        begin -= 1
+    if stop - begin < 3:
+        return None
+    return begin, line[begin:stop], line[word:end]
+
+
+def _defines(block: str) -> bool:
+    return any(_DEFINES.match(line.lstrip()) for line in block.split("\n"))
 
 
 def extract_code(text: str) -> str:
@@ -83,19 +113,19 @@ def extract_code(text: str) -> str:
     current: list[str] | None = None
     fence = ""
     for line in text.split("\n"):
-        match = _FENCE.search(line)
+        match = _fence(line)
         if current is None:
             if match:
-                fence, current = match.group(1), []
-                blocks.append((match.group(2).lower(), current))
+                fence, current = match[1], []
+                blocks.append((match[2].lower(), current))
             continue
-        if match and match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence):
-            before = line[: match.start()]
+        if match and match[1][0] == fence[0] and len(match[1]) >= len(fence):
+            before = line[: match[0]]
             if before.strip():
                 current.append(before)
-            if match.group(2):  # an opening fence inside a block: the previous block was never closed
-                fence, current = match.group(1), []
-                blocks.append((match.group(2).lower(), current))
+            if match[2]:  # an opening fence inside a block: the previous block was never closed
+                fence, current = match[1], []
+                blocks.append((match[2].lower(), current))
             else:
                 current = None
             continue
@@ -105,7 +135,7 @@ def extract_code(text: str) -> str:
         return text
     python = [t for info, t in texts if info in _PY_TAGS] or [t for info, t in texts if not info]
     python = python or [t for _, t in texts]
-    defining = [t for t in python if _DEFINES.search(t)]
+    defining = [t for t in python if _defines(t)]
     if defining:
         return defining[-1]
     return max(reversed(python), key=len)
