@@ -21,6 +21,11 @@ def serve(program, fd):
     getattr_, setattr_, hasattr_ = getattr, setattr, hasattr
     range_, map_, filter_, zip_, enumerate_, reversed_ = range, map, filter, zip, enumerate, reversed
     keys_t, items_t = type_({}.keys()), type_({}.items())
+    by_name = {}
+    for name in ("int", "float", "str", "bool", "list", "tuple", "dict", "set", "frozenset", "complex", "bytes",
+                 "bytearray", "type", "object", "len", "abs", "min", "max", "sum", "sorted", "reversed", "range",
+                 "print"):
+        by_name[id(getattr_(builtins, name))] = name
     refs = {}
     MAX = 1 << 26
 
@@ -88,6 +93,8 @@ def serve(program, fd):
             return {"t": "bytearray", "v": bytes_(v).hex()}
         if isinstance_(v, complex_):
             return {"t": "complex", "v": [v.real, v.imag]}
+        if id(v) in by_name:
+            return {"t": "builtin", "name": by_name[id(v)]}
         module = getattr_(t, "__module__", "") or ""
         if module == "numpy" and getattr_(v, "ndim", None) == 0 and hasattr_(v, "item"):
             return enc(v.item(), depth + 1)
@@ -118,6 +125,8 @@ def serve(program, fd):
             return complex_(*inner)
         if tag == "ref":
             return refs[v["id"]]
+        if tag == "builtin":
+            return getattr_(builtins, v["name"])
         if tag == "gref":
             return lookup({"g": v["name"]})
         raise ValueError("unknown tag")

@@ -211,6 +211,10 @@ def _oracle_job(tests: str) -> dict | None:
     if loaded & set(_CANNOT_SPLIT):  # the tests reach for the program's namespace itself
         return None
     free = loaded - bound - set(dir(builtins))
+    if not free - _STDLIB:  # the function under test is named like a builtin (MBPP 126: `sum`)
+        entry = _first_checked_call(tree)
+        if entry is not None and entry not in bound:
+            free.add(entry)
     modules = sorted(n for n in free if n in _STDLIB)
     return {
         "units": [text for text, _ in _test_units(tests)],
@@ -218,6 +222,19 @@ def _oracle_job(tests: str) -> dict | None:
         "modules": modules,
         "remote": sorted(free - set(modules)),
     }
+
+
+def _first_checked_call(tree: ast.Module) -> str | None:
+    """The function named on the left of the tests' first `assert name(...) == ...`: the entry point when every
+    name the tests use is a builtin. Taken from the tests alone, never from the program."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assert):
+            test = node.test
+            if isinstance(test, ast.Compare) and isinstance(test.left, ast.Call) and isinstance(test.left.func,
+                                                                                                ast.Name):
+                return test.left.func.id
+            return None
+    return None
 
 
 _STDLIB = frozenset(getattr(sys, "stdlib_module_names", ())) or frozenset(

@@ -1,0 +1,443 @@
+"""The hostile battery of issue 14: programs that are wrong on purpose and try to be graded correct anyway.
+
+Each case is a real candidate run through `check_program` (real sandbox, real oracle process) against real tests
+(a shipped MBPP or HumanEval task where the attack needs one). None may pass. Where the attack worked against the
+old in-process harness, a second test shows that it still does there: the attack is real, not a typo that fails
+for another reason. Resource attacks (sockets, IPC, memfd, files) also check that no host object was reached or
+left behind and the sentinel files are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from tteval.verifiers import code as codecheck
+from tteval.verifiers.code import check_program, uses_inprocess_mode
+from tteval.verifiers.sandbox import Limits, isolation_mode, run_python
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = Limits(wall_s=8.0)
+SLOW = Limits(wall_s=60.0)
+needs_namespaces = pytest.mark.skipif(isolation_mode() != "namespaces", reason="needs the namespace sandbox (root)")
+
+MBPP2_TESTS = ("assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)\n"
+               "assert similar_elements((1, 2, 3, 4),(5, 4, 3, 7)) == (3, 4)\n"
+               "assert similar_elements((11, 12, 14, 13),(17, 15, 14, 13)) == (13, 14)\n")
+WRONG2 = "def similar_elements(a, b):\n    return ()\n"
+SET_TESTS = "assert set(similar_elements((3, 4, 5, 6),(5, 7, 4, 10))) == set((4, 5))\n"
+ISCLOSE_TESTS = "import math\nassert math.isclose(area(2), 12.566, rel_tol=1e-3)\n"
+ABS_TESTS = "assert abs(area(2) - 12.566) < 1e-3\n"
+HUMANEVAL_TESTS = ("def check(candidate):\n    assert candidate(3.5) == 0.5\n"
+                   "    assert abs(candidate(1.33) - 0.33) < 1e-6\n\ncheck(truncate_number)\n")
+FAKE_DONE = "'\\x1eTTEVAL-RESULT ' + '0' * 32 + \" {'stage': 'done'}\""
+
+READ_GOLD = '''
+import json, os
+def similar_elements(a, b):
+    for root in ({repo!r} + "/tasks/data", "/work/shared/datasets", {site!r}):
+        try:
+            for line in open(os.path.join(root, "mbpp.jsonl")):
+                row = json.loads(line)
+                if "similar_elements" in row["code"]:
+                    ns = {{}}
+                    exec(row["code"], ns)
+                    return ns["similar_elements"](a, b)
+        except OSError:
+            continue
+    return ()
+'''
+
+READ_MAIN = '''
+import ast, os, sys
+def similar_elements(a, b):
+    for path in [os.path.abspath("main.py"), sys.argv[0]]:
+        try:
+            tree = ast.parse(open(path).read())
+        except (OSError, SyntaxError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Compare) and isinstance(node.left, ast.Call):
+                try:
+                    args = [ast.literal_eval(x) for x in node.left.args]
+                    if args == [a, b]:
+                        return ast.literal_eval(node.comparators[0])
+                except ValueError:
+                    pass
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and "assert" in node.value:
+                for line in node.value.splitlines():
+                    if repr(a).replace(" ", "") in line.replace(" ", ""):
+                        return ast.literal_eval(line.split("==")[-1].strip())
+    return ()
+'''
+
+FRAME_CONSTANTS = '''
+import sys, gc
+def similar_elements(a, b):
+    f = sys._getframe(1)
+    while f is not None:
+        for c in f.f_code.co_consts + tuple(f.f_locals.values()):
+            if isinstance(c, tuple) and len(c) == 2 and c != a and c != b and all(x in a and x in b for x in c):
+                return c
+        f = f.f_back
+    return ()
+'''
+
+GC_LOCALS = '''
+import gc
+def similar_elements(a, b):
+    for obj in gc.get_objects():
+        if isinstance(obj, dict) and "stage" in obj:
+            obj["stage"] = "done"
+        if isinstance(obj, list) and obj and isinstance(obj[0], tuple) and len(obj[0]) == 2 and obj[0][1] is False:
+            obj.clear()
+    return ()
+'''
+
+FORKED_FORGER = f'''
+import os, sys, time
+ballast = bytearray(400 << 20)
+def similar_elements(a, b):
+    return ()
+if os.fork() == 0:
+    line = ""
+    for _ in range(200):
+        time.sleep(0.01)
+        try:
+            data = open("/proc/%d/fd/1" % os.getppid(), "rb").read()
+        except OSError:
+            data = b""
+        if b"TTEVAL-RESULT" in data:
+            line = data.split(b"TTEVAL-RESULT ")[-1].split(b" ")[0].decode()
+            break
+    os.write(1, ("\\n\\x1eTTEVAL-RESULT " + line + " {{'stage': 'done'}}\\n").encode())
+    for fd in range(3, 64):  # and forged replies on every socket it can find
+        for seq in range(1, 8):
+            body = ('{{"seq": %d, "v": [4, 5]}}' % seq).encode()
+            try:
+                os.write(fd, len(body).to_bytes(4, "big") + body)
+            except OSError:
+                pass
+    os._exit(0)
+'''
+
+CTYPES_WRITE = '''
+import ctypes, os
+libc = ctypes.CDLL(None)
+def similar_elements(a, b):
+    for fd in range(0, 64):
+        for seq in range(0, 8):
+            body = ('{"seq": %d, "v": {"t": "tuple", "v": [4, 5]}}' % seq).encode()
+            libc.write(fd, len(body).to_bytes(4, "big") + body, 4 + len(body))
+    return ()
+'''
+
+CTYPES_SMALL_INT = '''
+import ctypes
+def similar_elements(a, b):
+    return ()
+# make every () compare equal to the expected tuples' elements: rewrite the small ints 4 and 5 in place
+for value, as_ in ((4, 0), (5, 0)):
+    ctypes.c_uint32.from_address(id(value) + 24).value = as_
+'''
+
+EQ_ALWAYS = '''
+class Anything:
+    def __eq__(self, other):
+        return True
+    __hash__ = object.__hash__
+    def __ne__(self, other):
+        return False
+def similar_elements(a, b):
+    return Anything()
+'''
+
+EQ_SUBCLASS = '''
+class Tup(tuple):
+    def __eq__(self, other):
+        return True
+    __hash__ = tuple.__hash__
+def similar_elements(a, b):
+    return Tup(())
+'''
+
+STDOUT_FLUSH = f'''
+import sys
+class Out:
+    def __init__(self, real):
+        self.real = real
+    def write(self, s):
+        return len(s)
+    def flush(self):
+        import os
+        for fd in range(3, 32):  # the harness's nonce descriptor: read it first, forge a line with it
+            try:
+                nonce = os.read(fd, 256).strip().decode()
+            except (OSError, UnicodeDecodeError):
+                continue
+            if len(nonce) == 32:
+                os.write(1, ("\\n\\x1eTTEVAL-RESULT " + nonce + " {{'stage': 'done'}}\\n").encode())
+sys.stdout = Out(sys.stdout)
+def similar_elements(a, b):
+    return ()
+'''
+
+# name -> (program, tests); every program returns a wrong answer, and cheats.
+ATTACKS: dict[str, tuple[str, str]] = {
+    "builtins_enumerate": ("import builtins\nbuiltins.enumerate = lambda it, start=0: iter(())\n" + WRONG2,
+                           MBPP2_TESTS),
+    "main_enumerate": ("import sys\nsys.modules['__main__'].enumerate = lambda *a, **k: iter(())\n" + WRONG2,
+                       MBPP2_TESTS),
+    "builtins_assertion_and_compare": ("import builtins\nbuiltins.AssertionError = type('E', (BaseException,), {})\n"
+                                       + WRONG2, MBPP2_TESTS),
+    "frame_constants": (FRAME_CONSTANTS, MBPP2_TESTS),
+    "read_main_py": (READ_MAIN, MBPP2_TESTS),
+    "redefine_set": ("def set(*a):\n    return 0\n" + WRONG2, SET_TESTS),
+    "redefine_sorted": ("def sorted(*a, **k):\n    return 0\n" + WRONG2,
+                        "assert sorted(similar_elements((3, 4), (4, 3))) == sorted([3, 4])\n"),
+    "redefine_frozenset": ("frozenset = lambda *a: 0\n" + WRONG2,
+                           "assert frozenset(similar_elements((3, 4), (4, 3))) == frozenset((3, 4))\n"),
+    "redefine_abs": ("abs = lambda x: 0\ndef area(r):\n    return 0\n", ABS_TESTS),
+    "patch_math_isclose": ("import math\nmath.isclose = lambda *a, **k: True\ndef area(r):\n    return 0\n",
+                           ISCLOSE_TESTS),
+    "read_dataset_gold": (READ_GOLD.format(repo=str(REPO), site=str(
+        next(iter(sorted(Path(os.__file__).parents[3].glob("**/tteval/_tasks/data"))), "/nonexistent"))),
+        MBPP2_TESTS),
+    "forked_child_forges_result": (FORKED_FORGER, MBPP2_TESTS),
+    "gc_harness_locals": (GC_LOCALS, MBPP2_TESTS),
+    "eq_always_true": (EQ_ALWAYS, MBPP2_TESTS),
+    "eq_always_true_tuple_subclass": (EQ_SUBCLASS, MBPP2_TESTS),
+    "eq_always_true_humaneval": (EQ_ALWAYS.replace("similar_elements(a, b)", "truncate_number(x)"),
+                                 HUMANEVAL_TESTS),
+    "ctypes_forged_replies": (CTYPES_WRITE, MBPP2_TESTS),
+    "ctypes_rewrites_small_ints": (CTYPES_SMALL_INT, MBPP2_TESTS),
+    "replaced_stdout_flush": (STDOUT_FLUSH, MBPP2_TESTS),
+    # the twelve of the first battery (tests/test_sandbox.py), against the new harness
+    "sys_exit": (WRONG2 + "import sys\nsys.exit(0)", MBPP2_TESTS),
+    "exit_builtin": (WRONG2 + "exit()", MBPP2_TESTS),
+    "raise_system_exit": (WRONG2 + "raise SystemExit(0)", MBPP2_TESTS),
+    "os_exit": (WRONG2 + "import os\nos._exit(0)", MBPP2_TESTS),
+    "kill_self": (WRONG2 + "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", MBPP2_TESTS),
+    "close_stdout": (WRONG2 + "import os\nos.close(1)", MBPP2_TESTS),
+    "print_fake_result": (WRONG2 + f"print({FAKE_DONE})\nimport builtins\nbuiltins.print = lambda *a, **k: None\n",
+                          MBPP2_TESTS),
+    "atexit_fake_result": (WRONG2 + f"import atexit\natexit.register(lambda: print({FAKE_DONE}))", MBPP2_TESTS),
+    "stdin_nonce": (WRONG2 + "import sys\ndata = sys.stdin.read()\n"
+                    "print('\\x1eTTEVAL-RESULT ' + data.strip() + \" {'stage': 'done'}\")\nsys.exit(0)", MBPP2_TESTS),
+    "trace_hooks": (WRONG2 + "import sys\nsys.settrace(lambda *a: None)\nsys.setprofile(lambda *a: None)",
+                    MBPP2_TESTS),
+    "exit_monkeypatched": (WRONG2 + "import sys, os\nsys.exit = os._exit = lambda *a: None\nraise SystemExit(0)\n",
+                           MBPP2_TESTS),
+    "raise_in_call_with_base_exception": ("def similar_elements(a, b):\n    raise KeyboardInterrupt\n", MBPP2_TESTS),
+    "huge_reply": ("def similar_elements(a, b):\n    return [0] * (30 << 20)\n", MBPP2_TESTS),
+    "deep_reply": ("def similar_elements(a, b):\n    x = []\n    for _ in range(100000):\n        x = [x]\n"
+                   "    return x\n", MBPP2_TESTS),
+}
+# The attacks the old harness (program and tests in one process) graded correct.
+WORKED_IN_PROCESS = ["builtins_enumerate", "main_enumerate", "frame_constants", "redefine_set", "redefine_sorted",
+                     "redefine_frozenset", "redefine_abs", "patch_math_isclose", "eq_always_true",
+                     "eq_always_true_tuple_subclass", "replaced_stdout_flush"]
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+def test_attack_is_not_graded_correct(name):
+    program, tests = ATTACKS[name]
+    assert not uses_inprocess_mode(tests)
+    verdict = check_program(textwrap.dedent(program), tests, FAST)
+    assert not verdict.passed, verdict
+    assert verdict.status in ("failed", "crashed", "timeout"), verdict
+
+
+@pytest.mark.parametrize("name", WORKED_IN_PROCESS)
+def test_attack_is_real_against_the_in_process_harness(name):
+    program, tests = ATTACKS[name]
+    verdict = codecheck._check_inprocess([(textwrap.dedent(program), tests)], [FAST], workers=1)[0]
+    assert verdict.passed, verdict
+
+
+def test_correct_programs_still_pass_with_the_same_tests():
+    good = "def similar_elements(a, b):\n    return tuple(sorted(set(a) & set(b)))\n"
+    for tests in (MBPP2_TESTS, SET_TESTS):
+        assert check_program(good, tests, FAST).passed
+    area = "import math\ndef area(r):\n    return math.pi * r * r\n"
+    assert check_program(area, ISCLOSE_TESTS, FAST).passed and check_program(area, ABS_TESTS, FAST).passed
+    assert check_program("def truncate_number(x):\n    return x % 1.0\n", HUMANEVAL_TESTS, FAST).passed
+
+
+# ------------------------------------------------------------------------------------- host objects
+
+
+@pytest.fixture
+def sentinel(tmp_path):
+    """A host file with a secret in a world-readable folder; it must stay unread and unchanged."""
+    tmp_path.chmod(0o755)
+    path = tmp_path / "sentinel.txt"
+    path.write_text("TOP-SECRET-SENTINEL-7431")
+    path.chmod(0o644)
+    yield path
+    assert path.read_text() == "TOP-SECRET-SENTINEL-7431"
+
+
+@needs_namespaces
+def test_host_file_contents_cannot_be_exfiltrated_through_an_exception(sentinel):
+    targets = [str(sentinel), str(REPO / "tasks" / "data" / "mbpp.jsonl"), str(REPO / "README.md"), "/etc/hostname"]
+    program = ("def similar_elements(a, b):\n    found = []\n    for path in %r:\n        try:\n"
+               "            found.append(open(path).read()[:300])\n        except OSError as exc:\n"
+               "            found.append(type(exc).__name__)\n    raise ValueError(' | '.join(found))\n" % targets[:3])
+    verdict = check_program(program, MBPP2_TESTS, FAST)
+    assert verdict.status == "failed"
+    assert "TOP-SECRET" not in verdict.detail and "task_id" not in verdict.detail and "tteval" not in verdict.detail
+    assert verdict.detail.count("FileNotFoundError") == 3  # the files are not even there
+    overwrite = f"open({str(sentinel)!r}, 'w').write('pwned')\n" + WRONG2
+    assert not check_program(overwrite, MBPP2_TESTS, FAST).passed
+
+
+@needs_namespaces
+def test_no_project_checkout_or_dataset_is_visible():
+    probe = run_python(textwrap.dedent(f"""
+        import os
+        paths = [{str(REPO / 'tasks')!r}, {str(REPO / 'tteval')!r}, {str(REPO / 'tests')!r}, {str(REPO / 'README.md')!r},
+                 "/work/shared/datasets", "/run", "/srv", "/home", "/var/run"]
+        print([p for p in paths if os.path.exists(p)])
+        found = []
+        for top, dirs, files in os.walk("/"):
+            if top == "/":
+                dirs.remove("proc")
+            found += [os.path.join(top, f) for f in files if ".jsonl" in f or "mbpp" in f.lower()]
+        print(found[:5])
+    """), SLOW)
+    assert probe.status == "ok", probe
+    assert probe.stdout.splitlines() == ["[]", "[]"]
+
+
+@needs_namespaces
+def test_host_unix_socket_cannot_be_reached(tmp_path):
+    tmp_path.chmod(0o777)
+    path = str(tmp_path / "host.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    os.chmod(path, 0o777)
+    server.listen(4)
+    server.settimeout(0.2)
+    accepted: list = []
+
+    def accept() -> None:
+        for _ in range(40):
+            try:
+                accepted.append(server.accept())
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept)
+    thread.start()
+    program = textwrap.dedent(f"""
+        import socket
+        def similar_elements(a, b):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect({path!r})
+            s.sendall(repr((a, b)).encode())
+            return tuple(sorted(set(a) & set(b)))
+    """)
+    verdict = check_program(program, MBPP2_TESTS, FAST)
+    thread.join()
+    server.close()
+    assert not verdict.passed and "FileNotFoundError" in verdict.detail
+    assert accepted == []
+
+
+def _sysv_ids(kind: str) -> set[str]:
+    try:
+        lines = Path(f"/proc/sysvipc/{kind}").read_text().splitlines()[1:]
+    except OSError:
+        return set()
+    return {line.split()[0] for line in lines if line.split()}
+
+
+SYSV = textwrap.dedent("""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    KEY = 0x7E571234
+    def similar_elements(a, b):
+        shm = libc.shmget(KEY, 4096, 0o1666 if {create} else 0)
+        msg = libc.msgget(KEY + 1, 0o1666 if {create} else 0)
+        if shm < 0 or msg < 0:
+            raise ValueError("no ipc %d %d" % (shm, msg))
+        addr = libc.shmat(shm, None, 0)
+        if {create}:
+            ctypes.memmove(addr, b"(4, 5)", 6)
+            return ()
+        return eval(ctypes.string_at(addr, 6))
+""")
+
+
+@needs_namespaces
+def test_sysv_ipc_objects_do_not_outlive_the_run():
+    before = (_sysv_ids("shm"), _sysv_ids("msg"))
+    assert not check_program(SYSV.format(create=True), MBPP2_TESTS, FAST).passed
+    assert (_sysv_ids("shm"), _sysv_ids("msg")) == before  # created in its own IPC namespace, gone with it
+    reader = check_program(SYSV.format(create=False), MBPP2_TESTS, FAST)
+    assert not reader.passed and "no ipc -1 -1" in reader.detail
+
+
+@needs_namespaces
+def test_memfd_and_shm_cannot_hold_more_than_the_memory_limit():
+    limits = Limits(wall_s=20.0, memory_mb=512)
+    result = run_python(textwrap.dedent("""
+        import os
+        chunk = b"x" * (16 << 20)
+        try:
+            fd = os.memfd_create("ballast")
+            for _ in range(96):  # 1.5 GB
+                os.write(fd, chunk)
+            print("memfd held 1.5 GB")
+        except OSError as exc:
+            print("memfd refused", exc.errno)
+        try:
+            with open("/dev/shm/ballast", "wb") as fh:
+                for _ in range(96):
+                    fh.write(chunk)
+            print("shm held 1.5 GB")
+        except OSError as exc:
+            print("shm refused", exc.errno)
+    """), limits)
+    memfd, shm = result.stdout.splitlines()
+    assert memfd == "memfd refused 1"  # EPERM from the seccomp filter
+    assert shm in ("shm refused 27", "shm refused 28"), result  # EFBIG (RLIMIT_FSIZE) or ENOSPC (tmpfs size)
+
+
+def test_extract_code_is_linear_on_a_fence_followed_by_spaces():
+    """Was 103 s on 100 KB: the fence regex backtracked over the spaces. The scanner reads each line from its end
+    once, so the cost is a pass over the text; here its answer on the pathological inputs (timing lives in bench/)."""
+    spaces = "```" + " " * 100_000 + "x y"
+    assert codecheck.extract_code(spaces) == spaces  # not a fence: no block, the whole text
+    assert codecheck.extract_code("```python" + " " * 100_000 + "\ndef f(): pass\n```") == "def f(): pass"
+    newlines = "```python\n" + "\n" * 100_000 + "x = 1\n```"
+    assert codecheck.extract_code(newlines).strip() == "x = 1"
+    mega = ("```" + " \t" * 1000 + "!\n") * 1000  # 1 MB of near-fences
+    assert codecheck.extract_code(mega) == mega
+
+
+def test_oracle_decoder_is_strict():
+    from tteval.verifiers import oracle
+
+    channel = oracle.Channel(-1)
+    assert oracle.decode({"t": "tuple", "v": [1, [2.5, "x"], None]}, channel) == (1, [2.5, "x"], None)
+    assert oracle.decode({"t": "dict", "v": [[{"t": "tuple", "v": [1]}, {"t": "set", "v": [1]}]]}, channel) == {
+        (1,): {1}}
+    for bad in ({"t": "pickle", "v": []}, {"t": "set", "v": [[1]]}, {"t": "dict", "v": [[1]]}, {"x": 1},
+                {"t": "complex", "v": ["1", 2]}, {"t": "ref", "id": "1", "type": "x"}):
+        with pytest.raises((ValueError, TypeError)):
+            oracle.decode(bad, channel)
+    assert json.dumps(oracle.encode((1, {2: frozenset([3])}, b"x")))  # what goes out is plain JSON too
+
+
+def test_in_process_mode_is_kept_only_for_tests_that_reach_the_namespace():
+    assert uses_inprocess_mode("assert 'f' in globals()\n")
+    assert not uses_inprocess_mode(MBPP2_TESTS) and not uses_inprocess_mode(HUMANEVAL_TESTS)
