@@ -1,19 +1,26 @@
 """Grade candidate programs against unit tests in the sandbox, calibrate time limits, and sign behaviours.
 
-A check runs one generated script in the sandbox: it compiles the test statements first, then executes the
-program and each top-level test statement in turn in one namespace (as human-eval/evalplus do, `__name__` is not
-"__main__", so `if __name__ == "__main__":` blocks are skipped), stops at the first failure and reports which one.
+A check splits program and tests across two processes (issue 14: the oracle lives outside the candidate's):
 
-Cheating: a pass needs a result line that carries a random 128-bit nonce, and exit code 0. The nonce is never in
-the program's text or environment: the parent writes it to the program's stdin, which the harness moves to a
-spare descriptor before the program starts (the program's own stdin reads as empty), and reads back only after
-the last test passed. So `sys.exit(0)`/`exit()`/`raise SystemExit` before the tests (caught: "crashed"),
-`os._exit(0)` (no result line: "crashed"), replacing `print`, `sys.stdout`, `sys.exit` or `os._exit` (the harness
-kept its own references to the originals) cannot forge a pass. Trace and profile hooks are cleared before each
-test statement. Not stoppable in-process, and documented rather than defended: objects whose `__eq__` always
-returns True, a program that deliberately reads the nonce descriptor, installs frame trace hooks from inside a
-called function, or rewrites the harness through `gc`/`ctypes`. The sandbox bounds what such a program can do
-to the machine, not to its own grade.
+    harness ── oracle (trusted: `oracle.py`, runs the test statements) ══ socket ══ sandbox (`candidate_server.py`
+                                                                                     runs the program, answers calls)
+
+The tests run in the oracle, never in the sandbox; each name they take from the program (the function under
+test, HumanEval's `candidate`, MBPP's classes) is a proxy that sends the call's arguments to the sandbox and gets
+back the raw result as plain tagged JSON, decoded strictly into builtins (objects that are not plain data stay in
+the sandbox as handles equal only to themselves). Every comparison and wrapper (`==`, `set`, `sorted`, `abs`,
+`math.isclose`) is the oracle's own, so the verdict comes from trusted comparisons, not from a line the program
+prints. The program's process never sees the tests or the expected values, and its sandbox shows no project
+checkout or dataset. Top-level test statements run in turn (`__name__` is not "__main__" in the program, so its
+`if __name__ == "__main__":` blocks are skipped, as in human-eval/evalplus); the first failure is reported.
+
+What the battery in tests/test_attacks.py shows is *not* defended: a program may still return the right answers
+for the inputs it is called with if it can compute them (e.g. a lookup table of a public benchmark's answers
+written into the program itself); a test that calls a helper the program defines (HumanEval 32's `poly`) uses
+the candidate's helper; and tests that reach the program's namespace itself (`globals()`, `eval`, `exec`; none
+of the shipped MBPP/HumanEval tasks) fall back to the old in-process mode (`uses_inprocess_mode`), which a
+program can defeat. Behaviour signatures (`behaviour_signature`) still run in-process: they group candidates
+for voting and see no expected values.
 """
 
 from __future__ import annotations

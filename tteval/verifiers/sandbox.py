@@ -8,26 +8,34 @@ How a program runs (`run_python`):
 
 Isolation modes (`isolation_mode()` probes once which one works):
 
-* ``namespaces`` (running as root, the case here): the launcher calls unshare(2) for new PID, mount and network
-  namespaces. The program is PID 1 of its PID namespace, so when it ends or is killed every process it started
-  dies with it (fork bombs, daemons that `setsid()` away); it cannot see or signal the harness (`os.getppid()` is
-  0 in there). Its mount namespace gets: the whole tree read-only (mount_setattr, recursive), a fresh /proc,
-  size-capped private tmpfs on /tmp, /var/tmp and /dev/shm (the working directory is a fresh folder on that
-  /tmp), and root-only folders on the interpreter's path (e.g. /root holding a pyenv Python) replaced by an empty
-  tmpfs that exposes only the interpreter's folders, so the rest of /root stays hidden. Its network namespace
-  has only a loopback device that is down: no connection leaves, not even to 127.0.0.1 of the host. Then it
-  drops to a random unprivileged uid/gid (one per run, so RLIMIT_NPROC, which root ignores and which counts per
-  user, bounds exactly this run's processes and threads), sets no_new_privs and a parent-death signal, and execs.
-* ``userns`` (not root, unprivileged user namespaces allowed): the same PID, mount and network namespaces inside
-  a new user namespace that maps only the caller's own uid, so the program keeps the caller's uid (and could read
-  the caller's files) but the filesystem is read-only outside its private tmpfs, its processes die with it, it
-  cannot see or signal the harness and has no network. RLIMIT_NPROC then counts all the caller's processes, so
+* ``namespaces`` (running as root, the case here): the launcher calls unshare(2) for new PID, mount, IPC and
+  network namespaces. The program is PID 1 of its PID namespace, so when it ends or is killed every process it
+  started dies with it (fork bombs, daemons that `setsid()` away); it cannot see or signal the harness. Its root
+  is a fresh tmpfs, entered with pivot_root, that holds only the system dirs (/usr, /etc, the /bin, /lib
+  symlinks), the interpreter's prefixes (venv included, minus any installed copy of tteval, whose data files
+  hold the datasets), /dev/null, zero, full, random, urandom, a fresh /proc and size-capped private tmpfs on
+  /tmp, /var/tmp and /dev/shm; all read-only but those tmpfs. So the project checkout, the datasets, /run (host
+  Unix socket files), /srv, /home, the rest of /root and the host's /tmp are not there. SysV shared memory,
+  message queues and POSIX queues live in the run's IPC namespace and die with it. The network namespace has
+  only a loopback device that is down: no connection leaves, not even to 127.0.0.1 of the host (abstract Unix
+  sockets are per network namespace too). Then it drops to a random unprivileged uid/gid (one per run, so
+  RLIMIT_NPROC, which root ignores and which counts per user, bounds exactly this run's processes and threads),
+  sets no_new_privs, a parent-death signal and a seccomp filter under which memfd_create fails with EPERM (its
+  pages escape RLIMIT_AS and this machine has no cgroup v2 memory controller to bound them; tmpfs files are
+  bounded by the tmpfs sizes), and execs.
+* ``userns`` (not root, unprivileged user namespaces allowed): the same namespaces and minimal root inside a new
+  user namespace that maps only the caller's own uid, so the program keeps the caller's uid (but sees none of
+  the caller's files beyond the minimal root), its processes die with it, it cannot see or signal the harness
+  and has no network. RLIMIT_NPROC then counts all the caller's processes, so
   it is set to `max_processes` plus those already running.
 * ``plain`` (none of the above works): a new session, the same rlimits, and a kill of the program's process
   group at the end; no network isolation, no uid change, and a descendant that calls `setsid()` can outlive
   the run.
 
 Force a mode with TTEVAL_SANDBOX_MODE=namespaces|userns|plain.
+
+`Session` starts a program with one end of a socketpair open in it (and nowhere else: the launcher closes its
+copy), for the code checker's call-by-call exchange; `run_python` is a session with no exchange.
 
 The program gets a scrubbed environment (PATH, LANG, HOME and TMPDIR = its working directory, PYTHONHASHSEED=0,
 one BLAS/OpenMP thread). It runs with `-s -P` rather than `-I`: those are the two halves of `-I` besides `-E`,
