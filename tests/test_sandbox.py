@@ -30,6 +30,7 @@ from tteval.verifiers.code import (
 from tteval.verifiers.sandbox import (
     ExecResult,
     Limits,
+    Session,
     isolation_mode,
     load_limits,
     run_many,
@@ -113,6 +114,16 @@ def test_exit_codes_and_stdin():
     echoed = run("print(input()[::-1])", stdin="hello\n")
     assert echoed.stdout == "olleh\n"
     assert run("import sys; print(repr(sys.stdin.read()))").stdout == "''\n"
+
+
+def test_session_exchanges_messages_on_a_private_socket():
+    """The program holds the only other end of the session's socket: it answers, and its exit is an EOF."""
+    with Session(lambda fd: f"import os\nos.write({fd}, os.read({fd}, 100).upper())\nprint('bye')", FAST) as s:
+        s.channel.sendall(b"ping")
+        assert s.channel.recv(100) == b"PING"
+        assert s.channel.recv(100) == b""  # the program ended; no launcher copy of the socket keeps it open
+        result = s.wait()
+    assert result.status == "ok" and result.stdout == "bye\n"
 
 
 def test_run_many_preserves_order():
