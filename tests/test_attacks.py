@@ -201,6 +201,24 @@ def test_memfd_and_shm_cannot_hold_more_than_the_memory_limit():
     """), limits)
     memfd, shm = result.stdout.splitlines()
     assert memfd == "memfd refused 1"  # EPERM from the seccomp filter
+    sysv = run_python(textwrap.dedent("""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.shmat.restype = ctypes.c_void_p
+        held = 0
+        for _ in range(24):  # 64 MB segments, touched then detached: 1.5 GB if nothing stops it
+            shm = libc.shmget(0, 64 << 20, 0o1600)
+            if shm < 0:
+                break
+            addr = libc.shmat(shm, None, 0)
+            if addr in (None, ctypes.c_void_p(-1).value):
+                break
+            ctypes.memset(addr, 1, 64 << 20)
+            libc.shmdt(ctypes.c_void_p(addr))
+            held += 64
+        print("held", held)
+    """), limits.replace(file_size_mb=64))
+    assert sysv.status == "ok" and int(sysv.stdout.split()[1]) <= 64, sysv
     assert shm in ("shm refused 27", "shm refused 28"), result  # EFBIG (RLIMIT_FSIZE) or ENOSPC (tmpfs size)
 
 

@@ -16,7 +16,8 @@ Isolation modes (`isolation_mode()` probes once which one works):
   hold the datasets), /dev/null, zero, full, random, urandom, a fresh /proc and size-capped private tmpfs on
   /tmp, /var/tmp and /dev/shm; all read-only but those tmpfs. So the project checkout, the datasets, /run (host
   Unix socket files), /srv, /home, the rest of /root and the host's /tmp are not there. SysV shared memory,
-  message queues and POSIX queues live in the run's IPC namespace and die with it. The network namespace has
+  message queues and POSIX queues live in the run's IPC namespace and die with it (its SysV shared memory is
+  capped at one tmpfs size in all). The network namespace has
   only a loopback device that is down: no connection leaves, not even to 127.0.0.1 of the host (abstract Unix
   sockets are per network namespace too). Then it drops to a random unprivileged uid/gid (one per run, so
   RLIMIT_NPROC, which root ignores and which counts per user, bounds exactly this run's processes and threads),
@@ -658,6 +659,14 @@ def build_filesystem():
         mount(p, root + p, None, MS_BIND | MS_REC)
         mount(None, root + p, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
     mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    # SysV shared memory of this IPC namespace: at most one tmpfs size in all (detached segments escape RLIMIT_AS)
+    shm_bytes = cfg["tmpfs_mb"] << 20
+    for name, value in (("shmmax", shm_bytes), ("shmall", shm_bytes // os.sysconf("SC_PAGE_SIZE"))):
+        try:
+            with open(os.path.join(root, "proc/sys/kernel", name), "w") as fh:
+                fh.write(str(value))
+        except OSError:
+            pass  # best effort (a user namespace may not own these)
     os.chdir(root)
     check(libc.syscall(arch["pivot_root"], b".", b"."), "pivot_root")
     check(libc.umount2(b".", MNT_DETACH), "umount old root")
