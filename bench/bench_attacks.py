@@ -36,7 +36,21 @@ def main() -> None:
     parser.add_argument("--mbpp", type=int, default=200)
     parser.add_argument("--extract-max", type=int, default=2_000_000,
                         help="skip extract_code inputs longer than this (the old quadratic scanner needs hours on 1 MB)")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="only (b), appended to <label>.throughput_rounds (alternate labels for an A/B)")
     args = parser.parse_args()
+    if args.throughput_only:
+        items = corpus("mbpp")[: args.mbpp]
+        t0 = time.perf_counter()
+        check_programs(items, default_limits(), workers=2)
+        seconds = time.perf_counter() - t0
+        merged = json.loads(OUT.read_text()) if OUT.is_file() else {}
+        rounds = merged.setdefault(args.label, {}).setdefault("throughput_rounds", [])
+        rounds.append({"programs": len(items), "ms_per_program_2_workers": round(1000 * seconds / len(items), 1),
+                       "load_average_1m": round(os.getloadavg()[0], 2)})
+        OUT.write_text(json.dumps(merged, indent=1) + "\n")
+        print(rounds[-1])
+        return
     limits = Limits(wall_s=8.0)
     graded_correct = []
     for name, (program, tests) in sorted(ATTACKS.items()):
@@ -72,7 +86,7 @@ def main() -> None:
         "extract_code_s": extract,
     }
     merged = json.loads(OUT.read_text()) if OUT.is_file() else {}
-    merged[args.label] = result
+    merged[args.label] = {**result, **{k: v for k, v in merged.get(args.label, {}).items() if k == "throughput_rounds"}}
     OUT.write_text(json.dumps(merged, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 

@@ -26,13 +26,19 @@ for voting and see no expected values.
 from __future__ import annotations
 
 import ast
+import atexit
 import builtins
 import hashlib
 import json
+import os
 import re
 import secrets
+import select
+import socket
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -254,40 +260,118 @@ _ORACLE_BOOT = (f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
 _ORACLE_BACKSTOP_S = 5.0
 
 
+class _Zygote:
+    """One warm oracle process (`oracle.zygote`), reached over a SOCK_SEQPACKET socket that carries descriptors."""
+
+    def __init__(self) -> None:
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-c", _ORACLE_BOOT, str(theirs.fileno())], pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                env={"PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8"})
+        finally:
+            theirs.close()
+
+    def run(self, channel_fd: int, job: bytes, deadline_s: float) -> tuple[dict | None, str]:
+        """Have a fresh fork of the oracle run `job` against the sandbox behind `channel_fd`: (verdict, note)."""
+        job_r, job_w = os.pipe()
+        verdict_r, verdict_w = os.pipe()
+        try:
+            try:
+                socket.send_fds(self.control, [f"{deadline_s:.3f}".encode()], [channel_fd, job_r, verdict_w])
+            finally:
+                os.close(job_r)
+                os.close(verdict_w)
+            try:
+                view = memoryview(job)
+                while view:
+                    view = view[os.write(job_w, view):]
+            except BrokenPipeError:
+                pass  # the oracle died before reading: no verdict below
+            finally:
+                os.close(job_w)
+            out, ended = _read_until(verdict_r, deadline_s + 2.0)
+        finally:
+            os.close(verdict_r)
+        if not ended:
+            return None, "backstop"
+        try:
+            payload = json.loads(out) if out else None
+        except ValueError:
+            payload = None
+        return (payload, "") if isinstance(payload, dict) else (None, "the test oracle ended without a verdict")
+
+    def close(self) -> None:
+        self.control.close()  # EOF: the zygote exits
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _read_until(fd: int, timeout_s: float) -> tuple[bytes, bool]:
+    """Everything from `fd` up to EOF, and whether EOF came within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return b"".join(chunks), False
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+
+
+class _ZygotePool:
+    """Idle zygotes, one per check running at once, kept for the next call and closed at exit."""
+
+    def __init__(self) -> None:
+        self.idle: list[_Zygote] = []
+        self.lock = threading.Lock()
+        atexit.register(self.close)
+
+    def run(self, channel_fd: int, job: bytes, deadline_s: float) -> tuple[dict | None, str]:
+        for attempt in range(2):
+            with self.lock:
+                zygote = self.idle.pop() if self.idle else None
+            if zygote is None:
+                try:
+                    zygote = _Zygote()
+                except OSError as exc:
+                    return None, f"cannot start the test oracle: {exc}"
+            try:
+                result = zygote.run(channel_fd, job, deadline_s)
+            except OSError:  # the zygote is gone (killed from outside): a new one, once
+                zygote.close()
+                continue
+            with self.lock:
+                self.idle.append(zygote)
+            return result
+        return None, "the test oracle could not be reached"
+
+    def close(self) -> None:
+        with self.lock:
+            idle, self.idle = self.idle, []
+        for zygote in idle:
+            zygote.close()
+
+
+_ORACLES = _ZygotePool()
+
+
 def _check_split(program: str, job: dict, limits: Limits) -> CodeVerdict:
     """The program in the sandbox, answering calls; the tests in a trusted oracle process that makes them."""
     def source(fd: int) -> str:
         return f"{_SERVER_SOURCE}\n\nserve({program!r}, {fd})\n"
 
-    payload, oracle_note = None, ""
     with Session(source, limits) as session:
-        fd = session.channel.fileno()
-        try:
-            oracle = subprocess.Popen([sys.executable, "-I", "-c", _ORACLE_BOOT, str(fd)], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(fd,),
-                                      env={"PYTHONHASHSEED": "0", "LC_ALL": "C.UTF-8"})
-        except OSError as exc:
-            oracle, oracle_note = None, f"cannot start the test oracle: {exc}"
-        if oracle is not None:
-            try:
-                out, err = oracle.communicate(json.dumps(job).encode(), timeout=limits.wall_s + _ORACLE_BACKSTOP_S)
-            except subprocess.TimeoutExpired:
-                oracle.kill()
-                out, err = oracle.communicate()
-                oracle_note = "backstop"
-            except BaseException:
-                oracle.kill()
-                oracle.wait()
-                raise
-            try:
-                payload = json.loads(out) if out else None
-            except ValueError:
-                payload = None
-            if payload is None and not oracle_note:
-                tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit code {oracle.returncode}"]
-                oracle_note = f"the test oracle failed: {tail[0]}"
+        payload, note = _ORACLES.run(session.channel.fileno(), json.dumps(job).encode(),
+                                     limits.wall_s + _ORACLE_BACKSTOP_S)
         result = session.wait()
-    return _split_verdict(result, payload, oracle_note)
+    return _split_verdict(result, payload, note)
 
 
 def _split_verdict(result: ExecResult, payload: dict | None, oracle_note: str) -> CodeVerdict:

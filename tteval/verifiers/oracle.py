@@ -6,7 +6,7 @@ arguments to the sandboxed program (see `candidate_server.py`) and returns its r
 builtins (no object of the candidate's can reach a comparison); objects that are not plain data stay in the
 sandbox and come back as `Remote` handles, equal only to themselves. Builtins, `set`, `sorted`, `math.isclose`
 and every other wrapper the tests apply are this process's own. Run as `python -I -c ...` by
-`tteval.verifiers.code` with the socket to the sandbox as fd argv[1]; job on stdin, verdict on stdout (JSON).
+`tteval.verifiers.code` as a warm zygote that forks one child per check (`zygote`).
 """
 
 from __future__ import annotations
@@ -311,20 +311,55 @@ def _summary_of(error: list) -> str:
     return name + (": " + message if message else "")
 
 
-def main() -> None:
-    """Entry point of the oracle process: job (JSON) on stdin, the sandbox's socket as fd argv[1]."""
-    fd = int(sys.argv[1])
-    job = json.loads(sys.stdin.read())
-    out_fd = os.dup(1)  # the verdict's own descriptor: what the tests print goes to /dev/null
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    os.close(null)
-    verdict = run(job, fd)
-    data = json.dumps(verdict).encode("utf-8", "backslashreplace")
-    view = memoryview(data)
+def zygote(control_fd: int) -> None:
+    """A warm oracle: forks one child per job, so a job costs a fork, not an interpreter start, and every job
+    starts from the same state (results do not depend on which jobs ran before). A job arrives on the control
+    socket as its deadline in seconds plus three descriptors: the sandbox's channel, a pipe with the job (JSON)
+    and a pipe for the verdict (JSON). EOF on the control socket (the harness ended) ends the zygote."""
+    import signal
+    import socket
+
+    control = socket.socket(fileno=control_fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children
+    for name in ("math", "re", "collections", "itertools", "heapq", "functools", "string", "random", "cmath"):
+        importlib.import_module(name)  # what the tests import most, loaded once
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 64, 3)
+        except OSError:
+            os._exit(0)
+        if not message:
+            os._exit(0)
+        if len(fds) == 3:
+            if os.fork() == 0:
+                try:
+                    control.close()
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    signal.setitimer(signal.ITIMER_REAL, float(message.decode()))  # SIGALRM ends a stuck job
+                    _job(*fds)
+                finally:
+                    os._exit(0)
+        for fd in fds:
+            os.close(fd)
+
+
+def _job(channel_fd: int, job_fd: int, verdict_fd: int) -> None:
+    chunks = []
+    while True:
+        chunk = os.read(job_fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(job_fd)
+    verdict = run(json.loads(b"".join(chunks)), channel_fd)
+    view = memoryview(json.dumps(verdict).encode("utf-8", "backslashreplace"))
     while view:
-        view = view[os.write(out_fd, view):]
-    os._exit(0)
+        view = view[os.write(verdict_fd, view):]
+
+
+def main() -> None:
+    """Entry point of a zygote process: `python -I -c ... <control fd>`; what the tests print goes nowhere."""
+    zygote(int(sys.argv[1]))
 
 
 if __name__ == "__main__":
