@@ -21,8 +21,8 @@ for the inputs it is called with if it can compute them (e.g. a lookup table of 
 written into the program itself); a test that calls a helper the program defines (HumanEval 32's `poly`) uses
 the candidate's helper; and tests that reach the program's namespace itself (`globals()`, `eval`, `exec`; none
 of the shipped MBPP/HumanEval tasks) fall back to the old in-process mode (`uses_inprocess_mode`), which a
-program can defeat. Behaviour signatures (`behaviour_signature`) still run in-process: they group candidates
-for voting and see no expected values.
+program can defeat. Behaviour signatures (`behaviour_signature`) evaluate the checked expressions the same way,
+in the oracle.
 """
 
 from __future__ import annotations
@@ -717,9 +717,54 @@ def behaviour_signatures(
 ) -> list[str]:
     """`behaviour_signature` for many (program, tests) pairs, at most `workers` sandboxes at a time, in order."""
     per_limits = _per_item_limits(limits, len(items))
+    jobs = []
+    for _, tests in items:
+        job = _oracle_job(tests)
+        if job is not None:
+            job["calls"] = test_calls(tests)
+            job["setup"] = [setup for _, setup in _test_units(tests)]
+        jobs.append(job)
+    out: list[str | None] = [None] * len(items)
+    split = [i for i, job in enumerate(jobs) if job is not None]
+    if split:
+        args = [(items[i][0], jobs[i], per_limits[i]) for i in split]
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(args))), thread_name_prefix="tteval-sign") as pool:
+            for i, sign in zip(split, pool.map(lambda a: _signature_split(*a), args)):
+                out[i] = sign
+    rest = [i for i, job in enumerate(jobs) if job is None]
+    if rest:
+        for i, sign in zip(rest, _signatures_inprocess([items[i] for i in rest], [per_limits[i] for i in rest],
+                                                       workers)):
+            out[i] = sign
+    return [s for s in out if s is not None]
+
+
+def _signature_split(program: str, job: dict, limits: Limits) -> str:
+    def source(fd: int) -> str:
+        return f"{_SERVER_SOURCE}\n\nserve({program!r}, {fd})\n"
+
+    with Session(source, limits) as session:
+        payload, note = _ORACLES.run(session.channel.fileno(), json.dumps(job).encode(),
+                                     limits.wall_s + _ORACLE_BACKSTOP_S)
+        result = session.wait()
+    stage = payload.get("stage") if payload else None
+    if stage == "signature":
+        joined = "\n".join(str(v) for v in payload.get("values", []))
+        return hashlib.sha256(joined.encode()).hexdigest()
+    if stage == "program":
+        return "!crashed"
+    if result.status == "timeout" or note == "backstop":
+        return "!timeout"
+    return "!" + ("crashed" if result.status in ("ok", "error", "killed") else result.status)
+
+
+def _signatures_inprocess(
+    items: Sequence[tuple[str, str]], limits: Sequence[Limits], workers: int
+) -> list[str]:
+    """The old mode, for tests that cannot be split: the signature harness in the candidate's process."""
     nonces = [secrets.token_hex(16) for _ in items]
     sources = [_harness_source(program, tests, "signature", test_calls(tests)) for program, tests in items]
-    results = run_many(sources, per_limits, workers=workers, stdins=[n + "\n" for n in nonces])
+    results = run_many(sources, list(limits), workers=workers, stdins=[n + "\n" for n in nonces])
     out = []
     for result, nonce in zip(results, nonces):
         payload = _find_result(result, nonce) if result.status == "ok" else None

@@ -286,6 +286,8 @@ def run(job: dict, fd: int) -> dict:
             namespace[name] = Remote(channel, {"g": name}, "global")
     for name in job["remote"]:
         namespace[name] = Remote(channel, {"g": name}, "global")
+    if job.get("calls") is not None:
+        return _signature(job, namespace, channel)
     lines = job["lines"]
     start = time.perf_counter()
     for index, text in enumerate(job["units"]):
@@ -303,6 +305,53 @@ def run(job: dict, fd: int) -> dict:
     if channel.broken:  # the tests may have swallowed the fault; it still ends the check
         return {"stage": "channel", "error": channel.broken, "elapsed": time.perf_counter() - start}
     return {"stage": "done", "elapsed": time.perf_counter() - start, "calls": channel.seq}
+
+
+def _signature(job: dict, namespace: dict, channel: Channel) -> dict:
+    """Behaviour signature: run the setup statements, then evaluate each checked expression (`test_calls`) here and
+    hash its canonical text (or "!" + the exception); the expected values play no part."""
+    import hashlib
+
+    start = time.perf_counter()
+    for text, setup in zip(job["units"], job["setup"]):
+        if setup:
+            try:
+                exec(compile(text, "<tests>", "exec"), namespace)
+            except Exception:  # noqa: BLE001  (as before: a failing setup statement is skipped)
+                pass
+    values = []
+    for expr in job["calls"]:
+        try:
+            text = _canon(eval(compile(expr, "<call>", "eval"), namespace))
+        except ChannelBroken:
+            break
+        except Exception as exc:  # noqa: BLE001
+            text = "!" + _summary(exc)
+        values.append(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32])
+    if channel.broken:
+        return {"stage": "channel", "error": channel.broken}
+    return {"stage": "signature", "values": values, "elapsed": time.perf_counter() - start}
+
+
+def _canon(value: Any, depth: int = 0) -> str:
+    """A canonical text of a decoded value: sets sorted, floats by repr, handles by their type."""
+    kind = type(value)
+    if depth > MAX_DEPTH:
+        return "..."
+    if kind is list or kind is tuple:
+        inner = ",".join(_canon(v, depth + 1) for v in value)
+        return ("[%s]" if kind is list else "(%s)") % inner
+    if kind is dict:
+        return "{%s}" % ",".join(_canon(k, depth + 1) + ":" + _canon(v, depth + 1) for k, v in value.items())
+    if kind is set or kind is frozenset:
+        return kind.__name__ + "{%s}" % ",".join(sorted(_canon(v, depth + 1) for v in value))
+    if kind is float:
+        return float.__repr__(value)
+    if kind is Remote:
+        return repr(value)
+    if hasattr(kind, "__next__"):
+        return "iter" + _canon(list(value), depth + 1)
+    return repr(value)
 
 
 def _summary_of(error: list) -> str:
