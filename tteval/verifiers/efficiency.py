@@ -571,3 +571,68 @@ else:
     run(_cfg["mode"] == "sample")
 os._exit(0)
 '''
+
+
+# ---------------------------------------------------------------------------------------------- tteval glue
+
+
+def is_enamel_task(task: Any) -> bool:
+    """A code task graded by ENAMEL's protocol (its YAML says `code.efficiency: enamel`)."""
+    return getattr(task, "kind", None) == "code" and (getattr(task, "code", None) or {}).get("efficiency") == "enamel"
+
+
+def grade_problems(problems: Sequence[Any], codes: Sequence[Sequence[str]], protocol: Protocol = Protocol(),
+                   cache_dir: Path | None = None) -> list[list[dict[str, Any]]]:  # fmt: skip
+    """Each problem (a `tteval.tasks.Problem` of an ENAMEL task) with its samples' programs: per sample
+    {passed, detail} where detail holds the ENAMEL efficiency record that `metrics` turns into eff@k."""
+    out = []
+    for problem, programs in zip(problems, codes):
+        res = evaluate_problem(EnamelProblem.from_row(problem.row), programs, protocol, cache_dir)
+        ref = {"time_limit_s": res.reference.time_limit_s, "level_times": res.reference.level_times}
+        out.append([
+            {"passed": s.passed, "detail": {"status": s.status, "detail": s.detail, "efficiency": {
+                "protocol": "enamel", "score": s.score, "status": s.status, "level": s.level,
+                "level_effs": s.level_effs, "test_times": s.test_times, "hardness": list(protocol.hardness),
+                "reference": ref}}}
+            for s in res.samples
+        ])  # fmt: skip
+    return out
+
+
+def read_enamel_samples(path: Path, known_ids: set[str]) -> list[dict[str, Any]] | None:
+    """ENAMEL's sample file (a JSON list with one list of programs per HumanEval problem, or an object
+    {index: [programs]}) as records {task_id, sample_index, completion}; None when `path` is not such a file.
+    Problems outside `known_ids` (ENAMEL's 22 excluded ones) are skipped, as ENAMEL's evaluator does."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64).lstrip()
+    except OSError as exc:
+        raise TtevalError(f"cannot read sample file {path}: {exc.strerror or exc}") from None
+    if not head.startswith((b"[", b"{")) or path.suffix == ".jsonl":
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        if head.startswith(b"{"):
+            return None  # JSONL whose first line is an object
+        raise TtevalError(f"{path}: not valid JSON ({exc})") from None
+    if isinstance(data, dict):
+        try:
+            items = sorted((int(k), v) for k, v in data.items())
+        except ValueError:
+            return None  # one JSON object, not ENAMEL's {index: [programs]}
+    elif isinstance(data, list):
+        items = list(enumerate(data))
+    else:
+        return None
+    records = []
+    for index, codes in items:
+        if not isinstance(codes, list) or not all(c is None or isinstance(c, str) for c in codes):
+            raise TtevalError(f"{path}: entry {index} must be a list of program strings (ENAMEL's sample format)")
+        task_id = f"HumanEval/{index}"
+        if task_id not in known_ids:
+            continue
+        records += [{"task_id": task_id, "sample_index": j, "completion": c or ""} for j, c in enumerate(codes)]
+    if not records:
+        raise TtevalError(f"{path}: no samples for this task's problems")
+    return records
