@@ -277,7 +277,9 @@ def _efficiency_scores(groups: dict[str, list[dict[str, Any]]]) -> tuple[list[np
     runtime measured the same way and T = 2 T*; failing samples and timeouts score 0."""
     records = [[(s.get("grading") or {}).get("efficiency") for s in g] for g in groups.values()]
     if all(isinstance(r, dict) and r.get("protocol") == "enamel" for rs in records for r in rs):
-        return [np.array([float(r["score"]) for r in rs]) for rs in records], "eff@k", {"note": ENAMEL_NOTE}
+        clocks = sorted({str(r.get("clock", "wall")) for rs in records for r in rs})
+        note = ENAMEL_NOTE if clocks == ["wall"] else ENAMEL_NOTE + f"; clock {'/'.join(clocks)} (not ENAMEL's wall clock)"
+        return [np.array([float(r["score"]) for r in rs]) for rs in records], "eff@k", {"note": note, "clock": clocks}
     out = []
     for g in groups.values():
         details = [s.get("grading") or {} for s in g]

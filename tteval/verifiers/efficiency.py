@@ -23,6 +23,8 @@ Deviations from the authors' evaluator, one line each:
 * A sample that catches the timer's exception and keeps running is stopped by the sandbox's wall limit and counted
   as a timeout at the level it was in (theirs would hang; their loader replaces two such samples by hand).
 * A sample that kills its own process (os._exit, a signal) fails (theirs would take the evaluator down).
+* Option `Protocol(clock="cpu")` (`TTEVAL_ENAMEL_CLOCK=cpu`): the calling thread's CPU time and a CPU-time kill timer, not
+  wall time, so other jobs on a shared machine do not turn pauses into timeouts (not ENAMEL's; labelled in results).
 * Answers are the reference's output of one run (theirs: the last of 1 or 6 runs; the references are deterministic).
 """
 
@@ -48,6 +50,7 @@ PROTOCOL_VERSION = 1  # bump when the harness changes what the cached tests hold
 EXCLUDED = frozenset({2, 23, 41, 45, 53, 60, 71, 92, 97, 99, 102, 123, 124, 135, 137, 138, 144, 148, 156, 157, 159,
                       160})  # fmt: skip
 PROBLEMSET = tuple(i for i in range(164) if i not in EXCLUDED)
+CLOCKS = ("wall", "cpu")
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,11 @@ class Protocol:
     tolerance_s: float = 0.01  # added to the kill timer
     memory_mb: int = 4096  # memory_giga = 4
     seed: int = 998244353
+    clock: str = "wall"  # "wall": time.time() and a real-time kill timer (ENAMEL); "cpu": the thread's CPU time (option)
 
     def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise TtevalError(f"ENAMEL protocol: clock must be one of {', '.join(CLOCKS)}, got {self.clock!r}")
         if len(self.n_tests) != len(self.hardness) or not self.n_tests:
             raise TtevalError("ENAMEL protocol: n_tests and hardness need one entry per level")
         if any(n < 1 for n in self.n_tests) or self.repeats < 1 or not self.alpha > 1 or self.tolerance_s < 0:
@@ -182,7 +188,7 @@ def time_reference(problem: EnamelProblem, tests: str, protocol: Protocol = Prot
     """Re-time the reference solution on this machine, as `Evaluator.compute_refs` does before each problem."""
     cfg = {"mode": "reference", **_problem_cfg(problem), "code": problem.reference_solution,
            "reps": [protocol.reps(j) for j in range(len(protocol.hardness))],
-           "timed": [bool(h) for h in protocol.hardness]}  # fmt: skip
+           "timed": [bool(h) for h in protocol.hardness], "clock": protocol.clock}  # fmt: skip
     payload, result = _run(cfg, Limits(wall_s=1800.0, memory_mb=protocol.memory_mb), tests)
     if payload is None or payload.get("status") != "ok":
         raise TtevalError(f"{problem.task_id}: the reference solution failed: {_why(payload, result)}")
@@ -202,7 +208,7 @@ def evaluate_sample(problem: EnamelProblem, tests: str, ref: ReferenceTimes, cod
     reps = [protocol.reps(j) for j in range(levels)]
     limit = ref.time_limit_s + protocol.tolerance_s
     cfg = {"mode": "sample", **_problem_cfg(problem), "code": code, "reps": reps, "timed": [True] * levels,
-           "limit": limit, "checker": problem.checker}  # fmt: skip
+           "limit": limit, "checker": problem.checker, "clock": protocol.clock}  # fmt: skip
     runs = sum(n * r for n, r in zip(protocol.n_tests, reps))
     wall = 60.0 + 2.0 * runs * limit  # every run may take up to the limit, plus deep copies and checks
     payload, result = _run(cfg, Limits(wall_s=wall, memory_mb=protocol.memory_mb), tests)
@@ -479,6 +485,12 @@ def swallow_io():
         yield
 
 
+CPU = _cfg.get("clock") == "cpu"  # the option: CPU time of the call, and a CPU-time kill timer (SIGPROF)
+TIMER, SIGNAL = (signal.ITIMER_PROF, signal.SIGPROF) if CPU else (signal.ITIMER_REAL, signal.SIGALRM)
+if CPU:
+    TPL_RUN = TPL_RUN.replace("time.time()", "__clock()")
+
+
 def unsafe_execute(program, scope, limit=None):
     gc_bak = gc.isenabled()
     gc.disable()
@@ -487,12 +499,12 @@ def unsafe_execute(program, scope, limit=None):
             if limit is None:
                 exec(program, scope)
             else:
-                signal.setitimer(signal.ITIMER_REAL, limit)
-                signal.signal(signal.SIGALRM, on_alarm)
+                signal.setitimer(TIMER, limit)
+                signal.signal(SIGNAL, on_alarm)
                 try:
                     exec(program, scope)
                 finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    signal.setitimer(TIMER, 0)
     finally:
         if gc_bak:
             gc.enable()
@@ -543,6 +555,8 @@ def run(sample):
                     scope = dict(time=time, input=None, print=None, __input=deepcopy(inp))
                 else:
                     scope = dict(time=time, __input=deepcopy(inp))
+                if CPU:
+                    scope["__clock"] = time.thread_time  # process CPU time is tick-grained under RLIMIT_CPU
                 try:
                     unsafe_execute(program, scope, limit)
                     if sample:
@@ -581,17 +595,27 @@ def is_enamel_task(task: Any) -> bool:
     return getattr(task, "kind", None) == "code" and (getattr(task, "code", None) or {}).get("efficiency") == "enamel"
 
 
-def grade_problems(problems: Sequence[Any], codes: Sequence[Sequence[str]], protocol: Protocol = Protocol(),
+def clock_from_env() -> str:
+    """The clock of ENAMEL's timings: `$TTEVAL_ENAMEL_CLOCK` (wall | cpu), else wall (the authors')."""
+    clock = os.environ.get("TTEVAL_ENAMEL_CLOCK", "").strip().lower() or "wall"
+    if clock not in CLOCKS:
+        raise TtevalError(f"TTEVAL_ENAMEL_CLOCK must be one of {', '.join(CLOCKS)}, got {clock!r}")
+    return clock
+
+
+def grade_problems(problems: Sequence[Any], codes: Sequence[Sequence[str]], protocol: Protocol | None = None,
                    cache_dir: Path | None = None) -> list[list[dict[str, Any]]]:  # fmt: skip
     """Each problem (a `tteval.tasks.Problem` of an ENAMEL task) with its samples' programs: per sample
     {passed, detail} where detail holds the ENAMEL efficiency record that `metrics` turns into eff@k."""
+    if protocol is None:
+        protocol = Protocol(clock=clock_from_env())
     out = []
     for problem, programs in zip(problems, codes):
         res = evaluate_problem(EnamelProblem.from_row(problem.row), programs, protocol, cache_dir)
         ref = {"time_limit_s": res.reference.time_limit_s, "level_times": res.reference.level_times}
         out.append([
             {"passed": s.passed, "detail": {"status": s.status, "detail": s.detail, "efficiency": {
-                "protocol": "enamel", "score": s.score, "status": s.status, "level": s.level,
+                "protocol": "enamel", "clock": protocol.clock, "score": s.score, "status": s.status, "level": s.level,
                 "level_effs": s.level_effs, "test_times": s.test_times, "hardness": list(protocol.hardness),
                 "reference": ref}}}
             for s in res.samples
