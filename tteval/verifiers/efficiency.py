@@ -24,7 +24,8 @@ Deviations from the authors' evaluator, one line each:
   as a timeout at the level it was in (theirs would hang; their loader replaces two such samples by hand).
 * A sample that kills its own process (os._exit, a signal) fails (theirs would take the evaluator down).
 * Option `Protocol(clock="cpu")` (`TTEVAL_ENAMEL_CLOCK=cpu`): the calling thread's CPU time and a CPU-time kill timer, not
-  wall time, so other jobs on a shared machine do not turn pauses into timeouts (not ENAMEL's; labelled in results).
+  wall time, so other jobs on a shared machine do not turn pauses into timeouts (not ENAMEL's; labelled in results;
+  a sample that sleeps or waits costs nothing on this clock until the sandbox's wall limit).
 * Answers are the reference's output of one run (theirs: the last of 1 or 6 runs; the references are deterministic).
 """
 
