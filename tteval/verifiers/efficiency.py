@@ -31,7 +31,6 @@ Deviations from the authors' evaluator, one line each:
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -219,7 +218,7 @@ def evaluate_sample(problem: EnamelProblem, tests: str, ref: ReferenceTimes, cod
 def _score(payload: dict | None, result: ExecResult, ref: ReferenceTimes, protocol: Protocol) -> SampleEfficiency:
     levels = len(protocol.hardness)
     done = payload.get("times", []) if payload else []
-    test_times = [[est.hodges_lehmann(runs) for runs in level] for level in done]
+    test_times = [[max(0.0, est.hodges_lehmann(runs)) for runs in level] for level in done]  # a clock step back: 0
     status = payload.get("status") if payload else None
     stop = payload.get("level") if payload else None
     detail = str(payload.get("detail", ""))[:300] if payload else ""
@@ -327,10 +326,6 @@ def _why(payload: dict | None, result: ExecResult) -> str:
         return str(payload["detail"])[:300]
     last = (result.stderr.strip().splitlines() or [""])[-1]
     return (result.note or last or result.status)[:300]
-
-
-def _b64(x: bytes) -> str:
-    return base64.b64encode(x).decode()
 
 
 # ENAMEL's `enam/datautils.py` at b97da79c (Apache-2.0), verbatim: the input generators call these helpers.
