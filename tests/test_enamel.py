@@ -184,3 +184,27 @@ def test_enamel_cpu_clock_option(problem0, cache):
     assert busy.passed and busy.status == "timeout" and busy.level == 1 and busy.score == 0.0
     with pytest.raises(Exception, match="clock"):
         EF.Protocol(clock="gpu")
+
+
+STUBBORN = """
+def has_close_elements(numbers, threshold):
+    while len(numbers) > 20:  # swallows the timer's exception and keeps going
+        try:
+            while True:
+                pass
+        except BaseException:
+            pass
+    numbers = sorted(numbers)
+    return any(b - a < threshold for a, b in zip(numbers, numbers[1:]))
+"""
+
+
+def test_enamel_sample_that_catches_the_timer_is_a_timeout_where_it_was(problem0, cache, monkeypatch):
+    """ENAMEL's evaluator would hang on it (their loader swaps two such samples by hand); here the sandbox's wall
+    limit stops it and it counts as a timeout at the level it was in: passed, later levels 0."""
+    monkeypatch.setattr(EF, "WALL_SLACK_S", 3.0)
+    protocol = EF.Protocol(n_tests=(2, 1, 1, 1), repeats=2, tolerance_s=0.2)  # the wall limit: 3 s + 16 x ~0.2 s
+    res = EF.evaluate_problem(problem0, [STUBBORN], protocol, cache_dir=cache)
+    (s,) = res.samples
+    assert s.passed and s.status == "timeout" and s.level == 1 and s.score == 0.0
+    assert [len(t) for t in s.test_times] == [2]  # level 0 complete, nothing of level 1

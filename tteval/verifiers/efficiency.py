@@ -51,6 +51,7 @@ EXCLUDED = frozenset({2, 23, 41, 45, 53, 60, 71, 92, 97, 99, 102, 123, 124, 135,
                       160})  # fmt: skip
 PROBLEMSET = tuple(i for i in range(164) if i not in EXCLUDED)
 CLOCKS = ("wall", "cpu")
+WALL_SLACK_S = 60.0  # a sample's sandbox wall limit: this + 2 x runs x (T + tolerance)
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ def evaluate_sample(problem: EnamelProblem, tests: str, ref: ReferenceTimes, cod
     cfg = {"mode": "sample", **_problem_cfg(problem), "code": code, "reps": reps, "timed": [True] * levels,
            "limit": limit, "checker": problem.checker, "clock": protocol.clock}  # fmt: skip
     runs = sum(n * r for n, r in zip(protocol.n_tests, reps))
-    wall = 60.0 + 2.0 * runs * limit  # every run may take up to the limit, plus deep copies and checks
+    wall = WALL_SLACK_S + 2.0 * runs * limit  # every run may take up to the limit, plus deep copies and checks
     payload, result = _run(cfg, Limits(wall_s=wall, memory_mb=protocol.memory_mb), tests)
     return _score(payload, result, ref, protocol)
 
