@@ -73,7 +73,7 @@ def test_enamel_inputs_match_the_generator_run_as_the_authors_do_and_are_cached(
     tests = pickle.loads(zlib.decompress(base64.b64decode(blob)))  # our own blob: trusted here
     assert [len(level) for level in tests] == [8, 4, 4, 4]
     datautils: dict = {}
-    exec(EF.DATAUTILS, datautils)
+    exec(EF._datautils(), datautils)
     offset = 0
     state = random.getstate()
     try:
