@@ -555,5 +555,9 @@ def test_run_metrics_eff_at_k_from_sandbox_runtimes():
     assert curve[1] == pytest.approx(np.mean(scores))
     assert curve[4] == pytest.approx(1.5)
     assert curve[2] == pytest.approx(np.mean([max(a, b) for a, b in itertools.combinations(scores, 2)]))
+    # CPU times, where the grading recorded them, decide: wall times stretched by load change nothing
+    loaded = [{**s, "grading": {"runtime_s": 9.9, "cpu_s": s["grading"]["runtime_s"], "reference_runtime_s": 5.0,
+                                "reference_cpu_s": 0.1}} for s in samples]  # fmt: skip
+    assert {p["k"]: p["value"] for p in compute_metrics(loaded, task="t")["curves"]["eff@k"]} == pytest.approx(curve)
     no_ref = [{**s, "grading": {"runtime_s": 0.1}} for s in samples]
     assert "eff@k" not in compute_metrics(no_ref, task="t")["curves"]  # math tasks, or an unknown reference time

@@ -190,7 +190,8 @@ def test_cpu_limit_counts_the_whole_process_tree():
 
 def test_cpu_of_finished_subprocesses_counts():
     spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"
-    source = f"import subprocess, sys\nfor _ in range({{n}}):\n    subprocess.run([sys.executable, '-c', {spin!r}])\nprint('done')"
+    source = (f"import subprocess, sys\nfor _ in range({{n}}):\n    subprocess.run([sys.executable, '-c', {spin!r}])\n"
+              "print('done')")
     ok = run(source.format(n=2), Limits(cpu_s=5, wall_s=120, max_processes=16))
     assert ok.status == "ok" and ok.stdout == "done\n" and ok.cpu_s >= 0.8
     over = run(source.format(n=8), Limits(cpu_s=2, wall_s=120, max_processes=16))

@@ -266,19 +266,22 @@ EFF_TIME_FACTOR = 2.0  # ENAMEL's alpha: the time limit is alpha x the reference
 def _efficiency_scores(groups: dict[str, list[dict[str, Any]]]) -> list[np.ndarray] | None:
     """ENAMEL efficiency scores of code samples, one timed level (the task's tests), or None without timings.
 
-    e = max(0, T - t) / (T - T*) for a passing sample with sandbox runtime t, T* the reference solution's runtime
+    e = max(0, T - t) / (T - T*) for a passing sample with sandbox time t, T* the reference solution's time
     measured the same way and T = 2 T* (ENAMEL's alpha = 2); failing samples and timeouts score 0 (a timeout at
-    the only level is a failure). Faster than the reference scores above 1 (not clipped, as in ENAMEL)."""
+    the only level is a failure). Faster than the reference scores above 1 (not clipped, as in ENAMEL). Times are
+    CPU seconds where the grading recorded them (what ENAMEL's wall clock measures on an idle machine, without
+    the load of the moment), else wall seconds (run folders graded before CPU time was recorded)."""
     out = []
     for g in groups.values():
         details = [s.get("grading") or {} for s in g]
-        ref = details[0].get("reference_runtime_s")
+        clock = "cpu_s" if "reference_cpu_s" in details[0] else "runtime_s"
+        ref = details[0].get("reference_cpu_s" if clock == "cpu_s" else "reference_runtime_s")
         if not isinstance(ref, (int, float)) or not ref > 0:
             return None
         limit = EFF_TIME_FACTOR * ref
         scores = []
         for s, d in zip(g, details):
-            t = d.get("runtime_s")
+            t = d.get(clock)
             ok = bool(s.get("correct")) and isinstance(t, (int, float))
             scores.append(est.efficiency_score([t if ok else None], [ref], limit, hardness=(1,), failed=not ok))
         out.append(np.array(scores))

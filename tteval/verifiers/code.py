@@ -400,13 +400,13 @@ def reference_times(
 
 def reference_runtimes(
     items: Sequence[tuple[str, str]], limits: Limits | Sequence[Limits], repeats: int = 3, workers: int = 1,
-    clock: str = "cpu",
+    clock: str = "cpu", repeat_above_s: float = 0.0,
 ) -> list[float | None]:
     """`reference_times` on one clock: "cpu" (what `calibrate_time_limit` takes) or "wall"."""
     if clock not in ("cpu", "wall"):
         raise TtevalError(f"clock must be 'cpu' or 'wall', got {clock!r}")
-    return [None if t is None else t[0 if clock == "cpu" else 1]
-            for t in reference_times(items, limits, repeats=repeats, workers=workers)]
+    times = reference_times(items, limits, repeats=repeats, workers=workers, repeat_above_s=repeat_above_s)
+    return [None if t is None else t[0 if clock == "cpu" else 1] for t in times]
 
 
 # ---------------------------------------------------------------------------------------------- behaviour

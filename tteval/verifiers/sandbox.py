@@ -3,7 +3,8 @@
 How a program runs (`run_python`):
 
     harness (this process)
-      └─ launcher: `python -I -S -c _LAUNCHER cfg`, a new session; holds the wall-time alarm, reports over a pipe
+      └─ launcher: `python -I -S -c _LAUNCHER cfg`, a new session; sums the CPU time of the program's process
+         tree every 0.1 s against the CPU limit, holds the wall-time backstop, reports over a pipe
            └─ program: `python -s -P main.py`, set up between fork and exec
 
 Isolation modes (`isolation_mode()` probes once which one works):
@@ -114,7 +115,7 @@ class Limits:
 class ExecResult:
     """What happened to one sandboxed program: status, exit code, capped output, wall and CPU time."""
 
-    status: str  # "ok" | "error" (non-zero exit) | "timeout" (CPU, or the wall backstop twice) | "killed" | "sandbox_error"
+    status: str  # "ok" | "error" (non-zero exit) | "timeout" (CPU; wall backstop twice) | "killed" | "sandbox_error"
     returncode: int | None  # exit code, or -signal when killed; None when it never ran
     stdout: str
     stderr: str
@@ -414,7 +415,8 @@ class _Run:
         fired = report.get("fired", "")
         cpu_limit = self.limits.cpu_limit_s
         rlimit_cpu = math.ceil(cpu_limit)  # RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL a second later
-        if fired == "cpu" or (rc < 0 and (-rc == signal.SIGXCPU or (-rc == signal.SIGKILL and cpu >= rlimit_cpu - 0.05))):
+        rlimit_hit = rc < 0 and (-rc == signal.SIGXCPU or (-rc == signal.SIGKILL and cpu >= rlimit_cpu - 0.05))
+        if fired == "cpu" or rlimit_hit:
             status, note, fired = "timeout", f"CPU time limit {cpu_limit:g} s", "cpu"
         elif fired == "wall":
             status, note = "timeout", f"wall-time backstop {self.limits.wall_limit_s:g} s ({cpu:.2f} s CPU used)"
