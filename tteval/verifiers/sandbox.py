@@ -625,8 +625,10 @@ def child():
 
 
 err_r, err_w = os.pipe()
-PROC = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)  # the host's /proc (close-on-exec): the program's mount
-start = time.perf_counter()                               # namespace, which we share, gets its own /proc on top
+# The host's /proc, opened before the program's mount namespace (which we share) gets its own /proc on top; the
+# launcher reads the program's process tree through it. Close-on-exec, so the program never holds it.
+PROC = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
+start = time.perf_counter()
 pid = os.fork()
 if pid == 0:
     try:
