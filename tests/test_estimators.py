@@ -558,5 +558,10 @@ def test_run_metrics_eff_at_k_from_sandbox_runtimes():
     assert curve[1] == pytest.approx(np.mean(scores))
     assert curve[4] == pytest.approx(1.5)
     assert curve[2] == pytest.approx(np.mean([max(a, b) for a, b in itertools.combinations(scores, 2)]))
+    # CPU times, where the grading recorded them, decide: wall times stretched by load change nothing
+    loaded = [{**s, "grading": {"runtime_s": 9.9, "cpu_s": s["grading"]["runtime_s"], "reference_runtime_s": 5.0,
+                                "reference_cpu_s": 0.1}} for s in samples]  # fmt: skip
+    loaded_curve = compute_metrics(loaded, task="t")["curves"]["eff@k[process]"]
+    assert {p["k"]: p["value"] for p in loaded_curve} == pytest.approx(curve)
     no_ref = [{**s, "grading": {"runtime_s": 0.1}} for s in samples]
     assert not {"eff@k", "eff@k[process]"} & set(compute_metrics(no_ref, task="t")["curves"])  # math, or no reference

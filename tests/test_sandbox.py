@@ -38,7 +38,7 @@ from tteval.verifiers.sandbox import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = Limits(wall_s=5.0)
+FAST = Limits(cpu_s=5.0)  # CPU time decides; the wall backstop (20 s) only catches waiting programs
 SANDBOX_UID_MIN = 200_000  # the sandbox picks per-run uids at or above this
 
 
@@ -60,15 +60,17 @@ def run(source: str, limits: Limits = FAST, stdin: str | None = None) -> ExecRes
 
 
 def sandbox_processes() -> list[int]:
-    """Host pids of processes running under a sandbox uid (there must be none once a run returned)."""
+    """Host pids of processes running under a sandbox uid from this interpreter (there must be none once a run
+    returned; other checkouts' sandboxes running beside this suite start from their own interpreters)."""
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
                 uid = int(Path(entry.path, "status").read_text().split("\nUid:")[1].split()[0])
+                argv0 = Path(entry.path, "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
             except (OSError, IndexError, ValueError):
                 continue
-            if uid >= SANDBOX_UID_MIN:
+            if uid >= SANDBOX_UID_MIN and argv0 == sys.executable:
                 found.append(int(entry.name))
     return found
 
@@ -100,7 +102,7 @@ def test_legit_program_output_times_and_cleanup():
     text, cwd = result.stdout.split()
     assert text == "hello"
     assert result.runtime_s >= 0.3  # measured wall time of the child, sleep included
-    assert result.runtime_s < FAST.wall_s
+    assert result.runtime_s < FAST.wall_limit_s
     assert result.cpu_s >= 0
     assert result.limit == FAST
     assert not os.path.exists(os.path.join(tempfile.gettempdir(), os.path.basename(cwd)))  # working dir removed
@@ -148,15 +150,21 @@ def test_limits_validation_and_shipped_defaults(tmp_path):
     spec.write_text("limits:\n  wall_seconds: 3\n")
     with pytest.raises(TtevalError, match="wall_seconds"):
         load_limits(spec)
-    assert Limits(wall_s=2.5).cpu_limit_s == 4
-    assert Limits(cpu_s=1.2).cpu_limit_s == 2
+    assert Limits().cpu_limit_s == 10.0 and Limits().wall_limit_s == 35.0  # backstop: 3 x CPU + 5 s
+    assert Limits(cpu_s=1.2).wall_limit_s == pytest.approx(8.6)
+    assert Limits(cpu_s=None).cpu_limit_s == 10.0
+    assert Limits(cpu_s=2, wall_s=3).wall_limit_s == 3.0
+    with pytest.raises(TtevalError):
+        Limits(wall_s=float("inf"))
 
 
 def test_plain_mode_still_limits_time(monkeypatch):
     monkeypatch.setenv("TTEVAL_SANDBOX_MODE", "plain")
     ok = run("print(6 * 7)")
     assert ok.status == "ok" and ok.stdout == "42\n" and ok.isolation == "plain"
-    assert run("while True: pass", Limits(wall_s=1.0)).status == "timeout"
+    assert run("while True: pass", Limits(cpu_s=1)).limit_fired == "cpu"
+    busy_children = run(BUSY_CHILDREN, Limits(cpu_s=2, wall_s=120, max_processes=16))
+    assert busy_children.status == "timeout" and busy_children.limit_fired == "cpu"
     monkeypatch.setenv("TTEVAL_SANDBOX_MODE", "bogus")
     with pytest.raises(TtevalError):
         run("pass")
@@ -165,24 +173,57 @@ def test_plain_mode_still_limits_time(monkeypatch):
 # ------------------------------------------------------------------------------------------------ hostile programs
 
 
-def test_infinite_loop_times_out():
-    result = run("while True: pass", Limits(wall_s=1.0))
-    assert result.status == "timeout"
-    assert "wall" in result.note
-    assert result.runtime_s >= 1.0
+BUSY_CHILDREN = """
+import os
+for _ in range(4):
+    if os.fork() == 0:
+        while True:
+            pass
+while True:
+    pass
+"""
+
+
+def test_infinite_loop_hits_the_cpu_limit():
+    result = run("while True: pass", Limits(cpu_s=1))
+    assert result.status == "timeout" and result.limit_fired == "cpu" and result.reruns == 0
+    assert "CPU" in result.note
+    assert result.cpu_s >= 0.9  # RLIMIT_CPU counts whole seconds; the launcher's poll, to a tick
     harness_alive()
 
 
-def test_cpu_limit_stops_a_busy_program():
-    result = run("while True: pass", Limits(wall_s=8.0, cpu_s=1))
-    assert result.status == "timeout"
-    assert "CPU" in result.note
-    assert result.runtime_s < 8.0
+def test_cpu_limit_counts_the_whole_process_tree():
+    """Five busy processes share one CPU budget: RLIMIT_CPU alone would give each its own."""
+    result = run(BUSY_CHILDREN, Limits(cpu_s=2, wall_s=120, max_processes=16))
+    assert result.status == "timeout" and result.limit_fired == "cpu" and "CPU time limit 2 s" in result.note
+    assert 2.0 <= result.cpu_s < 3.5  # the launcher polls every 0.1 s; five processes overshoot a little
 
 
-def test_sleeping_program_hits_the_wall_limit_not_the_cpu_limit():
+def test_cpu_of_finished_subprocesses_counts():
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass"
+    source = (f"import subprocess, sys\nfor _ in range({{n}}):\n    subprocess.run([sys.executable, '-c', {spin!r}])\n"
+              "print('done')")
+    ok = run(source.format(n=2), Limits(cpu_s=5, wall_s=120, max_processes=16))
+    assert ok.status == "ok" and ok.stdout == "done\n" and ok.cpu_s >= 0.8
+    over = run(source.format(n=8), Limits(cpu_s=2, wall_s=120, max_processes=16))
+    assert over.status == "timeout" and over.limit_fired == "cpu" and "done" not in over.stdout
+
+
+def test_sleeping_program_hits_the_wall_backstop_twice():
     result = run("import time; time.sleep(30)", Limits(wall_s=1.0))
-    assert result.status == "timeout" and "wall" in result.note
+    assert result.status == "timeout" and "wall" in result.note and "twice" in result.note
+    assert result.limit_fired == "wall" and result.reruns == 1 and result.cpu_s < 1.0
+
+
+def test_a_run_stopped_by_the_wall_backstop_is_run_again():
+    """The first run waits past the backstop (as a program starved by load would); the rerun decides."""
+    import time
+
+    until = time.time() + 3.0  # the first run starts before this; the rerun starts after its 3 s backstop
+    result = run(f"import time\nif time.time() < {until!r}:\n    time.sleep(60)\nprint('second run')",
+                 Limits(cpu_s=2, wall_s=3.0))
+    assert result.status == "ok" and result.stdout == "second run\n"
+    assert result.limit_fired == "" and result.reruns == 1
 
 
 @needs_namespaces
@@ -194,8 +235,8 @@ def test_fork_bomb_is_bounded_and_fully_reaped():
                 os.fork()
             except OSError:
                 pass
-    """, Limits(wall_s=2.0, max_processes=16))
-    assert result.status == "timeout"
+    """, Limits(cpu_s=2, max_processes=16))
+    assert result.status == "timeout" and result.limit_fired == "cpu"
     assert sandbox_processes() == []
     harness_alive()
 
@@ -213,7 +254,7 @@ def test_process_limit_holds():
                 children += 1
         except OSError as exc:
             print("stopped after", children, type(exc).__name__)
-    """, Limits(wall_s=3.0, max_processes=8))
+    """, Limits(cpu_s=3.0, max_processes=8))
     assert result.stdout.startswith("stopped after 7 ")  # 8 processes of this uid: the program and 7 children
     assert sandbox_processes() == []
 
@@ -231,7 +272,7 @@ def test_escaped_daemon_dies_with_the_run():
 
 
 def test_memory_bomb_is_refused():
-    limits = Limits(wall_s=10.0, memory_mb=256)
+    limits = Limits(memory_mb=256)
     big = run("x = bytearray(1 << 30)\nprint('allocated')", limits)
     assert big.status == "error" and "MemoryError" in big.stderr and "allocated" not in big.stdout
     growing = run("""
@@ -244,7 +285,7 @@ def test_memory_bomb_is_refused():
 
 
 def test_huge_output_is_capped():
-    limits = Limits(wall_s=10.0, output_bytes=64 << 10, file_size_mb=16)
+    limits = Limits(output_bytes=64 << 10, file_size_mb=16)
     flood = run("""
         import sys
         chunk = "x" * (1 << 20)
@@ -275,7 +316,7 @@ def test_deep_recursion_ends_without_harm():
         def f(n):
             return f(n + 1) + 1
         f(0)
-    """, Limits(wall_s=5.0, memory_mb=256))
+    """, Limits(cpu_s=5.0, memory_mb=256))
     # 3.11 keeps Python frames off the C stack: the frames fill the address space (MemoryError) or the C stack
     # overflows (SIGSEGV) or time runs out; any of those, never "ok", and the harness carries on
     assert unbounded.status in ("killed", "error", "timeout")
@@ -441,7 +482,8 @@ def check(program: str, tests: str = TESTS, limits: Limits = FAST) -> CodeVerdic
 def test_legit_programs_pass_and_fail_with_the_failing_assertion():
     ok = check(GOOD)
     assert ok.status == "passed" and ok.passed and ok.detail == ""
-    assert ok.time_limit_s == FAST.wall_s and ok.runtime_s > 0 and ok.exec_s is not None
+    assert ok.time_limit_s == FAST.cpu_limit_s and ok.wall_limit_s == FAST.wall_limit_s
+    assert ok.runtime_s > 0 and ok.cpu_s > 0 and ok.exec_s is not None and ok.limit_fired == "" and ok.reruns == 0
     wrong = check("def add(a, b):\n    return a + b if a > 0 else 99\n")
     assert wrong.status == "failed" and not wrong.passed
     assert wrong.failed_test == 2
@@ -506,10 +548,13 @@ def test_main_blocks_and_input_are_skipped_like_human_eval():
 
 def test_timeouts_and_batch_order():
     slow = check("import time\ntime.sleep(60)\n" + GOOD, limits=Limits(wall_s=1.0))
-    assert slow.status == "timeout" and slow.time_limit_s == 1.0 and not slow.passed
+    assert slow.status == "timeout" and slow.wall_limit_s == 1.0 and not slow.passed
+    assert slow.limit_fired == "wall" and slow.reruns == 1
+    busy = check("while True: pass\n" + GOOD, limits=Limits(cpu_s=1.0))
+    assert busy.status == "timeout" and busy.limit_fired == "cpu" and busy.time_limit_s == 1.0
     verdicts = check_programs([(GOOD, TESTS), ("def add(a, b): return 0", TESTS), (GOOD, TESTS)], FAST)
     assert [v.status for v in verdicts] == ["passed", "failed", "passed"]
-    limits = [FAST, Limits(wall_s=2.0)]
+    limits = [FAST, Limits(cpu_s=2.0)]
     assert [v.time_limit_s for v in check_programs([(GOOD, TESTS)] * 2, limits)] == [5.0, 2.0]
 
 
@@ -582,13 +627,13 @@ USERNS_SCRIPT = """
 import json, os, sys
 sys.path.insert(0, {repo!r})
 from tteval.verifiers.sandbox import Limits, isolation_mode, run_python
-limits = Limits(wall_s=3.0)
+limits = Limits(cpu_s=3.0)
 out = {{"mode": isolation_mode()}}
 out["write"] = run_python("open({victim!r}, 'w').write('pwned')", limits).status
 out["connect"] = run_python({connect!r}, limits).stdout
 out["daemon"] = run_python("import subprocess, sys\\nsubprocess.Popen([sys.executable, '-c', "
                            "'import time; time.sleep(60)'], start_new_session=True)", limits).status
-out["loop"] = run_python("while True: pass", Limits(wall_s=1.0)).status
+out["loop"] = run_python("while True: pass", Limits(cpu_s=1.0)).status
 print(json.dumps(out))
 """
 

@@ -54,6 +54,9 @@ def test_score_humaneval_evalplus_solutions_and_human_eval_completions(tmp_path)
     # unit tests only: no ENAMEL eff@k, only the process-runtime variant (a reference runs about as fast as itself)
     assert all(g["grading"]["reference_runtime_s"] > 0 for g in graded)
     assert "eff@k" not in metrics["curves"]
+    # CPU time decides: the limit is calibrated from the reference's CPU time (HumanEval's: the 4 s floor)
+    assert all(g["grading"]["reference_cpu_s"] > 0 and g["grading"]["cpu_s"] > 0 for g in graded)
+    assert all(g["grading"]["time_limit_s"] == 4.0 and g["grading"]["limit_fired"] == "" for g in graded)
     eff = {p["k"]: p["value"] for p in metrics["curves"]["eff@k[process]"]}
     assert set(eff) == {1, 2} and 0.2 < eff[1] <= eff[2] < 2.0
     by_problem = {}

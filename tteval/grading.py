@@ -47,7 +47,7 @@ class Grader:
         self.group_code = group_code
         self._math = None
         self._limits: dict = {}
-        self._reference_s: dict[str, float | None] = {}
+        self._reference: dict[str, tuple[float, float] | None] = {}  # task id -> the reference's (CPU s, wall s)
         if task.kind == "math":
             from tteval.verifiers.math import MathGrader
 
@@ -100,8 +100,11 @@ class Grader:
                 klass = -1  # no code, or a program that crashes on the inputs: no vote
             else:
                 klass = classes[pi].setdefault(sig if sig is not None else f"#{i}", len(classes[pi]))
-            detail = {"status": v.status, "detail": v.detail, "runtime_s": v.runtime_s, "time_limit_s": v.time_limit_s,
-                      "reference_runtime_s": self._reference_s.get(problems[pi].task_id)}  # fmt: skip
+            ref = self._reference.get(problems[pi].task_id)
+            detail = {"status": v.status, "detail": v.detail, "runtime_s": v.runtime_s, "cpu_s": v.cpu_s,
+                      "time_limit_s": v.time_limit_s, "wall_limit_s": v.wall_limit_s, "limit_fired": v.limit_fired,
+                      "reruns": v.reruns, "reference_runtime_s": ref[1] if ref else None,
+                      "reference_cpu_s": ref[0] if ref else None}  # fmt: skip
             out[pi].append(Verdict(code if code.strip() else None, bool(v.passed), klass, detail))
         return out
 
@@ -119,17 +122,20 @@ class Grader:
         return out
 
     def _code_limits(self, problems: Sequence[Problem]) -> list:
-        """Per-problem time limits calibrated from the reference solution's measured runtime (evalplus-style)."""
-        from tteval.verifiers.code import calibrate_time_limit, default_limits, reference_runtimes
+        """Per-problem CPU-time limits calibrated from the reference solution's CPU time (evalplus-style), measured
+        one sandbox at a time, three times where it could matter (references above 0.25 CPU s)."""
+        from tteval.verifiers.code import (DEFAULT_TIME_FACTOR, DEFAULT_TIME_FLOOR_S, calibrate_time_limit,
+                                           default_limits, reference_times)
 
         base = default_limits()
         todo = [p for p in problems if p.task_id not in self._limits]
         if todo:
             refs = [(self.task.program(p, self.task.reference(p)), self.task.tests(p)) for p in todo]
-            times = reference_runtimes(refs, base, repeats=1, workers=self.workers)
+            times = reference_times(refs, base, repeats=3, workers=1,
+                                    repeat_above_s=DEFAULT_TIME_FLOOR_S / DEFAULT_TIME_FACTOR / 4)
             for p, t in zip(todo, times):
-                self._limits[p.task_id] = base.replace(wall_s=calibrate_time_limit(t))
-                self._reference_s[p.task_id] = t  # the reference's sandbox runtime: T* of eff@k (None if it failed)
+                self._limits[p.task_id] = base.replace(cpu_s=calibrate_time_limit(t[0] if t else None))
+                self._reference[p.task_id] = t  # (CPU s, wall s); the wall time is T* of eff@k (None if it failed)
         return [self._limits[p.task_id] for p in problems]
 
     def close(self) -> None:

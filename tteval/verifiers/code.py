@@ -55,8 +55,9 @@ from tteval.verifiers.sandbox import ExecResult, Limits, Session, _per_item, loa
 VERDICTS = ("passed", "failed", "timeout", "crashed", "sandbox_error")
 MARKER = "\x1eTTEVAL-RESULT "
 
-# Time-limit calibration, as evalplus does it: T = max(floor, factor x reference time). evalplus uses
-# factor 4 and a 4 s floor; with no reference, 10 s covers MBPP (task 123 alone takes ~3 s on 2 cores).
+# Time-limit calibration, as evalplus does it: T = max(floor, factor x reference time), evalplus's factor 4 and
+# 4 s floor, applied to CPU time (which load does not stretch); with no reference, 10 CPU s covers MBPP (task 123,
+# the slowest reference, uses 3-6 CPU s on 2 cores).
 DEFAULT_TIME_FACTOR = 4.0
 DEFAULT_TIME_FLOOR_S = 4.0
 DEFAULT_UNCALIBRATED_S = 10.0
@@ -70,9 +71,13 @@ class CodeVerdict:
     passed: bool
     detail: str
     runtime_s: float  # wall time of the sandboxed process
-    time_limit_s: float  # the wall limit that applied
+    time_limit_s: float  # the CPU-time limit that applied (the one that decides a timeout)
     failed_test: int | None = None  # index of the first failing top-level test statement
     exec_s: float | None = None  # time spent in program + tests inside the process (no interpreter start)
+    cpu_s: float = 0.0  # CPU time of the sandboxed process and its descendants
+    wall_limit_s: float = 0.0  # the wall-time backstop that applied
+    limit_fired: str = ""  # "cpu", "wall" (the backstop, on the rerun too) or "" (ExecResult.limit_fired)
+    reruns: int = 0  # 1 when the wall backstop stopped a first run and the verdict is the rerun's
 
 
 @lru_cache(maxsize=1)
@@ -369,17 +374,23 @@ def _check_split(program: str, job: dict, limits: Limits) -> CodeVerdict:
     def source(fd: int) -> str:
         return f"{_SERVER_SOURCE}\n\nserve({program!r}, {fd})\n"
 
-    with Session(source, limits) as session:
-        payload, note = _ORACLES.run(session.channel.fileno(), json.dumps(job).encode(),
-                                     limits.wall_s + _ORACLE_BACKSTOP_S)
-        result = session.wait()
+    def once() -> tuple[ExecResult, dict | None, str]:
+        with Session(source, limits) as session:
+            payload, note = _ORACLES.run(session.channel.fileno(), json.dumps(job).encode(),
+                                         limits.wall_limit_s + _ORACLE_BACKSTOP_S)
+            return session.wait(), payload, note
+
+    result, payload, note = once()
+    if result.limit_fired == "wall" or note == "backstop":  # waited or starved, not out of CPU: once more, as run_python
+        result, payload, note = once()
+        result.reruns = 1
     return _split_verdict(result, payload, note)
 
 
 def _split_verdict(result: ExecResult, payload: dict | None, oracle_note: str) -> CodeVerdict:
     """The verdict from the oracle's own comparisons; the sandbox's status only says why a run broke off."""
-    limit = float(result.limit.wall_s)
-    base: dict = dict(runtime_s=result.runtime_s, time_limit_s=limit)
+    base: dict = dict(runtime_s=result.runtime_s, time_limit_s=result.limit.cpu_limit_s, cpu_s=result.cpu_s,
+                      wall_limit_s=result.limit.wall_limit_s, limit_fired=result.limit_fired, reruns=result.reruns)
     stage = payload.get("stage") if isinstance(payload, dict) else None
     elapsed = payload.get("elapsed") if isinstance(payload, dict) else None
     base["exec_s"] = float(elapsed) if isinstance(elapsed, (int, float)) else None
@@ -420,8 +431,8 @@ def _check_inprocess(
 
 
 def _verdict(result: ExecResult, nonce: str) -> CodeVerdict:
-    limit = float(result.limit.wall_s)
-    base = dict(runtime_s=result.runtime_s, time_limit_s=limit)
+    base = dict(runtime_s=result.runtime_s, time_limit_s=result.limit.cpu_limit_s, cpu_s=result.cpu_s,
+                wall_limit_s=result.limit.wall_limit_s, limit_fired=result.limit_fired, reruns=result.reruns)
     if result.status == "timeout":
         return CodeVerdict("timeout", False, result.note or "time limit", **base)
     if result.status == "sandbox_error":
@@ -652,8 +663,8 @@ def calibrate_time_limit(
     floor_s: float = DEFAULT_TIME_FLOOR_S,
     default_s: float = DEFAULT_UNCALIBRATED_S,
 ) -> float:
-    """The wall limit for a task: max(floor_s, factor x reference runtime), or max(floor_s, default_s) when the
-    reference runtime is unknown (None). Measure the reference on this machine (`reference_runtimes`)."""
+    """The CPU-time limit for a task: max(floor_s, factor x the reference's CPU time), or max(floor_s, default_s)
+    when the reference time is unknown (None). Measure the reference on this machine (`reference_runtimes`)."""
     for name, value in (("factor", factor), ("floor_s", floor_s), ("default_s", default_s)):
         if not value > 0:
             raise TtevalError(f"calibrate_time_limit: {name} must be positive, got {value!r}")
@@ -664,19 +675,39 @@ def calibrate_time_limit(
     return float(max(floor_s, factor * reference_runtime_s))
 
 
-def reference_runtimes(
-    items: Sequence[tuple[str, str]], limits: Limits | Sequence[Limits], repeats: int = 3, workers: int = 1
-) -> list[float | None]:
-    """Time each reference (program, tests) `repeats` times in the sandbox; the Hodges-Lehmann runtime per item,
-    or None where a run did not pass. One worker by default: concurrent runs distort timings (ENAMEL's advice)."""
+def reference_times(
+    items: Sequence[tuple[str, str]], limits: Limits | Sequence[Limits], repeats: int = 3, workers: int = 1,
+    repeat_above_s: float = 0.0,
+) -> list[tuple[float, float] | None]:
+    """Run each reference (program, tests) `repeats` times in the sandbox: per item the Hodges-Lehmann (CPU s,
+    wall s), or None where a run did not pass. Items whose first run used less than `repeat_above_s` CPU s run
+    once (a limit calibrated from them is the floor anyway). One worker by default: concurrent runs distort
+    timings (ENAMEL's advice), wall time most; CPU time, which calibrates the limits, barely moves with load."""
     if repeats < 1:
         raise TtevalError(f"repeats must be at least 1, got {repeats}")
-    rounds = [check_programs(items, limits, workers=workers) for _ in range(repeats)]
-    out: list[float | None] = []
-    for per_item in zip(*rounds):
+    per_limits = _per_item_limits(limits, len(items))
+    runs = [[v] for v in check_programs(items, per_limits, workers=workers)]
+    again = [i for i, r in enumerate(runs) if r[0].passed and r[0].cpu_s >= repeat_above_s]
+    for _ in range(repeats - 1):
+        for i, v in zip(again, check_programs([items[i] for i in again], [per_limits[i] for i in again], workers)):
+            runs[i].append(v)
+    out: list[tuple[float, float] | None] = []
+    for per_item in runs:
         ok = all(v.passed for v in per_item)
-        out.append(hodges_lehmann([v.runtime_s for v in per_item]) if ok else None)
+        out.append((hodges_lehmann([v.cpu_s for v in per_item]), hodges_lehmann([v.runtime_s for v in per_item]))
+                   if ok else None)
     return out
+
+
+def reference_runtimes(
+    items: Sequence[tuple[str, str]], limits: Limits | Sequence[Limits], repeats: int = 3, workers: int = 1,
+    clock: str = "cpu", repeat_above_s: float = 0.0,
+) -> list[float | None]:
+    """`reference_times` on one clock: "cpu" (what `calibrate_time_limit` takes) or "wall"."""
+    if clock not in ("cpu", "wall"):
+        raise TtevalError(f"clock must be 'cpu' or 'wall', got {clock!r}")
+    times = reference_times(items, limits, repeats=repeats, workers=workers, repeat_above_s=repeat_above_s)
+    return [None if t is None else t[0 if clock == "cpu" else 1] for t in times]
 
 
 # ---------------------------------------------------------------------------------------------- behaviour
@@ -745,7 +776,7 @@ def _signature_split(program: str, job: dict, limits: Limits) -> str:
 
     with Session(source, limits) as session:
         payload, note = _ORACLES.run(session.channel.fileno(), json.dumps(job).encode(),
-                                     limits.wall_s + _ORACLE_BACKSTOP_S)
+                                     limits.wall_limit_s + _ORACLE_BACKSTOP_S)
         result = session.wait()
     stage = payload.get("stage") if payload else None
     if stage == "signature":

@@ -3,7 +3,8 @@
 How a program runs (`run_python`):
 
     harness (this process)
-      └─ launcher: `python -I -S -c _LAUNCHER cfg`, a new session; holds the wall-time alarm, reports over a pipe
+      └─ launcher: `python -I -S -c _LAUNCHER cfg`, a new session; sums the CPU time of the program's process
+         tree every 0.1 s against the CPU limit, holds the wall-time backstop, reports over a pipe
            └─ program: `python -s -P main.py`, set up between fork and exec
 
 Isolation modes (`isolation_mode()` probes once which one works):
@@ -72,14 +73,21 @@ STATUSES = ("ok", "error", "timeout", "killed", "sandbox_error")
 TAIL_BYTES = 4096  # kept from the end of a truncated stdout, where status lines go
 _BACKSTOP_S = 5.0  # extra seconds the harness waits for the launcher before killing it itself
 _UID_RANGE = (200_000, 2**31 - 2)  # random per-run uid/gid; no passwd entry needed
+DEFAULT_CPU_S = 10.0  # CPU limit when none is given (MBPP's slowest reference, task 123, needs 3-6 s)
+WALL_FACTOR, WALL_EXTRA_S = 3.0, 5.0  # wall backstop = 3 x the CPU limit + 5 s unless `wall_s` is set
+POLL_S = 0.1  # how often the launcher sums the CPU time of the program's process tree
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits for one program; the defaults equal the shipped `verifiers/sandbox.yaml`."""
+    """Resource limits for one program; the defaults equal the shipped `verifiers/sandbox.yaml`.
 
-    wall_s: float = 10.0  # wall-clock limit of the program, interpreter start included
-    cpu_s: float | None = None  # CPU seconds (RLIMIT_CPU, whole seconds); None: wall_s rounded up, plus 1
+    CPU time decides (it does not grow with machine load); wall time is only a backstop against programs that
+    wait (sleep, a blocked read), several times the CPU limit, and a run it stops is run once more (`run_python`).
+    """
+
+    wall_s: float | None = None  # wall-clock backstop; None: WALL_FACTOR x the CPU limit + WALL_EXTRA_S
+    cpu_s: float | None = DEFAULT_CPU_S  # CPU s of the program and all its descendants; None: DEFAULT_CPU_S
     memory_mb: int = 4096  # address space (RLIMIT_AS)
     file_size_mb: int = 64  # largest file written (RLIMIT_FSIZE), stdout/stderr included; also each tmpfs size
     max_processes: int = 64  # processes + threads of the run (RLIMIT_NPROC under a per-run uid)
@@ -87,17 +95,25 @@ class Limits:
     network: bool = False  # True keeps the host network (no network namespace)
 
     def __post_init__(self) -> None:
-        for name in ("wall_s", "memory_mb", "file_size_mb", "max_processes", "output_bytes"):
+        for name in ("memory_mb", "file_size_mb", "max_processes", "output_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise TtevalError(f"sandbox limit {name} must be a positive number, got {value!r}")
-        if self.cpu_s is not None and not (isinstance(self.cpu_s, (int, float)) and self.cpu_s > 0):
-            raise TtevalError(f"sandbox limit cpu_s must be a positive number or null, got {self.cpu_s!r}")
+        for name in ("wall_s", "cpu_s"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value < 1e6):
+                raise TtevalError(f"sandbox limit {name} must be a positive number of seconds or null, got {value!r}")
 
     @property
-    def cpu_limit_s(self) -> int:
-        """The RLIMIT_CPU soft limit applied, in whole seconds."""
-        return math.ceil(self.cpu_s) if self.cpu_s is not None else math.ceil(self.wall_s) + 1
+    def cpu_limit_s(self) -> float:
+        """The CPU-time limit of the whole run, in seconds (the limit that decides a timeout)."""
+        return float(self.cpu_s) if self.cpu_s is not None else DEFAULT_CPU_S
+
+    @property
+    def wall_limit_s(self) -> float:
+        """The wall-time backstop, in seconds: `wall_s`, else WALL_FACTOR x the CPU limit + WALL_EXTRA_S."""
+        return float(self.wall_s) if self.wall_s is not None else WALL_FACTOR * self.cpu_limit_s + WALL_EXTRA_S
 
     def replace(self, **changes: Any) -> "Limits":
         """A copy with some limits changed (validated again)."""
@@ -108,18 +124,20 @@ class Limits:
 class ExecResult:
     """What happened to one sandboxed program: status, exit code, capped output, wall and CPU time."""
 
-    status: str  # "ok" | "error" (non-zero exit) | "timeout" (wall or CPU) | "killed" (signal) | "sandbox_error"
+    status: str  # "ok" | "error" (non-zero exit) | "timeout" (CPU; wall backstop twice) | "killed" | "sandbox_error"
     returncode: int | None  # exit code, or -signal when killed; None when it never ran
     stdout: str
     stderr: str
     runtime_s: float  # wall time from fork to reap of the program (its interpreter start included)
-    cpu_s: float  # user + system CPU of the program and the children it waited for
+    cpu_s: float  # user + system CPU of the program and all its descendants
     limit: Limits
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     stdout_tail: str = ""  # the last TAIL_BYTES of stdout when it was truncated, else ""
     isolation: str = ""  # "namespaces" | "userns" | "plain"
-    note: str = ""  # why it ended, when not by itself (e.g. "wall time limit 2 s"), or the sandbox error
+    note: str = ""  # why it ended, when not by itself (e.g. "CPU time limit 2 s"), or the sandbox error
+    limit_fired: str = ""  # the limit that ended the (last) run: "cpu", "wall" (the backstop), or "" (none)
+    reruns: int = 0  # 1 when a first run hit the wall backstop and this result is of the run after it
 
 
 def load_limits(path: str | Path | None = None, **overrides: Any) -> Limits:
@@ -143,12 +161,22 @@ def load_limits(path: str | Path | None = None, **overrides: Any) -> Limits:
 
 
 def run_python(source: str, limits: Limits, stdin: str | None = None) -> ExecResult:
-    """Run one Python program in a fresh sandbox and return its status, capped output and times."""
+    """Run one Python program in a fresh sandbox and return its status, capped output and times. A run stopped
+    by the wall backstop used less CPU than its limit (it waited, or load starved it), so it is run once more and
+    is a timeout only if the backstop stops it again: a verdict does not depend on the load of the moment."""
     if not isinstance(source, str):
         raise TtevalError(f"run_python needs the program as a str, got {type(source).__name__}")
     mode = isolation_mode()
     with _Run(source, limits, stdin, mode) as run:
-        return run.result()
+        first = run.result()
+    if first.limit_fired != "wall":
+        return first
+    with _Run(source, limits, stdin, mode) as run:
+        again = run.result()
+    again.reruns = 1
+    if again.limit_fired == "wall":
+        again.note += f" twice (first run: {first.cpu_s:.2f} s CPU in {first.runtime_s:.1f} s)"
+    return again
 
 
 def run_many(
@@ -374,9 +402,11 @@ class _Run:
             "exe": sys.executable,
             "argv": [sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []), "main.py"],
             "env": _program_env(workdir),
-            "wall_s": float(lim.wall_s),
+            "wall_s": lim.wall_limit_s,
+            "cpu_s": lim.cpu_limit_s,
+            "poll_s": POLL_S,
             "rlimits": {
-                "RLIMIT_CPU": [lim.cpu_limit_s, lim.cpu_limit_s + 1],
+                "RLIMIT_CPU": [math.ceil(lim.cpu_limit_s), math.ceil(lim.cpu_limit_s) + 1],
                 "RLIMIT_AS": [lim.memory_mb << 20] * 2,
                 "RLIMIT_FSIZE": [lim.file_size_mb << 20] * 2,
                 "RLIMIT_NPROC": [_nproc_limit(lim.max_processes, own_uid)] * 2,
@@ -423,7 +453,7 @@ class _Run:
             if proc is None:
                 return self._finish(None, None, self.start_error)
             try:
-                backstop = not _wait(proc, self.limits.wall_s + _BACKSTOP_S)
+                backstop = not _wait(proc, self.limits.wall_limit_s + _BACKSTOP_S)
             except BaseException:  # e.g. Ctrl-C in the harness: take the run down with us
                 _kill_group(proc.pid)
                 proc.wait()
@@ -448,9 +478,9 @@ class _Run:
                     stdout_tail=tail, isolation=self.mode)
         if report is None or "status" not in report:
             if note == "launcher backstop":
-                return ExecResult(status="timeout", returncode=None, runtime_s=float(self.limits.wall_s), cpu_s=0.0,
-                                  note=f"wall time limit {self.limits.wall_s:g} s (the launcher had to be killed)",
-                                  **base)
+                return ExecResult(status="timeout", returncode=None, runtime_s=self.limits.wall_limit_s, cpu_s=0.0,
+                                  note=f"wall-time backstop {self.limits.wall_limit_s:g} s (the launcher had to be "
+                                       "killed)", limit_fired="wall", **base)
             if launcher_rc is not None and launcher_rc < 0:
                 return ExecResult(status="killed", returncode=launcher_rc, runtime_s=0.0, cpu_s=0.0,
                                   note=f"the sandbox launcher was killed by signal {-launcher_rc}", **base)
@@ -460,15 +490,19 @@ class _Run:
             return ExecResult(status="sandbox_error", returncode=None, runtime_s=0.0, cpu_s=0.0,
                               note=str(report.get("error", "")), **base)
         rc, cpu, wall = report["returncode"], float(report["cpu"]), float(report["wall"])
-        if report.get("timed_out"):
-            status, note = "timeout", f"wall time limit {self.limits.wall_s:g} s"
-        elif rc < 0 and (-rc == signal.SIGXCPU or (-rc == signal.SIGKILL and cpu >= self.limits.cpu_limit_s - 0.05)):
-            status, note = "timeout", f"CPU time limit {self.limits.cpu_limit_s} s"
+        fired = report.get("fired", "")
+        cpu_limit = self.limits.cpu_limit_s
+        rlimit_cpu = math.ceil(cpu_limit)  # RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL a second later
+        rlimit_hit = rc < 0 and (-rc == signal.SIGXCPU or (-rc == signal.SIGKILL and cpu >= rlimit_cpu - 0.05))
+        if fired == "cpu" or rlimit_hit:
+            status, note, fired = "timeout", f"CPU time limit {cpu_limit:g} s", "cpu"
+        elif fired == "wall":
+            status, note = "timeout", f"wall-time backstop {self.limits.wall_limit_s:g} s ({cpu:.2f} s CPU used)"
         elif rc < 0:
             status, note = "killed", f"killed by signal {signal.Signals(-rc).name if -rc in _SIGNALS else -rc}"
         else:
             status, note = ("ok" if rc == 0 else "error"), ""
-        return ExecResult(status=status, returncode=rc, runtime_s=wall, cpu_s=cpu, note=note, **base)
+        return ExecResult(status=status, returncode=rc, runtime_s=wall, cpu_s=cpu, note=note, limit_fired=fired, **base)
 
 
 _SIGNALS = {int(s) for s in signal.Signals}
@@ -544,7 +578,7 @@ def _read_capped(fh: Any, cap: int, tail: int) -> tuple[str, bool, str]:
 # repr of a dict of literals that the harness wrote (json would cost the launcher 6 ms of imports). Its own
 # failures are reported as {"status": "sandbox_error"}; the program's outcome as status/returncode/wall/cpu.
 _LAUNCHER = r'''
-import ctypes, os, resource, signal, sys, time
+import ctypes, os, resource, select, signal, sys, time
 
 cfg = eval(sys.argv[1], {"__builtins__": {}})
 REPORT = cfg["report_fd"]
@@ -719,6 +753,9 @@ def child():
 
 
 err_r, err_w = os.pipe()
+# The host's /proc, opened before the program's mount namespace (which we share) gets its own /proc on top; the
+# launcher reads the program's process tree through it. Close-on-exec, so the program never holds it.
+PROC = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
 start = time.perf_counter()
 pid = os.fork()
 if pid == 0:
@@ -733,7 +770,29 @@ if pid == 0:
 os.close(err_w)
 if cfg["channel_fd"] is not None:
     os.close(cfg["channel_fd"])  # the program holds the only copy: its end closes when it ends
-timed_out = False
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def read_proc(path):
+    fd = os.open(path, os.O_RDONLY, dir_fd=PROC)
+    try:
+        return os.read(fd, 65536)
+    finally:
+        os.close(fd)
+
+
+def list_proc(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY, dir_fd=PROC)
+    try:
+        return os.listdir(fd)
+    finally:
+        os.close(fd)
+
+
+try:
+    HAVE_CHILDREN = read_proc(f"{os.getpid()}/task/{os.getpid()}/children") is not None
+except OSError:
+    HAVE_CHILDREN = False
 
 
 def kill_program():
@@ -744,17 +803,76 @@ def kill_program():
             pass
 
 
-def on_alarm(signum, frame):
-    global timed_out
-    timed_out = True
-    kill_program()
+def process_tree():
+    """Host pids of the program and its descendants (zombies included: they keep their CPU times)."""
+    if not HAVE_CHILDREN:  # no /proc/PID/task/TID/children: the program's session instead
+        found = []
+        for name in list_proc("."):
+            if name.isdigit():
+                try:
+                    data = read_proc(f"{name}/stat")
+                except OSError:
+                    continue
+                if int(data[data.rindex(b")") + 2:].split()[3]) == pid:
+                    found.append(int(name))
+        return found
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        try:
+            for tid in list_proc(f"{p}/task"):
+                todo.extend(int(c) for c in read_proc(f"{p}/task/{tid}/children").split())
+        except (OSError, ValueError):
+            pass
+    return found
 
 
-signal.signal(signal.SIGALRM, on_alarm)
-signal.setitimer(signal.ITIMER_REAL, cfg["wall_s"])
-_, status, usage = os.wait4(pid, 0)
+seen, gone_cpu = {}, 0.0  # pid -> (parent pid, CPU s); CPU of processes that left the tree unreaped by it
+
+
+def tree_cpu():
+    """CPU seconds of the program's whole process tree: each process's own time plus its reaped children's;
+    a process that left the tree without its parent reaping it keeps the time it had when last seen."""
+    global gone_cpu
+    now = {}
+    for p in process_tree():
+        try:
+            data = read_proc(f"{p}/stat")
+            f = data[data.rindex(b")") + 2:].split()
+            now[p] = (int(f[1]), (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / TICK)
+        except (OSError, ValueError, IndexError):
+            continue
+    for p, (parent, cpu) in seen.items():
+        if p not in now and parent not in now:
+            gone_cpu += cpu
+    seen.clear()
+    seen.update(now)
+    return gone_cpu + sum(cpu for _, cpu in now.values())
+
+
+try:
+    waker = os.pidfd_open(pid)  # readable when the program exits: no polling delay at the end
+except (AttributeError, OSError):
+    waker = None
+fired, peak_cpu, next_poll = "", 0.0, 0.0
+while True:
+    done, status, usage = os.wait4(pid, os.WNOHANG)
+    if done:
+        break
+    elapsed = time.perf_counter() - start
+    if not fired and (elapsed >= next_poll or elapsed >= cfg["wall_s"]):
+        next_poll = elapsed + cfg["poll_s"]
+        peak_cpu = max(peak_cpu, tree_cpu())
+        fired = "cpu" if peak_cpu > cfg["cpu_s"] else "wall" if elapsed >= cfg["wall_s"] else ""
+        if fired:
+            kill_program()
+    pause = 1.0 if fired else max(0.001, min(next_poll, cfg["wall_s"]) - elapsed)
+    if waker is not None:
+        select.select([waker], [], [], pause)
+    else:
+        time.sleep(min(pause, 0.01))
 wall = time.perf_counter() - start
-signal.setitimer(signal.ITIMER_REAL, 0)
 if not namespaces:
     kill_program()
 setup_error = os.read(err_r, 4096).decode(errors="replace")
@@ -762,5 +880,6 @@ if setup_error:
     report(status="sandbox_error", error="sandbox setup failed: " + setup_error)
 else:
     rc = os.waitstatus_to_exitcode(status)
-    report(status="done", returncode=rc, wall=wall, cpu=usage.ru_utime + usage.ru_stime, timed_out=timed_out)
+    cpu = max(peak_cpu, usage.ru_utime + usage.ru_stime)
+    report(status="done", returncode=rc, wall=wall, cpu=cpu, fired=fired)
 '''
