@@ -430,3 +430,24 @@ def test_the_thread_count_changes_no_sample():
         with LlamaCppBackend(max_parallel=4, n_threads=threads) as b:
             outs.append([[(c.text, c.token_logprobs) for c in row] for row in b.generate(reqs)])
     assert outs[0] == outs[1]
+
+
+def test_kv_cells_are_kept_between_calls_and_reused_bit_for_bit():
+    """A call whose prompt continues an earlier sample (a particle's next step) reuses that sample's cells, the
+    generated tokens included, and samples exactly what a backend with an empty cache samples."""
+    with LlamaCppBackend(max_parallel=4, n_threads=1) as warm:
+        prompt = warm.apply_chat_template(CHAT)
+        n_prompt = len(warm.tokenize(prompt))
+        (first,) = warm.generate([Request(prompt=prompt, temperature=0.8, max_tokens=24, seed=1)])[0]
+        assert first.num_tokens == 24
+        follow = Request(prompt=prompt + first.text + "\n\nSo", n=2, temperature=0.8, max_tokens=12, seed=2,
+                         logprobs=True)  # fmt: skip
+        before = dict(warm.usage.extra)
+        got = warm.generate([follow])[0]
+        reused = warm.usage.extra["prompt_tokens_reused"] - before.get("prompt_tokens_reused", 0)
+        decoded = warm.usage.extra["prompt_tokens_decoded"] - before["prompt_tokens_decoded"]
+        assert reused > n_prompt + 16 and decoded < 8  # the earlier sample's tokens were not decoded again
+    with LlamaCppBackend(max_parallel=4, n_threads=1) as cold:
+        want = cold.generate([follow])[0]
+        assert cold.usage.extra.get("prompt_tokens_reused", 0) == 0
+    assert [(c.text, c.token_logprobs) for c in got] == [(c.text, c.token_logprobs) for c in want]

@@ -23,7 +23,10 @@ generative verifiers need the model's probabilities, not the sampler's.
 
 Prefix reuse: prompts are admitted in token order (a depth-first walk of their prefix tree), so prompts that share
 a prefix run close together. A freed sequence keeps its cells until its slot is taken again (empty slots first,
-then the least recently used), so a finished sample's prompt stays reusable. A prefix is reused from at least
+then those no waiting prompt reuses, then the least recently used), also between calls: a sequence holds its
+prompt and the tokens its sample fed, so a prompt that continues an earlier sample (a particle's next step, its
+resampled copies) decodes only what is new, and copies share their parent's cells (seq_cp). A failed call drops
+all cells. A prefix is reused from at least
 `_MIN_REUSE` tokens on, or whole when the prompt is identical (its logits are then reused too, nothing is decoded).
 Across KV streams llama.cpp copies a sequence's whole stream, deferred to the start of the next llama_decode; that
 copy reads the source's buffer, which only a decode writes, after first performing pending copies, so a source
@@ -321,6 +324,17 @@ class _Slot:
     prompt: _Prompt | None = None
     busy: bool = False
     taken_at: int = 0  # when it was last taken (a counter), for least-recently-used eviction
+    sampled: list[int] | None = None  # the token ids of its last sample: all but the last one are in the cells
+
+    def cells(self, want: np.ndarray) -> int:
+        """How many leading tokens of `want` this sequence's cells hold (its prompt, then its sample's fed tokens)."""
+        if self.prompt is None:
+            return 0
+        n = _common_prefix(self.prompt.array, want)
+        fed = self.sampled[:-1] if self.sampled else ()
+        if n < len(self.prompt.tokens) or not fed or n >= len(want):
+            return n
+        return n + _common_prefix(np.asarray(fed, dtype=np.int64), want[n:])
 
 
 class _Slots:
@@ -329,6 +343,15 @@ class _Slots:
     def __init__(self, n: int):
         self.all = [_Slot(i) for i in range(n)]
         self._clock = 0
+        self.wanted: set[int] = set()  # free slots that a waiting prompt will reuse: evicted last
+
+    def protect(self, prompts: Sequence[_Prompt]) -> None:
+        """Mark the free slots holding the best reusable prefix of a waiting prompt, so they are evicted last."""
+        self.wanted = set()
+        for p in prompts:
+            slot, n = self.donor(p.array)
+            if slot is not None and not slot.busy and n >= _MIN_REUSE:
+                self.wanted.add(slot.seq_id)
 
     def n_free(self) -> int:
         return sum(not slot.busy for slot in self.all)
@@ -337,14 +360,10 @@ class _Slots:
         """The slot whose prompt shares the longest prefix with `tokens`, and its length; a free slot wins a tie."""
         best: _Slot | None = None
         best_n = 0
-        shared: dict[int, int] = {}  # by prompt: the n samples of one prompt hold the same tokens
         for slot in self.all:
             if slot.prompt is None:
                 continue
-            key = id(slot.prompt)
-            if key not in shared:
-                shared[key] = _common_prefix(slot.prompt.array, tokens)
-            n = shared[key]
+            n = slot.cells(tokens)
             if n > best_n or (n == best_n and best is not None and best.busy and not slot.busy):
                 best, best_n = slot, n
         return best, best_n
@@ -353,10 +372,14 @@ class _Slots:
         """Give a free slot to a sample of `prompt`: `slot`, else the one least worth keeping (empty, else the least
         recently taken)."""
         if slot is None:
-            slot = min((s for s in self.all if not s.busy), key=lambda s: (s.prompt is not None, s.taken_at))
+            slot = min(
+                (s for s in self.all if not s.busy),
+                key=lambda s: (s.prompt is not None, s.seq_id in self.wanted, s.taken_at),
+            )
         assert not slot.busy
         self._clock += 1
-        slot.prompt, slot.busy, slot.taken_at = prompt, True, self._clock
+        self.wanted.discard(slot.seq_id)
+        slot.prompt, slot.busy, slot.taken_at, slot.sampled = prompt, True, self._clock, None
         return slot
 
 
@@ -448,6 +471,7 @@ class LlamaCppBackend:
         self._names: dict[int, str] = {}
         self._formatter: Any = None
         self._kv: _KvOps | None = None
+        self._slots = _Slots(max_parallel)  # what each KV sequence holds; kept between calls
         self._batch = _Batch(lc, max(_N_BATCH, max_parallel))
         self.n_ctx_seq = 0  # tokens per sequence of the current context (0: none yet)
         self._n_batch = self._batch.capacity
@@ -492,6 +516,7 @@ class LlamaCppBackend:
             )
         self._ctx = ctx
         self._kv = _kv_ops(lc, ctx)
+        self._slots = _Slots(self.max_parallel)
         # llama.cpp pads the context and clamps the batch to it: read back what it made
         self.n_ctx_seq = int(lc.llama_n_ctx_seq(ctx)) if hasattr(lc, "llama_n_ctx_seq") else n_ctx_seq
         self._n_batch = min(self._batch.capacity, int(lc.llama_n_batch(ctx)))
@@ -596,12 +621,18 @@ class LlamaCppBackend:
         results: list[list[Completion | None]] = [[None] * p.request.n for p in prompts]
         try:
             self._run(work, results)
-        finally:
-            if self._kv is not None:
-                self._kv.clear()  # cells only: stale data in free cells is masked out, as after any seq_rm
+        except BaseException:
+            self._forget()
+            raise
         out = [[c if c is not None else _empty(p) for c in row] for p, row in zip(prompts, results)]
         self.usage.completion_tokens += sum(c.num_tokens for row in out for c in row)
         return out
+
+    def _forget(self) -> None:
+        """Drop every sequence's cells (after a failed call, what they hold is unknown)."""
+        self._slots = _Slots(self.max_parallel)
+        if self._kv is not None:
+            self._kv.clear()  # cells only: stale data in free cells is masked out, as after any seq_rm
 
     def _run(self, work: list[_Prompt], results: list[list[Completion | None]]) -> None:
         """Continuous batching: fill free sequence slots with waiting samples, step all live ones, repeat.
@@ -609,7 +640,10 @@ class LlamaCppBackend:
         Prompts are admitted in token order, so those sharing a prefix are loaded while its cells are still held;
         a sample depends only on its own request, seed and index, so the order changes no result."""
         pending = deque(sorted(work, key=lambda p: p.tokens))
-        slots = _Slots(self.max_parallel)
+        slots = self._slots
+        for slot in slots.all:
+            slot.busy = False
+        slots.protect(pending)
         live: list[_Sample] = []
         ready: list[tuple[_Sample, np.ndarray, RowStats]] = []  # samples with logits to sample from
         while pending or live:
@@ -646,6 +680,7 @@ class LlamaCppBackend:
                 decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
             )
             p.next_sample += 1
+            slot.sampled = s.token_ids  # the slot's cells follow the sample's tokens
             out.append((s, p.logits, p.stats))
         return out
 
@@ -658,7 +693,7 @@ class LlamaCppBackend:
         donor, shared = slots.donor(p.array)
         n = len(p.tokens)
         source = donor.prompt if donor is not None else None
-        identical = source is not None and shared == n == len(source.tokens)
+        identical = source is not None and shared == n == len(source.tokens) and source.logits is not None
         reuse = n if identical else min(shared, n - 1)
         if not identical and reuse < _MIN_REUSE:
             donor, source, reuse = None, None, 0
