@@ -443,6 +443,7 @@ class LlamaCppBackend:
         self.model = model
         self.model_path = resolve_model_path(model)
         self.usage = Usage()
+        self.prompt_decode_s = 0.0  # wall time spent decoding prompts (benchmarks split prefill from generation)
         self.max_parallel = max_parallel
         fixed = n_threads or _env_threads()
         self._auto_threads = fixed is None
@@ -622,14 +623,14 @@ class LlamaCppBackend:
         try:
             self._run(work, results)
         except BaseException:
-            self._forget()
+            self.clear_cache()
             raise
         out = [[c if c is not None else _empty(p) for c in row] for p, row in zip(prompts, results)]
         self.usage.completion_tokens += sum(c.num_tokens for row in out for c in row)
         return out
 
-    def _forget(self) -> None:
-        """Drop every sequence's cells (after a failed call, what they hold is unknown)."""
+    def clear_cache(self) -> None:
+        """Drop every sequence's cells (after a failed call, what they hold is unknown; benchmarks start cold)."""
         self._slots = _Slots(self.max_parallel)
         if self._kv is not None:
             self._kv.clear()  # cells only: stale data in free cells is masked out, as after any seq_rm
@@ -722,6 +723,7 @@ class LlamaCppBackend:
         of its last token (the first time only)."""
         tokens = p.tokens
         cap = self._n_batch
+        t0 = time.perf_counter()
         for at in range(start, len(tokens), cap):
             chunk = tokens[at : at + cap]
             want = np.zeros(len(chunk), dtype=np.int8)
@@ -733,6 +735,7 @@ class LlamaCppBackend:
         if p.logits is None:
             p.logits = self._logits_row(len(chunk) - 1)  # the only output of the last chunk
             p.stats = row_stats(p.logits)
+        self.prompt_decode_s += time.perf_counter() - t0
 
     def _count(self, key: str, n: int) -> None:
         self.usage.extra[key] = self.usage.extra.get(key, 0) + n
