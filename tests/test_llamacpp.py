@@ -268,6 +268,7 @@ def test_requests_sharing_a_prefix_decode_it_once(backend):
     prompts = story(backend, "", "The farmer has 17 cows.", "First, the milk:", "First, the milk: 17 cows give")
     lengths = [len(backend.tokenize(p)) for p in prompts]
     assert min(lengths) > 64
+    backend.clear_cache()  # cells kept from earlier calls would serve these prompts too
     before = dict(backend.usage.extra)
     out = backend.generate([Request(prompt=p, temperature=0.0, max_tokens=4) for p in prompts])
     delta = usage_delta(backend, before)
@@ -286,6 +287,7 @@ def test_identical_prompts_decode_nothing_twice(backend):
     prompt = story(backend, "")[0]
     n = len(backend.tokenize(prompt))
     reqs = [Request(prompt=prompt, temperature=1.0, max_tokens=6, seed=s) for s in (1, 2, 3)]
+    backend.clear_cache()  # cells kept from earlier calls would serve these prompts too
     before = dict(backend.usage.extra)
     out = backend.generate(reqs)
     assert usage_delta(backend, before) == {"prompt_tokens_decoded": n, "prompt_tokens_reused": 2 * n}
@@ -300,6 +302,7 @@ def test_greedy_with_shared_prefixes_equals_each_request_alone(backend):
         backend, "", "The farmer has 17 cows.", "The farmer has 17 cows. They give", "", long_tail, "The"
     ) + ["The capital of France is"]
     reqs = [Request(prompt=p, temperature=0.0, max_tokens=12) for p in prompts]
+    backend.clear_cache()  # cells kept from earlier calls would serve these prompts too
     before = dict(backend.usage.extra)
     together = backend.generate(reqs)
     assert usage_delta(backend, before)["prompt_tokens_reused"] > 0
@@ -356,6 +359,7 @@ def test_reused_cells_survive_their_source_finishing_and_being_retaken():
             reqs.append(Request(prompt=p, temperature=1.0, max_tokens=m, seed=m))
         reqs += [Request(prompt="The capital of France is", temperature=0.0, max_tokens=2)]
         want = alone(b, reqs)
+        b.clear_cache()  # cells kept from earlier calls would serve these prompts too
         before = dict(b.usage.extra)
         assert_same(b.generate(reqs), want)
         assert usage_delta(b, before)["prompt_tokens_reused"] > 0
@@ -370,6 +374,7 @@ def test_a_donor_that_filled_its_context_is_reused_in_place():
         reqs = [Request(prompt=base, temperature=0.0, max_tokens=500),
                 Request(prompt=base + "and then", temperature=0.0, max_tokens=500)]  # fmt: skip
         want = alone(b, reqs)
+        b.clear_cache()  # cells kept from earlier calls would serve these prompts too
         before = dict(b.usage.extra)
         got = b.generate(reqs)
         assert_same(got, want)
