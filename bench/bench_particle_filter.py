@@ -35,7 +35,7 @@ class Score:
 class DigitScorer:
     """Reward = share of digits among the partial answer's characters, squashed into (0, 1)."""
 
-    def score(self, items):
+    def score(self, items, keys=None):
         return [Score(0.1 + 0.8 * sum(ch.isdigit() for ch in t) / max(len(t), 1)) for _, t in items]
 
 
