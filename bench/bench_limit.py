@@ -30,7 +30,8 @@ HERE = Path(__file__).parent
 OUT = HERE / "out"
 RESULT = HERE / "results" / "limit.json"
 PARALLEL = (1, 8, 16)
-GEN, UBATCH, ROUNDS, SEED = 128, 48, 2, 0
+GEN, UBATCH, SEED = 128, 48, 0
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 
 
 def makefile_cmake_args() -> list[str]:

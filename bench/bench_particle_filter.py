@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROBLEMS, BUDGETS, STEP_TOKENS, MAX_STEPS, SEED = 4, (1, 2, 4, 8), 32, 3, 0
+if os.environ.get("BENCH_PF_BUDGETS"):  # a quick partial run, e.g. BENCH_PF_BUDGETS=8
+    BUDGETS = tuple(int(b) for b in os.environ["BENCH_PF_BUDGETS"].split(","))
 OUT = Path(__file__).parent / "results" / "particle_filter.json"
 
 
