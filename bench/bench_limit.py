@@ -3,7 +3,7 @@
 `llama-batched-bench` is built from the vendored llama.cpp source of the installed llama-cpp-python (its sdist, from
 the package index) with the Makefile's flags ($CMAKE_ARGS, as `make bench` exports it, else the Makefile's
 LLAMA_CMAKE_ARGS), shared libraries and Release, as llama-cpp-python's own build; cached under bench/out/.
-Both run SmolLM2-135M with the same threads, ubatch (48), per-sequence KV streams, a GSM8K prompt (~114 tokens)
+Both run SmolLM2-135M with the same threads, ubatch (48), per-sequence KV streams (`-no-kvu`), a GSM8K prompt (~114 tokens)
 shared by 1, 8 and 16 parallel sequences (`-pps`: decoded once), and 128 generated tokens.
 llama.cpp's figure is S_TG (text-generation tokens/s: decode only, greedy argmax in C, no logprobs); tteval's is its
 generated tokens / (call wall time - prompt decoding), sampling in numpy, logprobs and bookkeeping included. A
@@ -87,7 +87,7 @@ def run_limit(exe: Path, model: str, pp: int, threads: int) -> dict[int, dict]:
     """llama-batched-bench at every parallel count: {npl: its jsonl row}."""
     ctx = max(PARALLEL) * (pp + GEN) + 256
     cmd = [str(exe), "-m", model, "-c", str(ctx), "-b", "512", "-ub", str(UBATCH), "-npp", str(pp), "-ntg", str(GEN),
-           "-npl", ",".join(map(str, PARALLEL)), "-pps", "-t", str(threads), "-tb", str(threads),
+           "-npl", ",".join(map(str, PARALLEL)), "-pps", "-no-kvu", "-t", str(threads), "-tb", str(threads),
            "--output-format", "jsonl"]  # fmt: skip
     r = subprocess.run(cmd, check=True, capture_output=True, text=True)
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
