@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import gamma
 
 from tteval.errors import TtevalError
@@ -129,6 +128,8 @@ def fit_weibull_mixture(p: np.ndarray) -> WeibullMixture:
 
 @lru_cache(maxsize=8192)
 def _fit_sorted(key: bytes) -> WeibullMixture:
+    from scipy.optimize import minimize  # here, not at import: a run whose fits are all skipped never loads it
+
     x = np.frombuffer(key, dtype=float)
     res = minimize(mixture_nll_grad, np.array(WEIBULL_INIT), args=(x,), method="L-BFGS-B", jac=True, bounds=WEIBULL_BOUNDS)
     w, k1, lam1, k2, lam2 = (float(v) for v in res.x)
