@@ -8,7 +8,9 @@ deterministic process reward (digits in the partial answer) so that only generat
   batched          one call per step, KV kept between steps (the default);
   batched_refill   one call per step, the cache emptied before each call (every prefix decoded again: before);
   one_at_a_time    one call per particle per step, one problem at a time (the naive loop).
-`prefill_per_generated` is prompt tokens decoded per generated token. `plain_sampling` is the same number of
+Problems go to the backend in chunks of 16 // particles, as `tteval run` sends them (the backend's 16 sequences
+then hold every particle of a chunk between steps). `prefill_per_generated` is prompt tokens decoded per
+generated token. `plain_sampling` is the same number of
 sequences (problems x particles) sampled in one call, STEP_TOKENS x MAX_STEPS tokens each: the throughput the
 filter's per-step barriers and resampling are compared with. Writes bench/results/particle_filter.json.
 """
@@ -91,17 +93,24 @@ def main() -> None:
         return results, {"wall_s": round(wall, 2), "tokens": tokens, "tokens_per_s": round(tokens / wall, 1),
                          "prefill_per_generated": round(decoded / tokens, 3), "loadavg_1m": round(os.getloadavg()[0], 2)}
 
+    def chunked(be, n):
+        """Problems in chunks of 16 // n, as `tteval run` sends them to the llama.cpp backend (its 16 sequences)."""
+        c = max(1, 16 // n)
+        return [r for i in range(0, PROBLEMS, c)
+                for r in particle_filter(be, DigitScorer(), questions[i:i + c], prompts[i:i + c], n, keys=keys[i:i + c], **kw)]
+
     rows = []
     for n in BUDGETS:
-        batched, b = timed(lambda: particle_filter(backend, DigitScorer(), questions, prompts, n, keys=keys, **kw))
-        refill, r = timed(lambda: particle_filter(Refill(backend), DigitScorer(), questions, prompts, n, keys=keys, **kw))
+        batched, b = timed(lambda: chunked(backend, n))
+        refill, r = timed(lambda: chunked(Refill(backend), n))
         naive_backend = OneAtATime(backend)
         naive, o = timed(lambda: [particle_filter(naive_backend, DigitScorer(), [q], [p], n, keys=[k], **kw)[0]
                                   for q, p, k in zip(questions, prompts, keys)])  # fmt: skip
         same = all([x.text for x in a.particles] == [y.text for y in c.particles] == [z.text for z in d.particles]
                    for a, c, d in zip(batched, refill, naive))  # fmt: skip
         reqs = [Request(prompt=p, n=n, temperature=0.8, max_tokens=STEP_TOKENS * MAX_STEPS, seed=SEED) for p in prompts]
-        _, plain = timed(lambda: backend.generate(reqs))
+        c = max(1, 16 // n)
+        _, plain = timed(lambda: [o for i in range(0, PROBLEMS, c) for o in backend.generate(reqs[i:i + c])])
         row = {
             "particles": n,
             "batched": b,
