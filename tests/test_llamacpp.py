@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from tteval.backends.base import Request
 from tteval.backends.llamacpp import (
     DEFAULT_MODEL,
     LlamaCppBackend,
+    idle_threads,
     inverse_cdf,
     resolve_model_path,
     row_stats,
@@ -116,6 +118,7 @@ def test_a_sample_does_not_depend_on_its_batch(backend, small_backend):
     # a short request frees its slot while the target's first samples still decode: the later samples copy a live
     # sibling's prompt cells (the prompt is decoded once) and drop what that sibling generated
     short = Request(prompt="The capital of France is", n=1, temperature=0.5, max_tokens=4, seed=2)
+    small_backend.clear_cache()  # else the cells kept from the last call would serve both prompts
     decoded = small_backend.usage.extra.get("prompt_tokens_decoded", 0)
     short_out, copied = small_backend.generate([short, target])
     newly_decoded = small_backend.usage.extra["prompt_tokens_decoded"] - decoded
@@ -212,7 +215,11 @@ def test_prompt_longer_than_a_fixed_context_is_a_user_error():
 def test_thread_count_comes_from_the_environment_unless_given(monkeypatch):
     monkeypatch.setenv("TTEVAL_LLAMA_THREADS", "1")
     with LlamaCppBackend(max_parallel=1) as b:
-        assert b.n_threads == 1
+        assert b.n_threads == 1 and not b._auto_threads
+    monkeypatch.delenv("TTEVAL_LLAMA_THREADS")
+    with LlamaCppBackend(max_parallel=1) as b:  # automatic: the CPUs other processes leave idle, at least one
+        assert b._auto_threads and 1 <= b.n_threads <= len(os.sched_getaffinity(0))
+        assert 1 <= idle_threads() <= len(os.sched_getaffinity(0))
     monkeypatch.setenv("TTEVAL_LLAMA_THREADS", "none")
     with pytest.raises(TtevalError, match="TTEVAL_LLAMA_THREADS"):
         LlamaCppBackend(max_parallel=1)
@@ -261,6 +268,7 @@ def test_requests_sharing_a_prefix_decode_it_once(backend):
     prompts = story(backend, "", "The farmer has 17 cows.", "First, the milk:", "First, the milk: 17 cows give")
     lengths = [len(backend.tokenize(p)) for p in prompts]
     assert min(lengths) > 64
+    backend.clear_cache()  # cells kept from earlier calls would serve these prompts too
     before = dict(backend.usage.extra)
     out = backend.generate([Request(prompt=p, temperature=0.0, max_tokens=4) for p in prompts])
     delta = usage_delta(backend, before)
@@ -279,6 +287,7 @@ def test_identical_prompts_decode_nothing_twice(backend):
     prompt = story(backend, "")[0]
     n = len(backend.tokenize(prompt))
     reqs = [Request(prompt=prompt, temperature=1.0, max_tokens=6, seed=s) for s in (1, 2, 3)]
+    backend.clear_cache()  # cells kept from earlier calls would serve these prompts too
     before = dict(backend.usage.extra)
     out = backend.generate(reqs)
     assert usage_delta(backend, before) == {"prompt_tokens_decoded": n, "prompt_tokens_reused": 2 * n}
@@ -293,6 +302,7 @@ def test_greedy_with_shared_prefixes_equals_each_request_alone(backend):
         backend, "", "The farmer has 17 cows.", "The farmer has 17 cows. They give", "", long_tail, "The"
     ) + ["The capital of France is"]
     reqs = [Request(prompt=p, temperature=0.0, max_tokens=12) for p in prompts]
+    backend.clear_cache()  # cells kept from earlier calls would serve these prompts too
     before = dict(backend.usage.extra)
     together = backend.generate(reqs)
     assert usage_delta(backend, before)["prompt_tokens_reused"] > 0
@@ -349,6 +359,7 @@ def test_reused_cells_survive_their_source_finishing_and_being_retaken():
             reqs.append(Request(prompt=p, temperature=1.0, max_tokens=m, seed=m))
         reqs += [Request(prompt="The capital of France is", temperature=0.0, max_tokens=2)]
         want = alone(b, reqs)
+        b.clear_cache()  # cells kept from earlier calls would serve these prompts too
         before = dict(b.usage.extra)
         assert_same(b.generate(reqs), want)
         assert usage_delta(b, before)["prompt_tokens_reused"] > 0
@@ -363,6 +374,7 @@ def test_a_donor_that_filled_its_context_is_reused_in_place():
         reqs = [Request(prompt=base, temperature=0.0, max_tokens=500),
                 Request(prompt=base + "and then", temperature=0.0, max_tokens=500)]  # fmt: skip
         want = alone(b, reqs)
+        b.clear_cache()  # cells kept from earlier calls would serve these prompts too
         before = dict(b.usage.extra)
         got = b.generate(reqs)
         assert_same(got, want)
@@ -413,3 +425,35 @@ def test_blockwise_inverse_cdf_equals_a_full_cumulative_sum():
         got = inverse_cdf(w, u)
         assert got == expected and w[got] > 0
     assert inverse_cdf(np.array([0, 0, 2, 0], dtype=np.float32), 0.0) == 2
+
+
+def test_the_thread_count_changes_no_sample():
+    """Automatic threads follow the machine's load, so one thread and two must give the same samples bit for bit."""
+    reqs = [Request(messages=CHAT, n=3, temperature=0.8, max_tokens=12, seed=5, logprobs=True),
+            Request(messages=OTHER, n=2, temperature=0.8, max_tokens=12, seed=6, logprobs=True)]  # fmt: skip
+    outs = []
+    for threads in (1, 2):
+        with LlamaCppBackend(max_parallel=4, n_threads=threads) as b:
+            outs.append([[(c.text, c.token_logprobs) for c in row] for row in b.generate(reqs)])
+    assert outs[0] == outs[1]
+
+
+def test_kv_cells_are_kept_between_calls_and_reused_bit_for_bit():
+    """A call whose prompt continues an earlier sample (a particle's next step) reuses that sample's cells, the
+    generated tokens included, and samples exactly what a backend with an empty cache samples."""
+    with LlamaCppBackend(max_parallel=4, n_threads=1) as warm:
+        prompt = warm.apply_chat_template(CHAT)
+        n_prompt = len(warm.tokenize(prompt))
+        (first,) = warm.generate([Request(prompt=prompt, temperature=0.8, max_tokens=24, seed=1)])[0]
+        assert first.num_tokens == 24
+        follow = Request(prompt=prompt + first.text + "\n\nSo", n=2, temperature=0.8, max_tokens=12, seed=2,
+                         logprobs=True)  # fmt: skip
+        before = dict(warm.usage.extra)
+        got = warm.generate([follow])[0]
+        reused = warm.usage.extra["prompt_tokens_reused"] - before.get("prompt_tokens_reused", 0)
+        decoded = warm.usage.extra["prompt_tokens_decoded"] - before["prompt_tokens_decoded"]
+        assert reused > n_prompt + 16 and decoded < 8  # the earlier sample's tokens were not decoded again
+    with LlamaCppBackend(max_parallel=4, n_threads=1) as cold:
+        want = cold.generate([follow])[0]
+        assert cold.usage.extra.get("prompt_tokens_reused", 0) == 0
+    assert [(c.text, c.token_logprobs) for c in got] == [(c.text, c.token_logprobs) for c in want]

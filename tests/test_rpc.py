@@ -282,3 +282,38 @@ def test_rpc_of_a_pair_skips_the_fit_only_where_it_cannot_change_the_choice(answ
     for rule in ("compete", "last-resort"):
         full = credit(p, np.arange(2), winner_classes(classes, np.array(list(scores.values())), rule))
         assert perplexity_consistency(p, invalid=rule) == full
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    answers=st.lists(st.integers(-1, 3), min_size=2, max_size=10),
+    probs=st.data(),
+    dedup=st.booleans(),
+    gold=st.integers(0, 3),
+)
+def test_rpc_skips_the_fit_only_where_no_pruning_can_change_the_winner(answers, probs, dedup, gold):
+    """The shortcut (no fit when one class wins whatever is pruned) gives exactly the full computation's value."""
+    from tteval.strategies.self_consistency import credit, winner_classes
+
+    k = len(answers)
+    ps = probs.draw(st.lists(st.sampled_from([0.05, 0.2, 0.3, 0.5, 0.55, 0.7, 0.9, 1.0]) | st.floats(0.001, 1.0),
+                             min_size=k, max_size=k))  # fmt: skip
+    texts = [f"path {i % 3}" if dedup else f"path {i}" for i in range(k)]  # repeated texts exercise de-duplication
+    p = rpc_pool(answers, ps, gold, texts=texts)
+    ix = np.arange(k)
+    scores = pc_scores(p, ix, prune=True, dedup=dedup)  # the full computation: fit, prune, sum
+    classes = np.array(list(scores), dtype=np.int64)
+    full = credit(p, ix, winner_classes(classes, np.array(list(scores.values())), "compete"))
+    assert perplexity_consistency(p, ix, dedup=dedup) == full
+
+
+def test_rpc_shortcut_skips_the_fit_for_a_clear_winner():
+    from tteval.strategies import rpc
+
+    rpc._fit_sorted.cache_clear()
+    clear = rpc_pool([0, 0, 0, 1], [0.9, 0.8, 0.85, 0.1], gold=0)
+    assert perplexity_consistency(clear) == 1.0
+    assert rpc._fit_sorted.cache_info().misses == 0
+    close = rpc_pool([0, 1, 1, 1], [0.9, 0.4, 0.35, 0.3], gold=0)  # 1's low paths could be pruned: fit needed
+    perplexity_consistency(close)
+    assert rpc._fit_sorted.cache_info().misses == 1

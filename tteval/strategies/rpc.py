@@ -13,6 +13,9 @@ Choices where the original is silent or undefined (the original code has no spec
   log(0) = -inf; the DingYX0731/RPC reproduction clips at 1e-300), and p_i is floored at 1e-300 for the fit only
   (exp of a mean logprob below -745 underflows to 0, where the pdf diverges for k < 1); p_i = 1.0 needs nothing;
 * the fit runs on the sorted p_i and the mean is an exactly rounded sum, so pruning is independent of path order;
+* the fit is skipped where it cannot change the choice: under the authors' rule, when one class's score over
+  its paths at or above the mean beats every other class's unpruned score (results are those of the full
+  computation, tested); fits are cached on the sorted p, so a resampled subset seen before is not refitted;
 * K = 1 or all p_i equal: nothing is pruned and no fit is run (no p_i lies below the mean; the original would fit a
   degenerate mixture and could prune on a rounding error in the mean). With K = 2 and distinct p_i the fit does
   prune the lower path, as the original does; that never changes the selected answer, only the confidence;
@@ -35,7 +38,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import gamma
 
 from tteval.errors import TtevalError
@@ -126,6 +128,8 @@ def fit_weibull_mixture(p: np.ndarray) -> WeibullMixture:
 
 @lru_cache(maxsize=8192)
 def _fit_sorted(key: bytes) -> WeibullMixture:
+    from scipy.optimize import minimize  # here, not at import: a run whose fits are all skipped never loads it
+
     x = np.frombuffer(key, dtype=float)
     res = minimize(mixture_nll_grad, np.array(WEIBULL_INIT), args=(x,), method="L-BFGS-B", jac=True, bounds=WEIBULL_BOUNDS)
     w, k1, lam1, k2, lam2 = (float(v) for v in res.x)
@@ -139,23 +143,35 @@ def prune_rule(p: np.ndarray, posterior_high: np.ndarray) -> np.ndarray:
     conditions; a NaN posterior prunes nothing)."""
     p = np.asarray(p, dtype=float)
     hi = np.asarray(posterior_high, dtype=float)
-    mean = math.fsum(p.tolist()) / len(p)
     with np.errstate(invalid="ignore"):
-        return ((1.0 - hi) > hi) & (p < mean)
+        return ((1.0 - hi) > hi) & below_mean(p)
 
 
 def reasoning_pruning(p: np.ndarray) -> np.ndarray:
     """Keep mask (True = kept) of RPC's Reasoning Pruning over path probabilities `p` (K = 1 or all-equal p:
     everything is kept and no fit is run)."""
     p = np.asarray(p, dtype=float)
+    if not _needs_fit(p):
+        return np.ones(len(p), dtype=bool)
+    mix = fit_weibull_mixture(p)
+    return ~prune_rule(p, mix.posterior_high(p))
+
+
+def _needs_fit(p: np.ndarray) -> bool:
+    """Whether pruning `p` needs the mixture fit (False for K = 0 or all-equal p); checks that p is valid."""
     if p.ndim != 1:
         raise TtevalError("path probabilities must be a 1-D array")
     if len(p) == 0 or np.all(p == p[0]):
-        return np.ones(len(p), dtype=bool)
+        return False
     if not np.isfinite(p).all() or p.min() < 0 or p.max() > 1:
         raise TtevalError("path probabilities must lie in [0, 1]")
-    mix = fit_weibull_mixture(p)
-    return ~prune_rule(p, mix.posterior_high(p))
+    return True
+
+
+def below_mean(p: np.ndarray) -> np.ndarray:
+    """The paths pruning may drop: p below the exactly rounded mean (`prune_rule`'s second condition)."""
+    mean = math.fsum(p.tolist()) / len(p)
+    return p < mean
 
 
 def path_probabilities(pool: Pool, ix: np.ndarray) -> np.ndarray:
@@ -173,6 +189,11 @@ def pc_scores(pool: Pool, idx: IndexLike = None, prune: bool = True, dedup: bool
         raise TtevalError("de-duplicating reasoning paths needs their texts (pool.completions); or pass dedup=False")
     p = path_probabilities(pool, ix)
     keep = reasoning_pruning(p) if prune else np.ones(len(ix), dtype=bool)
+    return _class_sums(pool, ix, p, keep, dedup)
+
+
+def _class_sums(pool: Pool, ix: np.ndarray, p: np.ndarray, keep: np.ndarray, dedup: bool) -> dict[int, float]:
+    """s(A) per answer class over the kept paths among `ix` (exactly rounded sums; classes of dropped paths at 0)."""
     members: dict[int, dict[object, float]] = {}
     for j, i in enumerate(ix.tolist()):
         bucket = members.setdefault(int(pool.answers[i]), {})
@@ -189,12 +210,33 @@ def perplexity_consistency(
     de-duplication; prune=False is the paper's "PC" ablation). Ties split evenly. `invalid`: "compete" (the
     authors': the invalid class can win, earning 0) or "last-resort" (tteval 0.1's); see `winner_classes`."""
     ix = indices(pool, idx)
+    if prune and invalid == "compete":
+        sure = _sure_winner(pool, ix, dedup)
+        if sure is not None:  # no pruning can change the choice: skip the mixture fit (RPC's costly part)
+            return credit(pool, ix, np.array([sure], dtype=np.int64))
     if prune and len(ix) == 2 and not _pruning_can_change_the_pair(pool, ix, invalid):
         prune = False  # skip the mixture fit (the costly part of RPC@2 over many subsets) where it changes nothing
     scores = pc_scores(pool, ix, prune, dedup)
     classes = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
     totals = np.fromiter(scores.values(), dtype=float, count=len(scores))
     return credit(pool, ix, winner_classes(classes, totals, invalid))
+
+
+def _sure_winner(pool: Pool, ix: np.ndarray, dedup: bool) -> int | None:
+    """The class that wins RPC's "compete" vote among `ix` whatever the mixture fit prunes, or None if the fit
+    could change the winner. Pruning drops only paths below the mean p, so a class's pruned score lies between
+    its score over the paths at or above the mean and its unpruned score (and exactly rounded sums keep that
+    order); a class whose lower bound beats every other class's upper bound wins alone either way."""
+    p = path_probabilities(pool, ix)
+    if not _needs_fit(p):
+        return None
+    if dedup and pool.completions is None:
+        return None  # pc_scores says why
+    low = _class_sums(pool, ix, p, ~below_mean(p), dedup)
+    high = _class_sums(pool, ix, p, np.ones(len(ix), dtype=bool), dedup)
+    best = max(low, key=lambda c: low[c])
+    rival = max((v for c, v in high.items() if c != best), default=-math.inf)
+    return best if low[best] > rival else None
 
 
 def _pruning_can_change_the_pair(pool: Pool, ix: np.ndarray, invalid: str = "compete") -> bool:
