@@ -39,7 +39,10 @@ def run(
     ),
     backend: str = typer.Option("llamacpp", "--backend", "-b", help="Sampling backend: llamacpp (CPU), vllm (GPU), openai (HTTP)."),
     n: int = typer.Option(4, "-n", "--num-samples", help="Candidates sampled per problem (the pool size N)."),
-    limit: Optional[int] = typer.Option(4, "--limit", "-l", help="Use only the first L problems of the task."),
+    limit: Optional[str] = typer.Option(
+        None, "--limit", "-l", metavar="N|FRACTION",
+        help="Only the first N problems, or a fraction in (0, 1) of the task (0.5 = the first half); default: all.",
+    ),
     max_tokens: int = typer.Option(256, "--max-tokens", help="Maximum generated tokens per candidate."),
     temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature (0 = greedy)."),
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass."),
@@ -103,14 +106,15 @@ def run(
     Re-running the same command with the same --out resumes an interrupted run where it stopped.
     """
     from tteval.report import metrics_table
-    from tteval.runner import RunConfig, execute, resume_config
     from tteval.results import read_json
+    from tteval.runner import RunConfig, execute, resume_config
+    from tteval.tasks import parse_limit
 
     if resume is not None:
         config = resume_config(resume, cache)
     else:
         config = RunConfig(
-            task=task, model=model, backend=backend, strategy=strategy, n=n, limit=limit, max_tokens=max_tokens,
+            task=task, model=model, backend=backend, strategy=strategy, n=n, limit=parse_limit(limit), max_tokens=max_tokens,
             temperature=temperature, top_p=top_p, seed=seed, base_url=base_url, chat_template=chat_template,
             max_concurrency=max_concurrency, request_timeout=request_timeout,
             tasks_dir=str(tasks_dir) if tasks_dir else None, data_source=data_source,
@@ -243,7 +247,9 @@ def sweep(
     temperature: Optional[list[float]] = typer.Option(None, "--temperature", help="Grid: sampling temperature (repeatable; default 0.7)."),
     backend: str = typer.Option("llamacpp", "--backend", "-b", help="Grid: llamacpp | vllm | openai."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="Grid: OpenAI-compatible server URL (openai backend)."),
-    limit: Optional[int] = typer.Option(4, "--limit", "-l", help="Grid: first L problems of each task."),
+    limit: Optional[str] = typer.Option(
+        None, "--limit", "-l", metavar="N|FRACTION", help="Grid: the first N problems (or a fraction in (0, 1)) of each task; default: all."
+    ),
     max_tokens: int = typer.Option(256, "--max-tokens", help="Grid: maximum tokens per candidate."),
     seed: int = typer.Option(0, "--seed", help="Grid: run seed."),
     verifier: str = typer.Option("none", "--verifier", help="Grid: score pools with none | genrm."),
@@ -276,8 +282,9 @@ def sweep(
     if task:
         from tteval.runner import RunConfig
         from tteval.sweep import grid_configs, parse_budgets, run_grid
+        from tteval.tasks import parse_limit
 
-        base = RunConfig(backend=backend, base_url=base_url, limit=limit, max_tokens=max_tokens, seed=seed,
+        base = RunConfig(backend=backend, base_url=base_url, limit=parse_limit(limit), max_tokens=max_tokens, seed=seed,
                          verifier=verifier, verifications=verifications, pf_step_tokens=pf_step_tokens,
                          pf_max_steps=pf_max_steps, out=str(runs_dir), tasks_dir=str(tasks_dir) if tasks_dir else None,
                          ray=ray, ray_actors=ray_actors, cache=cache)  # fmt: skip

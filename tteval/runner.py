@@ -20,10 +20,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tteval.backends.base import Backend
-from tteval.bounds import check_fields
+from tteval.bounds import RUN_BOUNDS, check_fields
 from tteval.errors import TtevalError
 from tteval.results import RunDir, SampleRules, json_bytes, read_json, write_atomic, write_json_atomic
-from tteval.tasks import Problem, Task, load_problems, load_task
+from tteval.tasks import Problem, Task, check_limit, load_problems, load_task
 from tteval.workers import Chunk, LocalWorkers, problem_seed
 
 __all__ = ["RunConfig", "execute", "make_backend", "make_scorer", "problem_seed", "resume_config"]
@@ -42,7 +42,7 @@ class RunConfig:
     backend: str = "llamacpp"
     strategy: str = "sample"
     n: int = 4
-    limit: int | None = 4
+    limit: int | float | None = None  # None: the whole task; a float in (0, 1): that share of it (lm-eval)
     max_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 1.0
@@ -94,7 +94,9 @@ class RunConfig:
             raise TtevalError(f"unknown strategy '{self.strategy}'; choose one of: {', '.join(STRATEGIES)}")
         if self.verifier not in VERIFIERS:
             raise TtevalError(f"unknown verifier '{self.verifier}'; choose one of: {', '.join(VERIFIERS)}")
-        check_fields(self)
+        check_limit(self.limit)
+        check_fields(self, RUN_BOUNDS if not isinstance(self.limit, float) else
+                     {k: b for k, b in RUN_BOUNDS.items() if k != "limit"})  # fmt: skip
         if self.prm_aggregation is not None:
             from tteval.verifiers.prm import PRM_AGGREGATIONS
 

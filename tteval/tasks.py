@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,17 +287,51 @@ def local_data_path(task: Task) -> Path | None:
     return p if p.is_absolute() else (task.spec_path.parent if task.spec_path else shipped_dir("tasks")) / p
 
 
-def load_problems(task: Task, limit: int | None = None, data_source: str = "auto") -> list[Problem]:
+def parse_limit(text: str | None) -> int | float | None:
+    """`--limit` as lm-eval reads it: None (the whole task), a whole number of problems, or a fraction in (0, 1)."""
+    if text is None or text.strip().lower() in ("", "all", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise TtevalError(f"--limit must be a number of problems or a fraction in (0, 1), got {text!r}") from None
+    check_limit(value)
+    return value
+
+
+def check_limit(limit: Any) -> None:
+    """A fraction limit lies in (0, 1); whole numbers are checked by the option bounds (tteval/bounds.py)."""
+    if isinstance(limit, float) and not 0 < limit < 1:
+        raise TtevalError(f"--limit must be a whole number of problems or a fraction in (0, 1), got {limit}")
+
+
+def limit_count(limit: int | float | None, total: int) -> int:
+    """How many of `total` problems a limit takes: all, the first `limit`, or ceil(fraction x total) as lm-eval."""
+    if limit is None:
+        return total
+    if isinstance(limit, float):
+        return max(1, math.ceil(limit * total))
+    return limit
+
+
+def load_problems(task: Task, limit: int | float | None = None, data_source: str = "auto") -> list[Problem]:
     """Load the task's rows with `datasets` (vendored JSONL by default, the hub id when asked or when no file).
 
+    `limit`: None for every problem, N for the first N, a fraction in (0, 1) for that share (rounded up).
     The spec is checked against the data before anything runs: every template field must be a column, the id
     field must exist and give distinct ids, and every math problem must have a gold answer."""
-    if limit is not None and limit < 1:
+    check_limit(limit)
+    if limit is not None and limit < 1 and not isinstance(limit, float):
         raise TtevalError(f"--limit must be at least 1, got {limit}")
     rows = _load_rows(task, data_source)
     if not rows:
         raise TtevalError(f"task '{task.name}': the dataset is empty")
     if limit is not None:
+        limit = limit_count(limit, len(rows))
         if limit > len(rows):
             raise TtevalError(f"--limit {limit} is beyond the dataset: task '{task.name}' has {len(rows)} problems")
         rows = rows[:limit]
