@@ -99,3 +99,59 @@ def _old_digest() -> str:
            "verifier": "none", "verifications": 1, "verifier_max_tokens": 128, "pf_step_tokens": 128,
            "pf_max_steps": 40, "pf_softmax_temp": 1.0, "tensor_parallel": 1}  # fmt: skip
     return hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:8]
+
+
+# ------------------------------------------------------------------------------ --version, help panels, --resume
+def test_version_and_python_dash_m():
+    import subprocess
+    import sys
+
+    from tteval import __version__
+
+    for cmd in (["tteval"], [sys.executable, "-m", "tteval"]):
+        exe = cmd if cmd[0] != "tteval" else [str(Path(sys.executable).parent / "tteval")]
+        r = subprocess.run([*exe, "--version"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.strip() == f"tteval {__version__}", r.stderr
+    r = subprocess.run([sys.executable, "-m", "tteval", "tasks"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "gsm8k" in r.stdout
+
+
+def test_run_help_has_panels_and_real_choices():
+    r = tteval("run", "--help")
+    assert r.returncode == 0
+    for panel in ("Task", "Sampling", "Backend", "Strategy", "Verifier", "Particle filtering", "Output"):
+        assert f"─ {panel} ─" in r.stdout, panel
+    for choices in ("<llamacpp|vllm|openai>", "<sample|particle-filter|pass-until>", "<none|genrm|prm>",
+                    "<auto|local|hub>", "<last|min|prod|mean|model>", "<hybrid|logprob|binary|normalized>"):  # fmt: skip
+        assert choices in r.stdout, choices
+
+
+def test_resume_names_the_flags_it_ignores(server, tiny, tmp_path):
+    srv = server(boxed_two)
+    assert tiny_run(srv.url, tiny, tmp_path / "out", "--limit", "2").returncode == 0
+    (run,) = run_dirs(tmp_path / "out")
+    before = (run / "samples.jsonl").read_bytes()
+    r = tteval("run", "--resume", str(run), "-n", "8", "--max-tokens", "999", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: --resume runs with the config recorded in {run / 'run.json'}; ignored: -n, --max-tokens"]
+    assert (run / "samples.jsonl").read_bytes() == before
+    r = tteval("run", "--resume", str(run), "--no-cache")  # nothing else given: nothing to warn about
+    assert r.returncode == 0 and "warning" not in r.stderr
+
+
+# ------------------------------------------------------------------------------ --tasks a,b
+def test_tasks_list_runs_one_folder_per_task_on_one_engine(server, tiny, tmp_path):
+    (tiny / "tiny2.yaml").write_text(TINY_TASK.replace("name: tiny", "name: tiny2"))
+    (tiny / "tiny2.jsonl").write_text((tiny / "tiny.jsonl").read_text())
+    srv = server(boxed_two)
+    r = tteval("run", "--backend", "openai", "--base-url", srv.url, "--model", "x", "--tasks", "tiny,tiny2",
+               "--tasks-dir", str(tiny), "-n", "2", "--limit", "2", "--out", str(tmp_path / "out"), "--no-cache")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    runs = run_dirs(tmp_path / "out")
+    metas = [json.loads((d / "run.json").read_text()) for d in runs]
+    assert sorted(m["config"]["task"] for m in metas) == ["tiny", "tiny2"]
+    assert all(m["status"] == "complete" for m in metas)
+    assert len({tuple(m["backend"]["engines"]) for m in metas}) == 1  # one loaded backend served both tasks
+    assert r.stdout.count("results:") == 2 and "tiny · x" in r.stdout and "tiny2 · x" in r.stdout
+    assert len(srv.asked) == 4  # 2 problems x 2 tasks, one request each

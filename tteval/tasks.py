@@ -17,6 +17,7 @@ from tteval.jsonl import json_object
 from tteval.paths import shipped_dir
 
 KINDS = ("math", "code")
+DATA_SOURCES = ("auto", "local", "hub")  # `--data-source`: the vendored file else the hub, only the file, only the hub
 
 
 @dataclass(frozen=True)
@@ -388,7 +389,7 @@ def _load_rows(task: Task, data_source: str) -> list[dict[str, Any]]:
     datasets.logging.set_verbosity_error()
     local = local_data_path(task)
     use_local = data_source == "local" or (data_source == "auto" and local is not None and local.is_file())
-    if data_source not in ("auto", "local", "hub"):
+    if data_source not in DATA_SOURCES:
         raise TtevalError(f"--data-source must be auto, local or hub, got {data_source!r}")
     if use_local:
         if local is None or not local.is_file():
