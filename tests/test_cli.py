@@ -31,7 +31,8 @@ def check_run_files(run: Path, n: int, limit: int):
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == n * limit
     for s in samples:
-        assert {"task_id", "sample_index", "completion", "answer", "correct", "num_tokens", "logprob", "scores"} <= set(s)
+        assert {"task_id", "sample_index", "completion", "answer", "correct", "num_tokens", "logprob", "scores",
+                "question", "prompt_sha256", "gold"} <= set(s)
         assert isinstance(s["correct"], bool) and s["num_tokens"] >= 1
     assert sorted({s["sample_index"] for s in samples}) == list(range(n))
     metrics = json.loads((run / "metrics.json").read_text())

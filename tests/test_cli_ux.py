@@ -155,3 +155,30 @@ def test_tasks_list_runs_one_folder_per_task_on_one_engine(server, tiny, tmp_pat
     assert len({tuple(m["backend"]["engines"]) for m in metas}) == 1  # one loaded backend served both tasks
     assert r.stdout.count("results:") == 2 and "tiny · x" in r.stdout and "tiny2 · x" in r.stdout
     assert len(srv.asked) == 4  # 2 problems x 2 tasks, one request each
+
+
+# ------------------------------------------------------------------------------ samples.jsonl explains itself
+def test_samples_record_question_prompt_hash_and_gold(server, tiny, tmp_path):
+    import hashlib
+
+    srv = server(boxed_two)
+    assert tiny_run(srv.url, tiny, tmp_path / "out", "--limit", "2").returncode == 0
+    (run,) = run_dirs(tmp_path / "out")
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4
+    for s in samples:
+        i = int(s["task_id"].split("/")[1])
+        assert s["question"] == f"What is {i} + {i}?" and s["gold"] == str(2 * i)
+        chat = [["system", "Answer in \\boxed{}."], ["user", s["question"]]]
+        assert s["prompt_sha256"] == hashlib.sha256(json.dumps(chat).encode()).hexdigest()
+        assert s["correct"] == (s["gold"] == "2")  # the server always answers 2
+
+
+def test_code_samples_record_the_reference_solution_as_gold():
+    from tteval.tasks import load_problems, load_task
+
+    task = load_task("mbpp")
+    (p,) = load_problems(task, 1)
+    about = task.provenance(p)
+    assert about["gold"] == p.row["code"] and about["question"] in task.messages(p)[-1][1]
+    assert len(about["prompt_sha256"]) == 64

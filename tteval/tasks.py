@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import math
 import string
@@ -72,6 +74,15 @@ class Task:
     def reference(self, problem: Problem) -> str:
         """The dataset's reference solution, as the `code` slot of `program`."""
         return render(self.code.get("reference", "{code}"), problem.row, self)
+
+    def provenance(self, problem: Problem) -> dict[str, str]:
+        """What each sample record says about its problem, so samples.jsonl explains itself: the question (the
+        last user message), the SHA-256 of the rendered chat (JSON of the messages), and the gold answer (math)
+        or the reference solution (code)."""
+        messages = self.messages(problem)
+        digest = hashlib.sha256(json.dumps(messages, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+        gold = self.gold(problem) if self.kind == "math" else self.reference(problem)
+        return {"question": messages[-1][1], "prompt_sha256": digest, "gold": gold}
 
     @property
     def extract_style(self) -> str:

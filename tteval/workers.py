@@ -122,8 +122,11 @@ def round_request(config: Any, task: Task, problem: Problem, offset: int) -> Req
                    max_tokens=config.max_tokens, seed=seed)  # fmt: skip
 
 
-def sample_records(problem: Problem, completions: list, verdicts: list, offset: int = 0) -> list[dict[str, Any]]:
-    """One samples.jsonl record per candidate (schema in DESIGN.md, plus compute and grading detail)."""
+def sample_records(problem: Problem, completions: list, verdicts: list, offset: int = 0,
+                   task: Task | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """One samples.jsonl record per candidate (schema in README.md, plus compute and grading detail), with the
+    problem's question, prompt hash and gold answer when `task` is given."""
+    about = task.provenance(problem) if task is not None else {}
     return [
         {
             "task_id": problem.task_id,
@@ -138,6 +141,7 @@ def sample_records(problem: Problem, completions: list, verdicts: list, offset: 
             "answer_class": v.answer_class,
             "scores": {},
             "grading": v.detail,
+            **about,
         }
         for i, (c, v) in enumerate(zip(completions, verdicts))
     ]
@@ -167,7 +171,7 @@ def chunk_records(config: Any, task: Task, chunk: Chunk, backend: Backend, grade
         timings["verification_s"] = round(timings.get("verification_s", 0.0) + time.perf_counter() - t2, 3)
     records = []
     for p, out, v, ex, offset in zip(batch, outputs, verdicts, extra, chunk.offsets):
-        for r, e in zip(sample_records(p, out, v, offset), ex):
+        for r, e in zip(sample_records(p, out, v, offset, task), ex):
             r.update(e)
             records.append(r)
     return records
