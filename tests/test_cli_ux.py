@@ -182,3 +182,118 @@ def test_code_samples_record_the_reference_solution_as_gold():
     about = task.provenance(p)
     assert about["gold"] == p.row["code"] and about["question"] in task.messages(p)[-1][1]
     assert len(about["prompt_sha256"]) == 64
+
+
+# ------------------------------------------------------------------------------ --model-args, --gen-kwargs
+def test_parse_kv_types_values_as_lm_eval():
+    from tteval.passthrough import parse_kv
+
+    assert parse_kv("dtype=bfloat16,max_model_len=4096,gpu_memory_utilization=0.8,trust_remote_code=True,revision=none",
+                    "--model-args") == {"dtype": "bfloat16", "max_model_len": 4096, "gpu_memory_utilization": 0.8,
+                                        "trust_remote_code": True, "revision": None}  # fmt: skip
+    assert parse_kv(None, "--model-args") is None
+    for bad, message in (("a", "key=value pairs"), ("=1", "key=value pairs"), ("a=1,a=2", "gives 'a' twice")):
+        with pytest.raises(TtevalError, match=message):
+            parse_kv(bad, "--gen-kwargs")
+
+
+def test_gen_kwargs_reach_the_server_and_are_recorded(server, tiny, tmp_path):
+    bodies = []
+
+    def answer(question, body):
+        bodies.append(body)
+        return boxed_two(question, body)
+
+    srv = server(answer)
+    r = tiny_run(srv.url, tiny, tmp_path / "out", "--limit", "1", "--gen-kwargs", "top_k=20,min_p=0.05")
+    assert r.returncode == 0, r.stderr
+    assert bodies and all(b["top_k"] == 20 and b["min_p"] == 0.05 for b in bodies)
+    (run,) = run_dirs(tmp_path / "out")
+    config = json.loads((run / "run.json").read_text())["config"]
+    assert config["gen_kwargs"] == {"top_k": 20, "min_p": 0.05} and config["identity"]["gen_kwargs"] == config["gen_kwargs"]
+    assert tiny_run(srv.url, tiny, tmp_path / "out", "--limit", "1").returncode == 0
+    assert len(run_dirs(tmp_path / "out")) == 2  # other sampling settings: another run
+    assert "top_k" not in bodies[-1]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--gen-kwargs", "top_kk=3"], "--gen-kwargs: not openai sampling parameters: top_kk"),
+    (["--gen-kwargs", "temperature=0"], "--gen-kwargs: temperature is set by --temperature"),
+    (["--model-args", "dtype=half"], "--model-args: the openai backend starts no engine"),
+])  # fmt: skip
+def test_unknown_passthrough_keys_are_one_line(server, tiny, tmp_path, args, message):
+    srv = server(boxed_two)
+    assert_one_line_error(tiny_run(srv.url, tiny, tmp_path / "out", *args), message)
+    assert srv.asked == [] and run_dirs(tmp_path / "out") == []
+
+
+def test_llamacpp_model_args_reach_the_engine(tmp_path):
+    bad = tteval("run", "--model-args", "n_ctxx=512", "--out", str(tmp_path))
+    assert_one_line_error(bad, "--model-args: not llamacpp engine arguments: n_ctxx")
+    assert_one_line_error(tteval("run", "--gen-kwargs", "top_k=5", "--out", str(tmp_path)),
+                          "--gen-kwargs: the llamacpp backend samples with temperature and top-p only")  # fmt: skip
+    # the engine's constructor gets them: its own check answers for a context too small
+    assert_one_line_error(tteval("run", "--limit", "1", "--model-args", "n_ctx=8", "--out", str(tmp_path)),
+                          "n_ctx must be at least 16 tokens, got 8")  # fmt: skip
+    assert run_dirs(tmp_path) == []
+    r = tteval("run", "--limit", "1", "-n", "1", "--max-tokens", "4", "--model-args", "n_ctx=512,max_parallel=1",
+               "--out", str(tmp_path), "--no-cache")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (run,) = run_dirs(tmp_path)
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["config"]["model_args"] == {"n_ctx": 512, "max_parallel": 1} and meta["status"] == "complete"
+
+
+@pytest.mark.vllm
+def test_vllm_passthrough_is_checked_against_vllms_own_classes():
+    pytest.importorskip("vllm")
+    from tteval.backends.base import Request
+    from tteval.backends.vllm import to_sampling_params
+    from tteval.passthrough import check_gen_kwargs, check_model_args
+
+    check_model_args("vllm", {"dtype": "bfloat16", "max_model_len": 4096, "trust_remote_code": True, "revision": "main"})
+    check_gen_kwargs("vllm", {"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1})
+    with pytest.raises(TtevalError, match="not vllm engine arguments: dtyp"):
+        check_model_args("vllm", {"dtyp": "half"})
+    with pytest.raises(TtevalError, match="not vllm sampling parameters: top_kk"):
+        check_gen_kwargs("vllm", {"top_kk": 1})
+    params = to_sampling_params(Request(prompt="x", n=2, seed=1, extra=(("min_p", 0.05), ("top_k", 20))))
+    assert params.top_k == 20 and params.min_p == 0.05
+
+
+# ------------------------------------------------------------------------------ particle filtering's token cap
+def test_worst_case_budget_counts_candidates_steps_and_chains():
+    from tteval.runner import RunConfig, worst_case_tokens
+
+    plain = worst_case_tokens(RunConfig(n=4, max_tokens=256), 10)
+    assert (plain.policy, plain.verifier) == (10 * 4 * 256, 0)
+    assert plain.line() == "worst case: 10,240 generated tokens (10 problems x 4 candidates x 256 tokens)"
+    genrm = worst_case_tokens(RunConfig(n=4, max_tokens=256, verifier="genrm", verifications=2, verifier_max_tokens=64), 10)
+    assert genrm.verifier == 10 * 4 * 2 * 65
+    pf = worst_case_tokens(RunConfig(strategy="particle-filter", n=2, max_tokens=96, pf_step_tokens=128, pf_max_steps=40,
+                                     pf_iterations=3, verifier_max_tokens=16), 1)  # fmt: skip
+    assert (pf.candidates, pf.per_candidate, pf.policy) == (6, 96, 6 * 96)
+    assert pf.verifier == 6 * 40 * 1 * 17  # a verification after each of at most 40 steps
+    short = worst_case_tokens(RunConfig(strategy="particle-filter", n=2, max_tokens=5000, pf_step_tokens=10,
+                                        pf_max_steps=3), 1)  # fmt: skip
+    assert short.per_candidate == 30  # steps x step tokens, when below --max-tokens
+
+
+def test_particle_filter_identity_changes_so_old_folders_do_not_mix():
+    from tteval.runner import RunConfig
+
+    assert "pf_particle_max_tokens" in RunConfig(strategy="particle-filter").identity()
+    assert "pf_particle_max_tokens" not in RunConfig().identity()
+
+
+def test_max_tokens_caps_each_particle_and_the_budget_is_printed(tmp_path):
+    r = tteval("run", "--limit", "1", "-n", "2", "--strategy", "particle-filter", "--max-tokens", "20",
+               "--pf-step-tokens", "12", "--pf-max-steps", "6", "--verifier-max-tokens", "4", "--out", str(tmp_path),
+               "--no-cache", timeout=1800)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "worst case: 40 generated tokens (1 problems x 2 candidates x 20 tokens) + 240 verifier tokens" in r.stderr
+    (run,) = run_dirs(tmp_path)
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 2
+    assert all(1 <= s["num_tokens"] <= 20 for s in samples), [s["num_tokens"] for s in samples]
+    assert all(s["problem_policy_tokens"] <= 2 * 20 for s in samples)

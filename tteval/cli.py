@@ -99,8 +99,18 @@ def run(
     seed: int = typer.Option(
         0, "--seed", rich_help_panel=SAMPLING, help="Run seed; each problem's samples depend only on it and the problem id."
     ),
+    gen_kwargs: Optional[str] = typer.Option(
+        None, "--gen-kwargs", metavar="KEY=VALUE,...", rich_help_panel=SAMPLING,
+        help="More sampling parameters of the candidates: vllm.SamplingParams fields (vllm), or the API's (openai: "
+        "top_k, min_p, presence_penalty, ...), e.g. top_k=20,min_p=0.05.",
+    ),
     backend: BackendChoice = typer.Option(
         "llamacpp", "--backend", "-b", rich_help_panel=BACKEND, help="Sampling backend: llamacpp (CPU), vllm (GPU), openai (HTTP)."
+    ),
+    model_args: Optional[str] = typer.Option(
+        None, "--model-args", metavar="KEY=VALUE,...", rich_help_panel=BACKEND,
+        help="Engine arguments: vllm.EngineArgs fields (vllm: dtype=bfloat16,max_model_len=4096,"
+        "gpu_memory_utilization=0.8,revision=...,trust_remote_code=true), or n_ctx, n_threads, max_parallel (llamacpp).",
     ),
     base_url: Optional[str] = typer.Option(None, "--base-url", rich_help_panel=BACKEND, help="OpenAI-compatible server URL (openai backend)."),
     chat_template: Optional[str] = typer.Option(
@@ -180,6 +190,7 @@ def run(
     """
     from dataclasses import replace
 
+    from tteval.passthrough import parse_kv
     from tteval.runner import RunConfig, execute, resume_config
     from tteval.tasks import parse_limit
 
@@ -200,7 +211,8 @@ def run(
         prm_model=prm_model, prm_aggregation=_value(prm_aggregation), pf_step_tokens=pf_step_tokens,
         pf_max_steps=pf_max_steps, pf_softmax_temp=pf_softmax_temp, pf_iterations=pf_iterations,
         until_successes=until_successes, round_size=round_size, ray=ray, ray_actors=ray_actors,
-        tensor_parallel=tensor_parallel,
+        tensor_parallel=tensor_parallel, model_args=parse_kv(model_args, "--model-args"),
+        gen_kwargs=parse_kv(gen_kwargs, "--gen-kwargs"),
     )  # fmt: skip
     configs = [replace(base, task=name) for name in _task_list(task)]
     if len(configs) == 1:

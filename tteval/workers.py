@@ -33,7 +33,7 @@ class Chunk:
 def engine_key(config: Any) -> tuple:
     """What decides which loaded engine a run can use: runs with equal keys share one Worker."""
     return (config.backend, config.model, config.base_url, config.tensor_parallel, config.cache,
-            config.seed if config.backend == "vllm" else None)  # fmt: skip
+            config.seed if config.backend == "vllm" else None, tuple(sorted((config.model_args or {}).items())))  # fmt: skip
 
 
 class Worker:
@@ -119,7 +119,7 @@ def round_request(config: Any, task: Task, problem: Problem, offset: int) -> Req
         if offset:  # round r > 0 gets its own seed; round 0 is the pool a `sample` run would draw first
             seed = problem_seed(config.seed, f"{problem.task_id}#round{offset // size}")
     return Request(messages=task.messages(problem), n=n, temperature=config.temperature, top_p=config.top_p,
-                   max_tokens=config.max_tokens, seed=seed)  # fmt: skip
+                   max_tokens=config.max_tokens, seed=seed, extra=tuple(sorted((config.gen_kwargs or {}).items())))  # fmt: skip
 
 
 def sample_records(problem: Problem, completions: list, verdicts: list, offset: int = 0,
@@ -203,7 +203,7 @@ def _particle_filter(config: Any, task: Task, batch: list[Problem], questions: l
     results = particle_filter(
         backend, scorer, questions, prompts, config.n, keys=[p.task_id for p in batch], temperature=config.temperature,
         step_tokens=config.pf_step_tokens, max_steps=config.pf_max_steps, softmax_temp=config.pf_softmax_temp,
-        seed=config.seed, iterations=config.pf_iterations,
+        seed=config.seed, iterations=config.pf_iterations, max_tokens=config.max_tokens,
     )  # fmt: skip
     outputs = [[Completion(p.text, p.policy_tokens, "stop") for p in r.particles] for r in results]
     extra = [
