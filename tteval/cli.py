@@ -447,7 +447,7 @@ def report(
     params: Optional[list[str]] = typer.Option(
         None, "--params", help="Model parameter count for FLOPs when run.json lacks model_params: COUNT or MODEL=COUNT (repeatable)."
     ),
-    max_problems: int = typer.Option(50, "--max-problems", help="Problems shown per run in the drill-down."),
+    max_problems: int = typer.Option(500, "--max-problems", help="Problems shown per run in the drill-down (filter and sort them on the page)."),
     max_candidates: int = typer.Option(64, "--max-candidates", help="Candidates shown per problem."),
     max_chars: int = typer.Option(2000, "--max-chars", help="Characters shown per completion."),
 ) -> None:
