@@ -297,3 +297,42 @@ def test_max_tokens_caps_each_particle_and_the_budget_is_printed(tmp_path):
     assert len(samples) == 2
     assert all(1 <= s["num_tokens"] <= 20 for s in samples), [s["num_tokens"] for s in samples]
     assert all(s["problem_policy_tokens"] <= 2 * 20 for s in samples)
+
+
+def test_cache_keys_of_requests_without_gen_kwargs_are_unchanged():
+    import hashlib
+    from dataclasses import asdict
+
+    from tteval.backends.base import Request
+    from tteval.cache import request_key
+
+    req = Request(messages=(("user", "hi"),), n=2, seed=1)
+    before = {k: v for k, v in asdict(req).items() if k != "extra"}  # the key as tteval 0.1 computed it
+    old = hashlib.sha256(json.dumps({"backend": "vllm", "model": "m", **before}, sort_keys=True, default=list).encode())
+    assert request_key("vllm", "m", req) == old.hexdigest()
+    assert request_key("vllm", "m", Request(messages=(("user", "hi"),), n=2, seed=1, extra=(("top_k", 5),))) != old.hexdigest()
+
+
+# ------------------------------------------------------------------------------ --prompt-format raw
+def test_raw_prompt_format_sends_plain_text_on_the_cpu_model(tmp_path):
+    import hashlib
+
+    from tteval.runner import RunConfig
+    from tteval.tasks import load_problems, load_task
+
+    assert "prompt_format" not in RunConfig().identity()  # chat, the default: old run ids unchanged
+    task = load_task("gsm8k")
+    (p,) = load_problems(task, 1)
+    raw = task.raw_prompt(p)
+    assert raw.startswith(task.messages(p)[0][1] + "\n\n") and raw.endswith(p.row["question"] + "\n\n")
+    runs = {}
+    for fmt in ("chat", "raw"):
+        r = tteval("run", "--limit", "1", "-n", "1", "--max-tokens", "4", "--prompt-format", fmt,
+                   "--out", str(tmp_path / fmt), "--no-cache", timeout=900)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        (run,) = run_dirs(tmp_path / fmt)
+        (runs[fmt],) = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert runs["raw"]["prompt_sha256"] == hashlib.sha256(raw.encode()).hexdigest()
+    assert runs["raw"]["prompt_sha256"] != runs["chat"]["prompt_sha256"]
+    assert runs["raw"]["prompt_tokens"] < runs["chat"]["prompt_tokens"]  # no chat-template tokens around it
+    assert_one_line_error(tteval("run", "--prompt-format", "base"), "'base' is not one of 'chat', 'raw'")

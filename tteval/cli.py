@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from tteval.errors import TtevalError
 from tteval.runner import BACKENDS, STRATEGIES, VERIFIERS
-from tteval.tasks import DATA_SOURCES
+from tteval.tasks import DATA_SOURCES, PROMPT_FORMATS
 from tteval.verifiers.genrm import MODES as GENRM_MODES
 from tteval.verifiers.prm import PRM_AGGREGATIONS
 
@@ -42,6 +42,7 @@ BackendChoice = _choice("BackendChoice", BACKENDS)
 StrategyChoice = _choice("StrategyChoice", STRATEGIES)
 VerifierChoice = _choice("VerifierChoice", VERIFIERS)
 DataSourceChoice = _choice("DataSourceChoice", DATA_SOURCES)
+PromptFormatChoice = _choice("PromptFormatChoice", PROMPT_FORMATS)
 GenRMScoreChoice = _choice("GenRMScoreChoice", GENRM_MODES)
 PRMAggregationChoice = _choice("PRMAggregationChoice", PRM_AGGREGATIONS)
 
@@ -88,6 +89,11 @@ def run(
     tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", rich_help_panel=TASK, help="Extra folder of task YAML files."),
     data_source: DataSourceChoice = typer.Option(
         "auto", "--data-source", rich_help_panel=TASK, help="auto (vendored file, else hub), local, or hub."
+    ),
+    prompt_format: PromptFormatChoice = typer.Option(
+        "chat", "--prompt-format", rich_help_panel=TASK,
+        help="chat: the task's messages through the model's chat template; raw: their text as one plain prompt "
+        "(base models), on every backend.",
     ),
     n: int = typer.Option(4, "-n", "--num-samples", rich_help_panel=SAMPLING, help="Candidates sampled per problem (the pool size N)."),
     max_tokens: int = typer.Option(
@@ -212,7 +218,7 @@ def run(
         pf_max_steps=pf_max_steps, pf_softmax_temp=pf_softmax_temp, pf_iterations=pf_iterations,
         until_successes=until_successes, round_size=round_size, ray=ray, ray_actors=ray_actors,
         tensor_parallel=tensor_parallel, model_args=parse_kv(model_args, "--model-args"),
-        gen_kwargs=parse_kv(gen_kwargs, "--gen-kwargs"),
+        gen_kwargs=parse_kv(gen_kwargs, "--gen-kwargs"), prompt_format=_value(prompt_format),
     )  # fmt: skip
     configs = [replace(base, task=name) for name in _task_list(task)]
     if len(configs) == 1:

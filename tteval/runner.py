@@ -23,7 +23,7 @@ from tteval.backends.base import Backend
 from tteval.bounds import RUN_BOUNDS, check_fields
 from tteval.errors import TtevalError
 from tteval.results import RunDir, SampleRules, json_bytes, read_json, write_atomic, write_json_atomic
-from tteval.tasks import Problem, Task, check_limit, load_problems, load_task
+from tteval.tasks import PROMPT_FORMATS, Problem, Task, check_limit, load_problems, load_task
 from tteval.workers import Chunk, LocalWorkers, problem_seed
 
 __all__ = ["RunConfig", "execute", "make_backend", "make_scorer", "problem_seed", "resume_config"]
@@ -71,6 +71,7 @@ class RunConfig:
     chat_template: str | None = None  # openai backend: render chats client-side with this Jinja template (file)
     max_concurrency: int = 16  # openai backend: requests in flight
     request_timeout: float = 600.0  # openai backend: seconds per HTTP request
+    prompt_format: str = "chat"  # chat: the model's chat template; raw: plain text for base models
     model_args: dict[str, Any] | None = None  # --model-args: the engine constructor's extra arguments
     gen_kwargs: dict[str, Any] | None = None  # --gen-kwargs: extra sampling parameters of the policy's requests
     # fields below do not change the samples, so they are left out of the run id hash
@@ -81,7 +82,7 @@ class RunConfig:
     # options added after the first release: left out of the run id at their default, so older runs still resume
     _LATER: ClassVar[dict[str, Any]] = {"pf_iterations": 1, "until_successes": 2, "round_size": None, "chat_template": None,
                                       "prm_model": None, "prm_aggregation": None, "genrm_score": None,
-                                      "model_args": None, "gen_kwargs": None}
+                                      "model_args": None, "gen_kwargs": None, "prompt_format": "chat"}
 
     def genrm_mode(self) -> str | None:
         """GenRM's chain score mode when GenRM scores anything, else None: --genrm-score, by default the authors'
@@ -95,6 +96,8 @@ class RunConfig:
             raise TtevalError(f"unknown backend '{self.backend}'; choose one of: {', '.join(BACKENDS)}")
         if self.strategy not in STRATEGIES:
             raise TtevalError(f"unknown strategy '{self.strategy}'; choose one of: {', '.join(STRATEGIES)}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise TtevalError(f"unknown --prompt-format '{self.prompt_format}'; choose one of: {', '.join(PROMPT_FORMATS)}")
         if self.verifier not in VERIFIERS:
             raise TtevalError(f"unknown verifier '{self.verifier}'; choose one of: {', '.join(VERIFIERS)}")
         check_limit(self.limit)

@@ -19,6 +19,7 @@ from tteval.jsonl import json_object
 from tteval.paths import shipped_dir
 
 KINDS = ("math", "code")
+PROMPT_FORMATS = ("chat", "raw")  # `--prompt-format`: the model's chat template, or plain text for base models
 DATA_SOURCES = ("auto", "local", "hub")  # `--data-source`: the vendored file else the hub, only the file, only the hub
 
 
@@ -54,6 +55,11 @@ class Task:
         msgs.append(("user", render(self.prompt["user"], problem.row, self)))
         return tuple(msgs)
 
+    def raw_prompt(self, problem: Problem) -> str:
+        """The prompt as plain text for a base model (`--prompt-format raw`): the messages' contents, one
+        paragraph each, then a blank line for the model to continue."""
+        return "\n\n".join(content for _, content in self.messages(problem)) + "\n\n"
+
     def gold(self, problem: Problem) -> str:
         """The gold final answer of a math problem, as a string."""
         text = render(self.math.get("gold", "{answer}"), problem.row, self)
@@ -75,12 +81,13 @@ class Task:
         """The dataset's reference solution, as the `code` slot of `program`."""
         return render(self.code.get("reference", "{code}"), problem.row, self)
 
-    def provenance(self, problem: Problem) -> dict[str, str]:
+    def provenance(self, problem: Problem, prompt_format: str = "chat") -> dict[str, str]:
         """What each sample record says about its problem, so samples.jsonl explains itself: the question (the
-        last user message), the SHA-256 of the rendered chat (JSON of the messages), and the gold answer (math)
-        or the reference solution (code)."""
+        last user message), the SHA-256 of the rendered prompt (the chat's messages as JSON, or the raw text),
+        and the gold answer (math) or the reference solution (code)."""
         messages = self.messages(problem)
-        digest = hashlib.sha256(json.dumps(messages, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()
+        rendered = self.raw_prompt(problem) if prompt_format == "raw" else json.dumps(messages, ensure_ascii=False)
+        digest = hashlib.sha256(rendered.encode("utf-8", "surrogatepass")).hexdigest()
         gold = self.gold(problem) if self.kind == "math" else self.reference(problem)
         return {"question": messages[-1][1], "prompt_sha256": digest, "gold": gold}
 
