@@ -291,7 +291,7 @@ def test_max_tokens_caps_each_particle_and_the_budget_is_printed(tmp_path):
                "--pf-step-tokens", "12", "--pf-max-steps", "6", "--verifier-max-tokens", "4", "--out", str(tmp_path),
                "--no-cache", timeout=1800)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "worst case: 40 generated tokens (1 problems x 2 candidates x 20 tokens) + 240 verifier tokens" in r.stderr
+    assert "worst case: 40 generated tokens (1 problems x 2 candidates x 20 tokens) + 60 verifier tokens" in r.stderr  # 2 x 6 steps x (4 + 1)
     (run,) = run_dirs(tmp_path)
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2
