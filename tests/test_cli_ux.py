@@ -136,6 +136,7 @@ def test_resume_names_the_flags_it_ignores(server, tiny, tmp_path):
     warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
     assert warnings == [f"warning: --resume runs with the config recorded in {run / 'run.json'}; ignored: -n, --max-tokens"]
     assert (run / "samples.jsonl").read_bytes() == before
+    assert_one_line_error(tteval("run", "--resume", str(tmp_path / "nope"), "-n", "8"), "file not found")  # no warning
     r = tteval("run", "--resume", str(run), "--no-cache")  # nothing else given: nothing to warn about
     assert r.returncode == 0 and "warning" not in r.stderr
 

@@ -201,10 +201,10 @@ def run(
     from tteval.tasks import parse_limit
 
     if resume is not None:
+        config = resume_config(resume, cache)  # a folder that is not a run: one error line, no warning first
         ignored = _given_flags(ctx, exclude={"resume", "cache"})
         if ignored:
             _warn_line(f"--resume runs with the config recorded in {resume / 'run.json'}; ignored: {', '.join(ignored)}")
-        config = resume_config(resume, cache)
         _print_run(config, execute(config, console=err, run_path=resume).path)
         return
     base = RunConfig(
