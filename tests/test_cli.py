@@ -31,7 +31,8 @@ def check_run_files(run: Path, n: int, limit: int):
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == n * limit
     for s in samples:
-        assert {"task_id", "sample_index", "completion", "answer", "correct", "num_tokens", "logprob", "scores"} <= set(s)
+        assert {"task_id", "sample_index", "completion", "answer", "correct", "num_tokens", "logprob", "scores",
+                "question", "prompt_sha256", "gold"} <= set(s)
         assert isinstance(s["correct"], bool) and s["num_tokens"] >= 1
     assert sorted({s["sample_index"] for s in samples}) == list(range(n))
     metrics = json.loads((run / "metrics.json").read_text())
@@ -79,7 +80,7 @@ def test_help_explains_every_command():
     "args,message",
     [
         (["run", "--task", "nope"], "unknown task 'nope'"),
-        (["run", "--backend", "tpu"], "unknown backend 'tpu'"),
+        (["run", "--backend", "tpu"], "'tpu' is not one of 'llamacpp', 'vllm', 'openai'"),
         (["run", "--model", "/no/such/model.gguf"], "model file not found"),
         (["run", "-n", "0"], "-n must be at least 1"),
         (["run", "--max-tokens", "-1"], "--max-tokens must be at least 1"),
@@ -93,7 +94,7 @@ def test_help_explains_every_command():
         (["run", "--strategy", "pass-until", "--until-successes", "0"], "--until-successes must be at least 1"),
         (["run", "--strategy", "pass-until", "--round-size", "0"], "--round-size must be at least 1"),
         (["run", "--pf-iterations", "0"], "--pf-iterations must be at least 1"),
-        (["run", "--strategy", "nope"], "unknown strategy 'nope'"),
+        (["run", "--strategy", "nope"], "'nope' is not one of 'sample', 'particle-filter', 'pass-until'"),
         (["run", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--max-concurrency", "0"],
          "--max-concurrency must be at least 1"),
         (["sweep", "--task", "gsm8k", "--budgets", "0"], "--budgets must be positive"),
@@ -105,9 +106,9 @@ def test_help_explains_every_command():
         (["run", "--batch-problems", "0"], "--batch-problems must be at least 1"),
         (["run", "--workers", "0"], "--workers must be at least 1"),
         (["run", "--verifications", "0"], "--verifications must be at least 1"),
-        (["run", "--strategy", "magic"], "unknown strategy 'magic'"),
-        (["run", "--verifier", "oracle"], "unknown verifier 'oracle'"),
-        (["run", "--data-source", "ftp"], "--data-source must be auto, local or hub"),
+        (["run", "--strategy", "magic"], "Invalid value for '--strategy'"),
+        (["run", "--verifier", "oracle"], "'oracle' is not one of 'none', 'genrm', 'prm'"),
+        (["run", "--data-source", "ftp"], "'ftp' is not one of 'auto', 'local', 'hub'"),
         (["run", "--tasks-dir", "/no/such/dir"], "tasks directory not found: /no/such/dir"),
         (["run", "--model", "/"], "model file not found"),
         (["run", "--backend", "openai", "--base-url", "127.0.0.1:8000", "--model", "m"], "must start with http://"),

@@ -218,7 +218,7 @@ def test_report_caps_problems_and_candidates(tmp_path):
     r = tteval("report", str(root), "--out", str(out), "--max-problems", "5", "--max-candidates", "4", "--max-chars", "50")
     assert r.returncode == 0, r.stderr
     page = out.read_text(encoding="utf-8")
-    assert page.count("<details class='problem'>") == 5
+    assert page.count("<details class='problem") == 5
     assert "Problems (5 of 40 shown)" in page and "35 more problems not shown" in page
     assert page.count("12 more candidates not shown") == 5
     assert "p004" in page and "p005" not in page
@@ -231,3 +231,77 @@ def test_report_errors(tmp_path):
     assert r.returncode == 2 and "no run folders" in r.stderr and not (tmp_path / "r.html").exists()
     r = tteval("report", str(tmp_path / "empty"), "--max-chars", "0")
     assert r.returncode == 2 and "--max-chars must be at least 1" in r.stderr
+
+
+CODE_ANSWER = "def f(xs):\n    return [x * 2 for x in xs"
+SYNTAX = "SyntaxError: '[' was never closed"
+
+
+def make_explaining_run(root: Path) -> Path:
+    """A code run whose samples carry question and gold, a multi-line answer and a grading error; and a math run
+    from before those fields (question and gold come from the task and the grading)."""
+    q = "Write a function f that doubles every item of a list."
+    code = [sample("mbpp/1", 0, CODE_ANSWER, False, -1, completion="```python\n" + CODE_ANSWER + "\n```",
+                   question=q, gold="def f(xs):\n    return [2 * x for x in xs]", scores={"genrm": 0.9},
+                   grading={"status": "failed", "detail": SYNTAX, "runtime_s": 0.0123}),
+            sample("mbpp/1", 1, "def f(xs): return xs", False, 0, question=q, gold="ref", scores={"genrm": 0.2},
+                   grading={"status": "failed", "detail": "AssertionError"}),
+            sample("mbpp/2", 0, "x", True, 0, question="Q2", gold="x", scores={"genrm": 0.1}, grading={"status": "passed"}),
+            sample("mbpp/2", 1, "y", False, 1, question="Q2", gold="x", scores={"genrm": 0.8}, grading={"status": "failed"}),
+            sample("mbpp/3", 0, "z", True, 0, question="Q3", gold="z", scores={"genrm": 0.5}, grading={"status": "passed"})]
+    write_run(root / "mbpp_run", "smollm2", "mbpp", "sample", 2,
+              {"maj@k": [{"k": 2, "value": 0.5, "lower": 0.1, "upper": 0.9, "tokens": 40}]}, code)  # fmt: skip
+    old = [sample("gsm8k/0", i, "18", i == 0, 0, grading={"gold": "18", "status": "ok"}) for i in range(2)]
+    write_run(root / "gsm8k_old", "smollm2", "gsm8k", "sample", 2,
+              {"maj@k": [{"k": 2, "value": 1.0, "lower": 0.2, "upper": 1.0, "tokens": 40}]}, old)  # fmt: skip
+    return root
+
+
+def test_report_explains_each_problem(tmp_path):
+    root = make_explaining_run(tmp_path / "results")
+    out = tmp_path / "r.html"
+    r = tteval("report", str(root), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    dom = DomSummary(out.read_text(encoding="utf-8"))
+    text = "".join(dom.text)
+    assert "Write a function f that doubles every item of a list." in text
+    assert CODE_ANSWER in dom.pre  # the program keeps its line breaks, in a <pre> of its own
+    assert "def f(xs):\n    return [2 * x for x in xs]" in dom.pre  # the gold (reference) solution
+    assert any(SYNTAX in p and "status: failed" in p for p in dom.pre)  # the grading detail
+    # an old run: the question rendered from the shipped GSM8K task, the gold from its grading
+    assert "Janet’s ducks lay 16 eggs per day" in text and "18" in dom.pre
+
+
+@needs_chromium
+def test_report_filters_and_sorts_in_chromium(tmp_path):
+    """The filters are CSS alone: check with the real browser which problems are displayed under each one."""
+    root = make_explaining_run(tmp_path / "results")
+    out = tmp_path / "r.html"
+    assert tteval("report", str(root), "--out", str(out)).returncode == 0
+    page = out.read_text(encoding="utf-8")
+    page = page[: page.index("<meta http-equiv='Content-Security-Policy'")] + page[page.index(">", page.index("<meta http-equiv='Content-Security-Policy'")) + 1 :]
+    probe = ("<script>window.onload=function(){var out=[];document.querySelectorAll('details.problem').forEach("
+             "function(d){var r=d.getBoundingClientRect();if(getComputedStyle(d).display!=='none')"
+             "out.push(d.querySelector('summary').textContent.split(' ')[0]+'@'+Math.round(r.top));});"
+             "document.title=out.join(',');};</script>")  # fmt: skip
+
+    def shown(radio: str) -> list[str]:
+        variant = page.replace(" checked>", ">") if radio else page
+        for rid in radio.split():
+            variant = variant.replace(f"id='{rid}'", f"id='{rid}' checked")
+        path = tmp_path / f"v-{radio.replace(' ', '_') or 'default'}.html"
+        path.write_text(variant.replace("</body>", probe + "</body>"), encoding="utf-8")
+        dom = DomSummary(dump_dom(path, tmp_path))
+        items = [x.split("@") for x in dom.title.split(",") if x]
+        return [tid for tid, top in sorted(items, key=lambda x: int(x[1]))]  # in display order
+
+    # mbpp/1: no candidate right (so the majority is wrong too); mbpp/2: a 1-1 tie goes to the first class,
+    # right, while the top genrm candidate is wrong (selectors disagree); mbpp/3: all right
+    mbpp = lambda radios: [t for t in shown(radios) if t.startswith("mbpp")]  # noqa: E731
+    run = next(i for i in range(2) if "mbpp/1" in page[page.index(f"id='run-{i}'"):].split("</section>")[0])
+    assert mbpp("") == ["mbpp/1", "mbpp/2", "mbpp/3"]
+    assert mbpp(f"run{run}-f-none run{run}-s-idx") == ["mbpp/1"]
+    assert mbpp(f"run{run}-f-fail run{run}-s-idx") == ["mbpp/1"]
+    assert mbpp(f"run{run}-f-dis run{run}-s-idx") == ["mbpp/2"]
+    assert mbpp(f"run{run}-f-all run{run}-s-acc") == ["mbpp/1", "mbpp/2", "mbpp/3"]  # 0/2, 1/2, 1/1 correct
+    assert mbpp(f"run{run}-f-all run{run}-s-cls") == ["mbpp/2", "mbpp/1", "mbpp/3"]  # 2 answer classes first

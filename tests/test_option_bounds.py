@@ -32,7 +32,7 @@ RUN_CASES = [
     (["--pf-step-tokens", "-1"], "--pf-step-tokens must be at least 1, got -1"),
     (["--pf-max-steps", "-3"], "--pf-max-steps must be at least 1, got -3"),
     (["--verifier-max-tokens", "-1"], "--verifier-max-tokens must be at least 1, got -1"),
-    (["--prm-aggregation", "median"], "unknown --prm-aggregation 'median'; choose one of: last, min, prod, mean, model"),
+    (["--prm-aggregation", "median"], "'median' is not one of 'last', 'min', 'prod', 'mean', 'model'"),
     (["--max-concurrency", str(10**9)], "--max-concurrency must be at most 4096, got 1000000000"),
     (["--timeout", "inf"], "--timeout must be a finite number in (0, 604800], got inf"),
     (["--workers", str(10**6)], "--workers must be at most 256, got 1000000"),

@@ -21,7 +21,10 @@ def default_cache_path() -> Path:
 
 def request_key(backend: str, model: str, request: Request) -> str:
     """The hash of everything that determines a request's completions: backend, model, prompt, sampling params."""
-    payload = json.dumps({"backend": backend, "model": model, **asdict(request)}, sort_keys=True, default=list)
+    fields = asdict(request)
+    if not fields["extra"]:
+        del fields["extra"]  # requests without --gen-kwargs keep the keys they had before it existed
+    payload = json.dumps({"backend": backend, "model": model, **fields}, sort_keys=True, default=list)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -3,7 +3,9 @@
 One file, no scripts and no network: CSS is inline, plots are inline SVG, and a Content-Security-Policy forbids
 scripts and remote loads. All model text (completions, answers, names) is untrusted and goes through
 html.escape. The drill-down is capped (problems per run, candidates per problem, characters per completion) so
-that a 500 x 64 pool still gives a page a browser opens.
+that a 500 x 64 pool still gives a page a browser opens. Each problem shows its question, gold answer, every
+candidate's extracted answer, grading detail and completion (line breaks kept); radio buttons filter the problems
+(majority wrong, none correct, selectors disagree) and sort them, in CSS alone (`:checked ~`, `order`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ details.problem>summary{cursor:pointer;font-weight:600}
 pre{white-space:pre-wrap;word-break:break-word;background:#f6f8fa;padding:.5rem;margin:.3rem 0;max-height:30rem;overflow:auto}
 code{background:#f3f3f3;padding:0 .2rem}dl.kv{display:grid;grid-template-columns:max-content auto;gap:.1rem 1rem}
 dl.kv dt{color:#666}dl.kv dd{margin:0}
+pre.answer,pre.grading{background:none;padding:0;margin:0;max-height:12rem}
+.drill{display:flex;flex-direction:column}.controls{margin:.3rem 0}.controls label{margin-right:.8rem;cursor:pointer}
+.controls input:checked+label{font-weight:600;text-decoration:underline}
+.f-fail:checked~.drill>.problem:not(.fail),.f-none:checked~.drill>.problem:not(.none),
+.f-dis:checked~.drill>.problem:not(.disagree){display:none}
+.s-acc:checked~.drill>.problem{order:var(--acc)}.s-cls:checked~.drill>.problem{order:var(--cls)}
+.picks{font-weight:400;color:#444}
 """
 
 
@@ -82,7 +91,7 @@ def html_table(frame: pd.DataFrame, numeric: Iterable[str] = (), cls: str = "") 
 class DrillLimits:
     """Caps that keep the page small for big pools."""
 
-    max_problems: int = 50
+    max_problems: int = 500
     max_candidates: int = 64
     max_chars: int = 2000
 
@@ -130,6 +139,41 @@ class ProblemView:
     majority: Any
     num_correct: int
 
+    @property
+    def question(self) -> str | None:
+        """The problem's text, as its samples recorded it (tteval >= 0.2)."""
+        return next((str(s["question"]) for s in self.candidates if s.get("question") is not None), None)
+
+    @property
+    def gold(self) -> str | None:
+        """The gold answer: the samples' `gold` field, else a math grading's `gold`."""
+        for s in self.candidates:
+            grading = s.get("grading") if isinstance(s.get("grading"), Mapping) else {}
+            for value in (s.get("gold"), grading.get("gold")):
+                if value is not None:
+                    return str(value)
+        return None
+
+    def picks(self) -> dict[str, bool]:
+        """Whether each selector's pick is correct: the majority vote, the top candidate of each score (and the
+        particle filter's selection), and coverage (any candidate correct)."""
+        out: dict[str, bool] = {}
+        if self.majority is not None:
+            out["maj"] = _representative(self, self.majority)[1] is True
+        else:
+            out["maj"] = False
+        names = sorted({k for s in self.candidates if isinstance(s.get("scores"), Mapping) for k in s["scores"]})
+        for name in names:
+            scored = [s for s in self.candidates if _number(s.get("scores", {}).get(name))]
+            if scored:
+                best = max(scored, key=lambda s: s["scores"][name])  # the first of equal scores
+                out[f"best {name}"] = best.get("correct") is True
+        selected = [s for s in self.candidates if s.get("selected")]
+        if selected:
+            out["selected"] = selected[0].get("correct") is True
+        out["any"] = self.num_correct > 0
+        return out
+
 
 def problem_views(records: Sequence[Mapping[str, Any]]) -> list[ProblemView]:
     """Group candidates by problem (sorted by task id, candidates by sample index) and count votes per class."""
@@ -149,6 +193,10 @@ def problem_views(records: Sequence[Mapping[str, Any]]) -> list[ProblemView]:
     return views
 
 
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _verdict(correct: Any) -> str:
     if correct is True:
         return '<span class="ok">✓</span>'
@@ -164,6 +212,26 @@ def _fmt_scores(scores: Any) -> str:
     for name, v in scores.items():
         parts.append(f"{name}={v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{name}={v}")
     return ", ".join(parts)
+
+
+def _grading_cell(grading: Any) -> str:
+    """A candidate's grading detail (status, the error of a failed test, runtimes), one field a line."""
+    if not isinstance(grading, Mapping) or not grading:
+        return "–"
+    lines = []
+    for key, value in grading.items():
+        if value in (None, "") or key == "gold":
+            continue
+        shown = f"{value:.3g}" if _number(value) and isinstance(value, float) else _short(value, 600)
+        lines.append(f"{key}: {shown}")
+    return f"<pre class='grading'>{e(chr(10).join(lines))}</pre>" if lines else "–"
+
+
+def _answer_cell(answer: Any) -> str:
+    """An extracted answer with its line breaks (code answers are programs)."""
+    if answer is None or answer == "":
+        return "<span class='muted'>(none)</span>"
+    return f"<pre class='answer'>{e(_short(answer))}</pre>"
 
 
 def _completion_cell(text: Any, max_chars: int) -> str:
@@ -182,19 +250,29 @@ def _representative(p: ProblemView, key: Any) -> tuple[str, Any]:
     return "", None
 
 
-def problem_html(p: ProblemView, limits: DrillLimits) -> str:
-    """One collapsible problem: vote table and candidate table with collapsible completions."""
+def problem_html(p: ProblemView, limits: DrillLimits, index: int = 0, question: str | None = None) -> str:
+    """One collapsible problem: question and gold, vote table, and the candidate table (extracted answer, grading
+    detail, collapsible completion). Its classes and CSS variables drive the page's filters and sorts."""
     n = len(p.candidates)
     if p.majority is not None:
         maj_answer, maj_ok = _representative(p, p.majority)
         maj = f"majority {e(_short(maj_answer))} {_verdict(maj_ok)} ({p.votes[p.majority]}/{n} votes)"
     else:
         maj = '<span class="muted">no extracted answers</span>'
-    summary = f"{e(p.task_id)} — {p.num_correct}/{n} correct · {maj} · {len(p.votes)} answer classes"
+    picks = p.picks()
+    shown_picks = " · ".join(f"{e(k)} {_verdict(v)}" for k, v in picks.items())
+    summary = (f"{e(p.task_id)} — {p.num_correct}/{n} correct · {maj} · {len(p.votes)} answer classes "
+               f"<span class='picks'>[{shown_picks}]</span>")  # fmt: skip
+    flags = [c for c, on in (("fail", not picks["maj"]), ("none", not picks["any"]),
+                              ("disagree", len(set(picks.values())) > 1)) if on]  # fmt: skip
+    question = question if question is not None else p.question
+    facts = [("question", question), ("gold", p.gold)]
+    about = "".join(f"<dt>{k}</dt><dd><pre>{e(_short(v, limits.max_chars))}</pre></dd>" for k, v in facts if v is not None)
+    about = f"<dl class='kv'>{about}</dl>" if about else ""
     vote_rows = []
     for key, count in sorted(p.votes.items(), key=lambda kv: -kv[1]):
         ans, ok = _representative(p, key)
-        vote_rows.append(f"<tr><td>{e(_short(ans))}</td><td class='num'>{count}</td><td>{_verdict(ok)}</td></tr>")
+        vote_rows.append(f"<tr><td>{_answer_cell(ans)}</td><td class='num'>{count}</td><td>{_verdict(ok)}</td></tr>")
     no_answer = sum(1 for s in p.candidates if _class_key(s) is None)
     if no_answer:
         vote_rows.append(f"<tr><td class='muted'>(no answer)</td><td class='num'>{no_answer}</td><td></td></tr>")
@@ -206,18 +284,46 @@ def problem_html(p: ProblemView, limits: DrillLimits) -> str:
         mark = " ★" if s.get("selected") else ""
         rows.append(
             "<tr>"
-            f"<td class='num'>{e(s.get('sample_index'))}{mark}</td><td>{e(_short(s.get('answer')))}</td>"
+            f"<td class='num'>{e(s.get('sample_index'))}{mark}</td><td>{_answer_cell(s.get('answer'))}</td>"
             f"<td>{_verdict(s.get('correct'))}</td><td class='num'>{p.votes.get(key, 0) if key is not None else 0}</td>"
             f"<td>{e(_fmt_scores(s.get('scores')))}</td><td class='num'>{e(s.get('num_tokens'))}</td>"
-            f"<td>{e(s.get('finish_reason'))}</td><td>{_completion_cell(s.get('completion'), limits.max_chars)}</td>"
+            f"<td>{e(s.get('finish_reason'))}</td><td>{_grading_cell(s.get('grading'))}</td>"
+            f"<td>{_completion_cell(s.get('completion'), limits.max_chars)}</td>"
             "</tr>"
         )
     more = n - min(n, limits.max_candidates)
     more_note = f"<p class='muted'>{more} more candidates not shown (--max-candidates)</p>" if more > 0 else ""
     cands = ("<table class='candidates'><thead><tr><th class='num'>#</th><th>answer</th><th>correct</th>"
-             "<th class='num'>votes</th><th>scores</th><th class='num'>tokens</th><th>finish</th><th>completion</th>"
+             "<th class='num'>votes</th><th>scores</th><th class='num'>tokens</th><th>finish</th><th>grading</th>"
+             "<th>completion</th>"
              f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{more_note}")  # fmt: skip
-    return f"<details class='problem'><summary>{summary}</summary>{votes}{cands}</details>"
+    acc = round(1000 * p.num_correct / n) if n else 0
+    style = f"--acc:{acc};--cls:{-len(p.votes)};--idx:{index}"
+    return (f"<details class='{' '.join(['problem', *flags])}' style='{style}'><summary>{summary}</summary>{about}"
+            f"{votes}{cands}</details>")  # fmt: skip
+
+
+def _controls(index: int, shown: Sequence[ProblemView]) -> str:
+    """The filter and sort radio buttons of one run's drill-down (siblings before its `.drill` list)."""
+    count = {"fail": 0, "none": 0, "disagree": 0}
+    for p in shown:
+        picks = p.picks()
+        count["fail"] += not picks["maj"]
+        count["none"] += not picks["any"]
+        count["disagree"] += len(set(picks.values())) > 1
+    parts = []
+    for group, options in (
+        ("f", [("all", f"all ({len(shown)})"), ("fail", f"majority wrong ({count['fail']})"),
+               ("none", f"none correct ({count['none']})"), ("dis", f"selectors disagree ({count['disagree']})")]),
+        ("s", [("idx", "by task id"), ("acc", "fewest correct first"), ("cls", "most answer classes first")]),
+    ):  # fmt: skip
+        parts.append("<span class='muted'>show:</span> " if group == "f" else "<br><span class='muted'>sort:</span> ")
+        for i, (key, label) in enumerate(options):
+            rid = f"run{index}-{group}-{key}"
+            checked = " checked" if i == 0 else ""
+            parts.append(f"<input type='radio' name='run{index}-{group}' id='{rid}' class='{group}-{key}'{checked}>"
+                         f"<label for='{rid}'>{e(label)}</label>")  # fmt: skip
+    return "".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -275,12 +381,35 @@ def run_section(index: int, folder: Path, rows: pd.DataFrame, limits: DrillLimit
         parts.append("<p class='muted'>No samples.jsonl in this folder: no drill-down.</p>")
     else:
         shown = views[: limits.max_problems]
+        questions = _task_questions(config, [p.task_id for p in shown if p.question is None])
         parts.append(f"<h4>Problems ({len(shown)} of {len(views)} shown)</h4>")
-        parts.extend(problem_html(p, limits) for p in shown)
+        parts.append("<p class='muted'>Selector picks in brackets: maj (majority vote), best NAME (top candidate by "
+                     "that score), selected (the particle filter's answer), any (coverage). Filters and sorts need "
+                     "no script.</p>")  # fmt: skip
+        parts.append(f"<div class='controls'>{_controls(index, shown)}")
+        parts.append("<div class='drill'>")
+        parts.extend(problem_html(p, limits, i, questions.get(p.task_id)) for i, p in enumerate(shown))
+        parts.append("</div></div>")
         if len(views) > len(shown):
             parts.append(f"<p class='muted'>{len(views) - len(shown)} more problems not shown (--max-problems).</p>")
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _task_questions(config: Mapping[str, Any], task_ids: Sequence[str]) -> dict[str, str]:
+    """Questions of problems whose samples predate the `question` field, rendered from the run's task; {} when
+    the task cannot be loaded here (a task file elsewhere, a hub dataset offline)."""
+    if not task_ids or not isinstance(config.get("task"), str):
+        return {}
+    from tteval.tasks import load_problems, load_task
+
+    try:
+        task = load_task(config["task"], config.get("tasks_dir"))
+        problems = load_problems(task, None, config.get("data_source") or "auto")
+    except Exception:  # noqa: BLE001 - any failure only means no question is shown
+        return {}
+    wanted = set(task_ids)
+    return {p.task_id: task.messages(p)[-1][1] for p in problems if p.task_id in wanted}
 
 
 def _optimal_html(opt: pd.DataFrame) -> str:

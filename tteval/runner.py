@@ -20,10 +20,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tteval.backends.base import Backend
-from tteval.bounds import check_fields
+from tteval.bounds import RUN_BOUNDS, check_fields
 from tteval.errors import TtevalError
 from tteval.results import RunDir, SampleRules, json_bytes, read_json, write_atomic, write_json_atomic
-from tteval.tasks import Problem, Task, load_problems, load_task
+from tteval.tasks import PROMPT_FORMATS, Problem, Task, check_limit, load_problems, load_task
 from tteval.workers import Chunk, LocalWorkers, problem_seed
 
 __all__ = ["RunConfig", "execute", "make_backend", "make_scorer", "problem_seed", "resume_config"]
@@ -42,7 +42,7 @@ class RunConfig:
     backend: str = "llamacpp"
     strategy: str = "sample"
     n: int = 4
-    limit: int | None = 4
+    limit: int | float | None = None  # None: the whole task; a float in (0, 1): that share of it (lm-eval)
     max_tokens: int = 256
     temperature: float = 0.7
     top_p: float = 1.0
@@ -71,6 +71,9 @@ class RunConfig:
     chat_template: str | None = None  # openai backend: render chats client-side with this Jinja template (file)
     max_concurrency: int = 16  # openai backend: requests in flight
     request_timeout: float = 600.0  # openai backend: seconds per HTTP request
+    prompt_format: str = "chat"  # chat: the model's chat template; raw: plain text for base models
+    model_args: dict[str, Any] | None = None  # --model-args: the engine constructor's extra arguments
+    gen_kwargs: dict[str, Any] | None = None  # --gen-kwargs: extra sampling parameters of the policy's requests
     # fields below do not change the samples, so they are left out of the run id hash
     out: str = "results"
     _NON_IDENTITY: ClassVar[tuple[str, ...]] = (
@@ -78,7 +81,8 @@ class RunConfig:
     )  # fmt: skip
     # options added after the first release: left out of the run id at their default, so older runs still resume
     _LATER: ClassVar[dict[str, Any]] = {"pf_iterations": 1, "until_successes": 2, "round_size": None, "chat_template": None,
-                                      "prm_model": None, "prm_aggregation": None, "genrm_score": None}
+                                      "prm_model": None, "prm_aggregation": None, "genrm_score": None,
+                                      "model_args": None, "gen_kwargs": None, "prompt_format": "chat"}
 
     def genrm_mode(self) -> str | None:
         """GenRM's chain score mode when GenRM scores anything, else None: --genrm-score, by default the authors'
@@ -92,9 +96,13 @@ class RunConfig:
             raise TtevalError(f"unknown backend '{self.backend}'; choose one of: {', '.join(BACKENDS)}")
         if self.strategy not in STRATEGIES:
             raise TtevalError(f"unknown strategy '{self.strategy}'; choose one of: {', '.join(STRATEGIES)}")
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise TtevalError(f"unknown --prompt-format '{self.prompt_format}'; choose one of: {', '.join(PROMPT_FORMATS)}")
         if self.verifier not in VERIFIERS:
             raise TtevalError(f"unknown verifier '{self.verifier}'; choose one of: {', '.join(VERIFIERS)}")
-        check_fields(self)
+        check_limit(self.limit)
+        check_fields(self, RUN_BOUNDS if not isinstance(self.limit, float) else
+                     {k: b for k, b in RUN_BOUNDS.items() if k != "limit"})  # fmt: skip
         if self.prm_aggregation is not None:
             from tteval.verifiers.prm import PRM_AGGREGATIONS
 
@@ -112,6 +120,10 @@ class RunConfig:
                 raise TtevalError(f"unknown --genrm-score '{self.genrm_score}'; choose one of: {', '.join(MODES)}")
         if self.pf_iterations > 1 and self.n < 2:
             raise TtevalError("particle Gibbs (--pf-iterations > 1) needs -n of at least 2 (a reference plus a free particle)")
+        from tteval.passthrough import check_gen_kwargs, check_model_args
+
+        check_model_args(self.backend, self.model_args)
+        check_gen_kwargs(self.backend, self.gen_kwargs)
         if self.backend == "openai" and not self.base_url:
             raise TtevalError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
 
@@ -123,6 +135,8 @@ class RunConfig:
         }
         if self.genrm_mode():  # GenRM's scoring changed after 0.1: such runs get new ids, not a mixed resume
             out["genrm_score"] = self.genrm_mode()
+        if self.strategy == "particle-filter":  # --max-tokens caps a particle since 0.2: new ids, not a mixed resume
+            out["pf_particle_max_tokens"] = self.max_tokens
         return out
 
     def finished(self, records: list[dict[str, Any]]) -> bool:
@@ -176,7 +190,10 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
             return float(value)
         if t is str and isinstance(value, str):
             return value
-    names = " or ".join("null" if t is type(None) else t.__name__ for t in options)
+        if typing.get_origin(t) is dict and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return value
+    names = " or ".join("null" if t is type(None) else "object" if typing.get_origin(t) is dict else t.__name__
+                        for t in options)  # fmt: skip
     raise TtevalError(f"{where} must be {names}, got {json.dumps(value)[:60]}")
 
 
@@ -234,13 +251,14 @@ def _raw_backend(config: RunConfig) -> Backend:
     if config.backend == "llamacpp":
         from tteval.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend(model=config.model)
+        return LlamaCppBackend(model=config.model, **(config.model_args or {}))
     if config.backend == "vllm":
         from tteval.backends.vllm import VLLMBackend
 
         share = 0.5 if config.verifier == "prm" else 0.9  # the PRM's engine takes 0.4 of the same GPU
+        engine_args = {"gpu_memory_utilization": share, **(config.model_args or {})}
         return VLLMBackend(model=config.model, seed=config.seed, tensor_parallel_size=config.tensor_parallel,
-                           gpu_memory_utilization=share)  # fmt: skip
+                           **engine_args)  # fmt: skip
     from tteval.backends.openai import OpenAIBackend
 
     return OpenAIBackend(base_url=config.base_url, model=config.model, max_concurrency=config.max_concurrency,
@@ -255,6 +273,41 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    """The most tokens a run can generate: the policy's candidates and the generative verifier's chains."""
+
+    problems: int
+    candidates: int  # per problem (particle Gibbs: N x T)
+    per_candidate: int  # tokens one candidate may generate
+    verifier: int  # verification tokens over the whole run
+
+    @property
+    def policy(self) -> int:
+        return self.problems * self.candidates * self.per_candidate
+
+    def line(self) -> str:
+        what = f"{self.problems:,} problems x {self.candidates:,} candidates x {self.per_candidate:,} tokens"
+        verifier = f" + {self.verifier:,} verifier tokens" if self.verifier else ""
+        return f"worst case: {self.policy:,} generated tokens ({what}){verifier}"
+
+
+def worst_case_tokens(config: RunConfig, problems: int) -> TokenBudget:
+    """The token budget of `problems` problems at most: every candidate runs to its cap (a particle to
+    --max-tokens over at most --pf-max-steps steps), and a GenRM verifier writes V full chains per candidate, for
+    particle filtering at every step. A PRM (vLLM pooling) generates nothing."""
+    candidates, per = config.n, config.max_tokens
+    steps = 1
+    if config.strategy == "particle-filter":
+        candidates *= config.pf_iterations
+        per = min(config.max_tokens, config.pf_max_steps * config.pf_step_tokens)
+        steps = min(config.pf_max_steps, per)  # a step that generates nothing ends the particle
+    verifier = 0
+    if config.genrm_mode():
+        verifier = problems * candidates * steps * config.verifications * (config.verifier_max_tokens + 1)
+    return TokenBudget(problems, candidates, per, verifier)
 
 
 def default_batch_problems(config: RunConfig) -> int:
@@ -341,6 +394,7 @@ def _execute_locked(config: RunConfig, task: Task, problems: list[Problem], run:
     meta["status"] = "running"
     meta.pop("error", None)
     if len(done) < len(problems):
+        console.print(escape(worst_case_tokens(config, len(problems) - len(done)).line()), highlight=False, soft_wrap=True)
         meta["backend"] = workers.describe()
         try:
             write_json_atomic(run.run_json, meta)  # "running" before the samples change, and metrics.json goes

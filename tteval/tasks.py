@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
+import math
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +19,8 @@ from tteval.jsonl import json_object
 from tteval.paths import shipped_dir
 
 KINDS = ("math", "code")
+PROMPT_FORMATS = ("chat", "raw")  # `--prompt-format`: the model's chat template, or plain text for base models
+DATA_SOURCES = ("auto", "local", "hub")  # `--data-source`: the vendored file else the hub, only the file, only the hub
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,11 @@ class Task:
         msgs.append(("user", render(self.prompt["user"], problem.row, self)))
         return tuple(msgs)
 
+    def raw_prompt(self, problem: Problem) -> str:
+        """The prompt as plain text for a base model (`--prompt-format raw`): the messages' contents, one
+        paragraph each, then a blank line for the model to continue."""
+        return "\n\n".join(content for _, content in self.messages(problem)) + "\n\n"
+
     def gold(self, problem: Problem) -> str:
         """The gold final answer of a math problem, as a string."""
         text = render(self.math.get("gold", "{answer}"), problem.row, self)
@@ -70,6 +80,16 @@ class Task:
     def reference(self, problem: Problem) -> str:
         """The dataset's reference solution, as the `code` slot of `program`."""
         return render(self.code.get("reference", "{code}"), problem.row, self)
+
+    def provenance(self, problem: Problem, prompt_format: str = "chat") -> dict[str, str]:
+        """What each sample record says about its problem, so samples.jsonl explains itself: the question (the
+        last user message), the SHA-256 of the rendered prompt (the chat's messages as JSON, or the raw text),
+        and the gold answer (math) or the reference solution (code)."""
+        messages = self.messages(problem)
+        rendered = self.raw_prompt(problem) if prompt_format == "raw" else json.dumps(messages, ensure_ascii=False)
+        digest = hashlib.sha256(rendered.encode("utf-8", "surrogatepass")).hexdigest()
+        gold = self.gold(problem) if self.kind == "math" else self.reference(problem)
+        return {"question": messages[-1][1], "prompt_sha256": digest, "gold": gold}
 
     @property
     def extract_style(self) -> str:
@@ -286,17 +306,51 @@ def local_data_path(task: Task) -> Path | None:
     return p if p.is_absolute() else (task.spec_path.parent if task.spec_path else shipped_dir("tasks")) / p
 
 
-def load_problems(task: Task, limit: int | None = None, data_source: str = "auto") -> list[Problem]:
+def parse_limit(text: str | None) -> int | float | None:
+    """`--limit` as lm-eval reads it: None (the whole task), a whole number of problems, or a fraction in (0, 1)."""
+    if text is None or text.strip().lower() in ("", "all", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise TtevalError(f"--limit must be a number of problems or a fraction in (0, 1), got {text!r}") from None
+    check_limit(value)
+    return value
+
+
+def check_limit(limit: Any) -> None:
+    """A fraction limit lies in (0, 1); whole numbers are checked by the option bounds (tteval/bounds.py)."""
+    if isinstance(limit, float) and not 0 < limit < 1:
+        raise TtevalError(f"--limit must be a whole number of problems or a fraction in (0, 1), got {limit}")
+
+
+def limit_count(limit: int | float | None, total: int) -> int:
+    """How many of `total` problems a limit takes: all, the first `limit`, or ceil(fraction x total) as lm-eval."""
+    if limit is None:
+        return total
+    if isinstance(limit, float):
+        return max(1, math.ceil(limit * total))
+    return limit
+
+
+def load_problems(task: Task, limit: int | float | None = None, data_source: str = "auto") -> list[Problem]:
     """Load the task's rows with `datasets` (vendored JSONL by default, the hub id when asked or when no file).
 
+    `limit`: None for every problem, N for the first N, a fraction in (0, 1) for that share (rounded up).
     The spec is checked against the data before anything runs: every template field must be a column, the id
     field must exist and give distinct ids, and every math problem must have a gold answer."""
-    if limit is not None and limit < 1:
+    check_limit(limit)
+    if limit is not None and limit < 1 and not isinstance(limit, float):
         raise TtevalError(f"--limit must be at least 1, got {limit}")
     rows = _load_rows(task, data_source)
     if not rows:
         raise TtevalError(f"task '{task.name}': the dataset is empty")
     if limit is not None:
+        limit = limit_count(limit, len(rows))
         if limit > len(rows):
             raise TtevalError(f"--limit {limit} is beyond the dataset: task '{task.name}' has {len(rows)} problems")
         rows = rows[:limit]
@@ -349,7 +403,7 @@ def _check_columns(task: Task, row: dict[str, Any]) -> None:
 def _load_rows(task: Task, data_source: str) -> list[dict[str, Any]]:
     local = local_data_path(task)
     use_local = data_source == "local" or (data_source == "auto" and local is not None and local.is_file())
-    if data_source not in ("auto", "local", "hub"):
+    if data_source not in DATA_SOURCES:
         raise TtevalError(f"--data-source must be auto, local or hub, got {data_source!r}")
     if use_local and local is not None and local.is_file() and local.suffix in (".jsonl", ".ndjson"):
         rows = _check_jsonl(task, local)

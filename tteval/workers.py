@@ -33,7 +33,7 @@ class Chunk:
 def engine_key(config: Any) -> tuple:
     """What decides which loaded engine a run can use: runs with equal keys share one Worker."""
     return (config.backend, config.model, config.base_url, config.tensor_parallel, config.cache,
-            config.seed if config.backend == "vllm" else None)  # fmt: skip
+            config.seed if config.backend == "vllm" else None, tuple(sorted((config.model_args or {}).items())))  # fmt: skip
 
 
 class Worker:
@@ -118,12 +118,16 @@ def round_request(config: Any, task: Task, problem: Problem, offset: int) -> Req
         n = min(size, config.n - offset)
         if offset:  # round r > 0 gets its own seed; round 0 is the pool a `sample` run would draw first
             seed = problem_seed(config.seed, f"{problem.task_id}#round{offset // size}")
-    return Request(messages=task.messages(problem), n=n, temperature=config.temperature, top_p=config.top_p,
-                   max_tokens=config.max_tokens, seed=seed)  # fmt: skip
+    prompt = {"prompt": task.raw_prompt(problem)} if config.prompt_format == "raw" else {"messages": task.messages(problem)}
+    return Request(**prompt, n=n, temperature=config.temperature, top_p=config.top_p,
+                   max_tokens=config.max_tokens, seed=seed, extra=tuple(sorted((config.gen_kwargs or {}).items())))  # fmt: skip
 
 
-def sample_records(problem: Problem, completions: list, verdicts: list, offset: int = 0) -> list[dict[str, Any]]:
-    """One samples.jsonl record per candidate (schema in DESIGN.md, plus compute and grading detail)."""
+def sample_records(problem: Problem, completions: list, verdicts: list, offset: int = 0,
+                   task: Task | None = None, prompt_format: str = "chat") -> list[dict[str, Any]]:  # fmt: skip
+    """One samples.jsonl record per candidate (schema in README.md, plus compute and grading detail), with the
+    problem's question, prompt hash and gold answer when `task` is given."""
+    about = task.provenance(problem, prompt_format) if task is not None else {}
     return [
         {
             "task_id": problem.task_id,
@@ -138,6 +142,7 @@ def sample_records(problem: Problem, completions: list, verdicts: list, offset: 
             "answer_class": v.answer_class,
             "scores": {},
             "grading": v.detail,
+            **about,
         }
         for i, (c, v) in enumerate(zip(completions, verdicts))
     ]
@@ -167,7 +172,7 @@ def chunk_records(config: Any, task: Task, chunk: Chunk, backend: Backend, grade
         timings["verification_s"] = round(timings.get("verification_s", 0.0) + time.perf_counter() - t2, 3)
     records = []
     for p, out, v, ex, offset in zip(batch, outputs, verdicts, extra, chunk.offsets):
-        for r, e in zip(sample_records(p, out, v, offset), ex):
+        for r, e in zip(sample_records(p, out, v, offset, task, config.prompt_format), ex):
             r.update(e)
             records.append(r)
     return records
@@ -195,11 +200,12 @@ def _particle_filter(config: Any, task: Task, batch: list[Problem], questions: l
     """Particle filtering (or particle Gibbs) over the chunk: the final particles as completions, plus extras."""
     from tteval.strategies.particle_filter import particle_filter
 
-    prompts = [backend.apply_chat_template(task.messages(p)) for p in batch]
+    prompts = [task.raw_prompt(p) if config.prompt_format == "raw" else backend.apply_chat_template(task.messages(p))
+               for p in batch]  # fmt: skip
     results = particle_filter(
         backend, scorer, questions, prompts, config.n, keys=[p.task_id for p in batch], temperature=config.temperature,
         step_tokens=config.pf_step_tokens, max_steps=config.pf_max_steps, softmax_temp=config.pf_softmax_temp,
-        seed=config.seed, iterations=config.pf_iterations,
+        seed=config.seed, iterations=config.pf_iterations, max_tokens=config.max_tokens,
     )  # fmt: skip
     outputs = [[Completion(p.text, p.policy_tokens, "stop") for p in r.particles] for r in results]
     extra = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from tteval.errors import TtevalError
 
@@ -22,6 +22,7 @@ class Request:
     seed: int | None = None
     logprobs: bool = True
     top_logprobs: int = 0  # also return the top-k alternatives (token -> logprob) at each generated position
+    extra: tuple[tuple[str, Any], ...] = ()  # --gen-kwargs: more sampling parameters, passed to vLLM / the server
 
     def __post_init__(self) -> None:
         if (self.prompt is None) == (self.messages is None):

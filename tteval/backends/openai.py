@@ -266,6 +266,7 @@ def request_body(model: str, req: Request, n: int, offset: int = 0) -> tuple[str
     body: dict[str, Any] = {
         "model": model, "n": n, "temperature": req.temperature, "top_p": req.top_p, "max_tokens": req.max_tokens,
     }  # fmt: skip
+    body.update(dict(req.extra))  # --gen-kwargs, checked against the API's fields beforehand
     if req.stop:
         body["stop"] = list(req.stop)
     if req.seed is not None:

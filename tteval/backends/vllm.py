@@ -78,6 +78,7 @@ def to_sampling_params(req: Request) -> Any:
             stop=list(req.stop) or None,
             seed=req.seed,
             logprobs=logprobs,
+            **dict(req.extra),
         )
     except Exception as exc:  # vLLM's own checks (temperature in [0, 2], max_tokens >= 1, ...), whatever their class
         raise TtevalError(f"vLLM rejected the sampling parameters: {exc}") from None

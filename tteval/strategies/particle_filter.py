@@ -46,6 +46,7 @@ class Particle:
     rewards: list[float] = field(default_factory=list)
     done: bool = False
     policy_tokens: int = 0
+    step_lengths: list[int] = field(default_factory=list)  # generated tokens of each step (the path's length)
 
     @property
     def text(self) -> str:
@@ -59,11 +60,16 @@ class Particle:
         """The reward after `step` + 1 steps, or the final one for a particle that stopped earlier."""
         return self.rewards[min(step, len(self.rewards) - 1)] if self.rewards else 0.5
 
+    @property
+    def path_tokens(self) -> int:
+        """Tokens generated along this particle's path (what `max_tokens` caps)."""
+        return sum(self.step_lengths)
+
     def copy(self, steps: int | None = None) -> Particle:
         """An independent copy, cut back to its first `steps` steps (a fork of a longer reference particle)."""
         if steps is None or steps >= len(self.steps):
-            return Particle(list(self.steps), list(self.rewards), self.done, self.policy_tokens)
-        return Particle(self.steps[:steps], self.rewards[:steps], False, self.policy_tokens)
+            return Particle(list(self.steps), list(self.rewards), self.done, self.policy_tokens, list(self.step_lengths))
+        return Particle(self.steps[:steps], self.rewards[:steps], False, self.policy_tokens, self.step_lengths[:steps])
 
 
 @dataclass
@@ -111,6 +117,7 @@ class _Search:
     seed: int
     resample_inactive: bool
     resample_after_last: bool
+    max_tokens: int | None
     policy_tokens: list[int]
     verifier_tokens: list[int]
     steps: list[int]
@@ -132,11 +139,13 @@ def particle_filter(
     resample_inactive: bool = True,
     resample_after_last: bool = False,
     iterations: int = 1,
+    max_tokens: int | None = None,
 ) -> list[PFResult]:
     """Particle filtering (particle Gibbs when `iterations` > 1) on every problem at once.
 
     `prompts` are chat-templated, ready to continue; each problem gets `num_particles` particles per pass. `keys`
-    name the problems (task ids; default their positions) and seed all their randomness."""
+    name the problems (task ids; default their positions) and seed all their randomness. `max_tokens` caps the
+    tokens a particle generates over all its steps (its last step is cut to fit, and it stops there)."""
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
     m = len(questions)
@@ -144,7 +153,7 @@ def particle_filter(
     if len(keys) != m or len(set(keys)) != m:
         raise ValueError("particle_filter needs one distinct key per problem")
     search = _Search(backend, scorer, questions, prompts, keys, temperature, step_tokens, max_steps, softmax_temp,
-                     seed, resample_inactive, resample_after_last, [0] * m, [0] * m, [0] * m)  # fmt: skip
+                     seed, resample_inactive, resample_after_last, max_tokens, [0] * m, [0] * m, [0] * m)  # fmt: skip
     rngs = [_rng(seed, k) for k in keys]
     refs: list[Particle | None] = [None] * m
     pools: list[list[Particle]] = []
@@ -184,7 +193,7 @@ def _filter_pass(
         outs = s.backend.generate(
             [
                 Request(prompt=s.prompts[pi] + pools[pi][j].text, n=1, temperature=s.temperature,
-                        max_tokens=s.step_tokens, stop=(STEP_END,), seed=_seed(s.seed, path))  # fmt: skip
+                        max_tokens=_step_budget(s, pools[pi][j]), stop=(STEP_END,), seed=_seed(s.seed, path))  # fmt: skip
                 for (pi, j), path in zip(live, paths)
             ]
         )
@@ -193,9 +202,11 @@ def _filter_pass(
             ended_by_step = c.stop_reason == STEP_END
             p.steps.append(c.text + (STEP_END if ended_by_step else ""))
             p.policy_tokens += c.num_tokens
+            p.step_lengths.append(c.num_tokens)
             s.policy_tokens[pi] += c.num_tokens
             eos = c.finish_reason == "stop" and not ended_by_step
-            p.done = eos or "\\boxed" in c.text or not c.text.strip() or step + 1 == s.max_steps
+            spent = s.max_tokens is not None and p.path_tokens >= s.max_tokens
+            p.done = eos or "\\boxed" in c.text or not c.text.strip() or step + 1 == s.max_steps or spent
         scores = s.scorer.score([(s.questions[pi], pools[pi][j].text) for pi, j in live], keys=paths)
         for (pi, j), sc in zip(live, scores):
             pools[pi][j].rewards.append(float(sc.score))
@@ -204,6 +215,11 @@ def _filter_pass(
         pools = [_resample(pool, rng, s.softmax_temp, s.resample_inactive, ref, max(len(p.steps) for p in pool))
                  for pool, rng, ref in zip(pools, rngs, refs)]  # fmt: skip
     return [pool + ([ref] if ref is not None else []) for pool, ref in zip(pools, refs)]
+
+
+def _step_budget(s: _Search, p: Particle) -> int:
+    """Tokens the next step of `p` may generate: a step's worth, or what is left of the particle's cap."""
+    return s.step_tokens if s.max_tokens is None else max(1, min(s.step_tokens, s.max_tokens - p.path_tokens))
 
 
 def _resample(pool: list[Particle], rng: np.random.Generator, temp: float, resample_inactive: bool,
