@@ -692,6 +692,9 @@ def build_filesystem():
         os.makedirs(root + p, mode=0o755, exist_ok=True)
         mount(p, root + p, None, MS_BIND | MS_REC)
         mount(None, root + p, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    for path in plan["hide"]:  # hidden folders inside those (a venv under /tmp): hidden again, read-only
+        if any(path.startswith(p + os.sep) for p in cfg["tmp_keep"]) and os.path.isdir(root + path):
+            mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=755")
     mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # SysV shared memory of this IPC namespace: at most one tmpfs size in all (detached segments escape RLIMIT_AS)
     shm_bytes = cfg["tmpfs_mb"] << 20
