@@ -1,0 +1,82 @@
+"""tteval's Python API: the estimators on plain Python values, a run from Python, and run folders as a DataFrame.
+
+`from tteval import pass_at_k, maj_at_k, best_of_k, eff_at_k, summarize, evaluate, load_runs` (imported lazily by
+`tteval/__init__.py`, so `import tteval` stays cheap). The estimators are those of `tteval.estimators`; here answers
+may be any hashable values (strings, numbers, tuples), with None or "" meaning "no valid answer".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tteval import estimators as est
+from tteval.errors import TtevalError
+
+
+def answer_classes(answers: Sequence[Hashable | None]) -> np.ndarray:
+    """Class ids for answers compared by equality: 0, 1, ... in order of first appearance; -1 for None or ""."""
+    ids: dict[Hashable, int] = {}
+    out = np.empty(len(answers), dtype=np.int64)
+    for i, a in enumerate(answers):
+        if a is None or (isinstance(a, str) and not a.strip()):
+            out[i] = -1
+            continue
+        try:
+            out[i] = ids.setdefault(a, len(ids))
+        except TypeError:
+            raise TtevalError(f"answer {i} ({type(a).__name__}) is not hashable; give strings or numbers") from None
+    return out
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k of one problem with c correct among n samples (Chen et al. 2021)."""
+    return float(est.pass_at_k(n, c, k))
+
+
+def maj_at_k(answers: Sequence[Hashable | None], correct: Sequence[float], k: int) -> float:
+    """Exact expected accuracy of a majority vote over a random k-subset of one problem's samples."""
+    return est.maj_at_k(answer_classes(answers), correct, k)
+
+
+def best_of_k(rewards: Sequence[float], correct: Sequence[float], k: int) -> float:
+    """Exact expected correctness of the highest-reward sample of a random k-subset (ties split evenly)."""
+    return est.best_of_k(rewards, correct, k)
+
+
+def eff_at_k(scores: Sequence[float], k: int) -> float:
+    """ENAMEL's unbiased eff@k of one problem's efficiency scores."""
+    return est.eff_at_k(scores, k)
+
+
+def summarize(values: Sequence[float], seed: int = 0) -> dict[str, float | int | str]:
+    """Task-level mean of per-problem values with its 95% interval, as metrics.json writes it."""
+    return est.summarize(values, seed=seed)
+
+
+def evaluate(**options: Any) -> dict[str, Any]:
+    """Run what `tteval run` runs (keyword options as RunConfig's fields, e.g. task, n, limit, strategy) and return
+    its metrics.json as a dict, with the run folder under "run_dir". Resumes like the CLI when re-run."""
+    from dataclasses import fields
+
+    from tteval.results import read_json
+    from tteval.runner import RunConfig, execute
+
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TtevalError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    run = execute(RunConfig(**options))
+    metrics = read_json(Path(run.path) / "metrics.json")
+    return {**metrics, "run_dir": str(run.path)}
+
+
+def load_runs(paths: str | Path | Iterable[str | Path]) -> Any:
+    """One tidy pandas row per curve point of every run folder below `paths` (what `tteval leaderboard` reads)."""
+    from tteval.leaderboard import collect_runs
+
+    roots = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    return collect_runs(roots)
