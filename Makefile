@@ -15,7 +15,7 @@ export CMAKE_ARGS ?= $(LLAMA_CMAKE_ARGS)
 $(BIN)/tteval: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[cpu,test]'
 	touch $(BIN)/tteval
 
 setup: $(BIN)/tteval

