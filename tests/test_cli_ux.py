@@ -337,3 +337,19 @@ def test_raw_prompt_format_sends_plain_text_on_the_cpu_model(tmp_path):
     assert runs["raw"]["prompt_sha256"] != runs["chat"]["prompt_sha256"]
     assert runs["raw"]["prompt_tokens"] < runs["chat"]["prompt_tokens"]  # no chat-template tokens around it
     assert_one_line_error(tteval("run", "--prompt-format", "base"), "'base' is not one of 'chat', 'raw'")
+
+
+def test_piped_output_is_whole_lines_and_brackets_are_data():
+    """`tteval tasks > file` and `tteval leaderboard > file`: no wrapping at 80 columns, no markup eaten."""
+    r = tteval("tasks")
+    assert r.returncode == 0, r.stderr
+    assert "openai/gsm8k [test]" in r.stdout  # rich would have read "[test]" as a style tag
+    gsm8k = [line for line in r.stdout.splitlines() if "gsm8k" in line]
+    assert len(gsm8k) == 1 and "gsm8k_test.jsonl" in gsm8k[0] and "MIT" in gsm8k[0]  # one row, one line
+    root = Path(__file__).resolve().parent.parent / "results" / "example-genrm-gpqa"
+    run_id = json.loads((root / "run" / "run.json").read_text())["run_id"]
+    assert len(run_id) > 40
+    r = tteval("leaderboard", str(root))
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if run_id in line]  # the whole id on one line
+    assert rows and all(len(line) > 80 for line in rows)

@@ -29,7 +29,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
+# Piped or redirected stdout (`tteval leaderboard > file`) gets whole lines: no wrapping at 80 columns, no colour.
+out = Console() if sys.stdout.isatty() else Console(width=10_000, soft_wrap=True, no_color=True)
 err = Console(stderr=True)
 
 
@@ -328,7 +329,8 @@ def tasks(tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Ex
         size = sum(1 for _ in open(path, "rb")) if path and path.is_file() else "?"
         hub = t.source.get("hub") or {}
         hub_s = f"{hub.get('path', '')} [{hub.get('split', '')}]" if hub else "-"
-        table.add_row(t.name, t.kind, str(size), hub_s, path.name if path else "-", str(t.source.get("license", "")))
+        cells = (t.name, t.kind, str(size), hub_s, path.name if path else "-", str(t.source.get("license", "")))
+        table.add_row(*(escape(c) for c in cells))  # "[test]" is data, not rich markup
     out.print(table)
 
 
