@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +44,12 @@ def test_evaluate_runs_a_real_model_and_load_runs_reads_it(tmp_path):
     assert (out / metrics["run_dir"].split("/")[-1] / "metrics.json").is_file()
     pass1 = {p["k"]: p["value"] for p in metrics["curves"]["pass@k"]}[1]
     assert 0.0 <= pass1 <= 1.0 and not math.isnan(pass1)
+    run_json = json.loads((Path(metrics["run_dir"]) / "run.json").read_text())
+    prov = run_json["provenance"]  # where the numbers came from (not part of the run id)
+    data = Path(tteval.__file__).resolve().parent.parent / "tasks" / "data" / "gsm8k_test.jsonl"
+    assert prov["data_sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    assert len(prov["model_sha256"]) == 64 and prov["model_file"].endswith(".gguf")
+    assert prov["tteval_version"] == tteval.__version__ and prov["command"]
     rows = load_runs(out)
     assert len(rows) > 0 and set(rows["task"]) == {"gsm8k"}
     assert evaluate(task="gsm8k", limit=1, n=2, max_tokens=16, out=str(out))["run_dir"] == metrics["run_dir"]  # resumes

@@ -330,11 +330,26 @@ def open_run(config: RunConfig, run: RunDir) -> dict[str, Any]:
         "created": _now(),
         "status": "running",
         "versions": package_versions(),
+        "provenance": _provenance(config),
         "timings": {"generation_s": 0.0, "grading_s": 0.0},
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0},
     }
     write_json_atomic(run.run_json, meta)
     return meta
+
+
+def _provenance(config: RunConfig) -> dict[str, Any]:
+    """Command line, version, git revision, model-file and task-data hashes (recorded, not part of the run id)."""
+    from tteval.provenance import run_provenance
+    from tteval.tasks import local_data_path
+
+    model_file = None
+    if config.backend == "llamacpp":
+        from tteval.backends.llamacpp import resolve_model_path
+
+        model_file = resolve_model_path(config.model)
+    task = load_task(config.task, Path(config.tasks_dir) if config.tasks_dir else None)
+    return run_provenance(model_file, local_data_path(task))
 
 
 def _now() -> str:
