@@ -214,3 +214,19 @@ def test_malformed_graded_pools_give_one_line(tmp_path, mutate, message):
     r = tteval("score", write_jsonl(tmp_path / "p.jsonl", rows), "--graded")
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_score_accepts_each_datasets_own_id_forms(tmp_path):
+    """MBPP's own 2 and "2", evalplus's "Mbpp/2" and "HumanEval/0" name tteval's mbpp/2 and humaneval/0; a wrong
+    prefix is still an unknown id, and the error says which form is expected."""
+    from tteval.scoring import native_task_id
+
+    mbpp = {"mbpp/2", "mbpp/3", "mbpp/12"}
+    assert [native_task_id(x, mbpp) for x in (2, "2", "Mbpp/2", "mbpp/2", " 12 ")] == ["mbpp/2"] * 4 + ["mbpp/12"]
+    assert [native_task_id(x, mbpp) for x in ("nope/2", "4", True, None, 2.0)] == [None] * 5
+    assert native_task_id("HumanEval/0", {"humaneval/0", "humaneval/1"}) == "humaneval/0"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"task_id": "Mbpp/99999", "completion": "x"}\n')
+    r = subprocess.run([sys.executable, "-m", "tteval", "score", str(bad), "--task", "mbpp", "--out", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "unknown task id 'Mbpp/99999'" in r.stderr and "expected ids like 'mbpp/" in r.stderr

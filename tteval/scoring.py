@@ -54,6 +54,20 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise TtevalError(f"{path}:{lineno + 1}: cannot read: {exc}") from None
 
 
+def native_task_id(raw: Any, known_ids: set[str]) -> str | None:
+    """tteval's id for a dataset's own id form: 'mbpp/2' as given, or 2, "2", evalplus's "Mbpp/2", "HumanEval/0"
+    (the same prefix in any case, or none, and a number that names exactly one problem); None if none matches."""
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        return None
+    text = str(raw).strip()
+    if text in known_ids:
+        return text
+    prefix, _, tail = text.rpartition("/")
+    matches = [t for t in known_ids if t.rsplit("/", 1)[-1] == tail
+               and (not prefix or t.rpartition("/")[0].lower() == prefix.lower())]
+    return matches[0] if len(matches) == 1 else None
+
+
 def read_sample_file(path: Path, known_ids: set[str]) -> list[dict[str, Any]]:
     """Parse a JSONL of {task_id, completion|solution} to grade against a task."""
     records = []
@@ -63,9 +77,11 @@ def read_sample_file(path: Path, known_ids: set[str]) -> list[dict[str, Any]]:
         text = rec.get("completion", rec.get("solution"))
         if not isinstance(text, str):
             raise TtevalError(f"{path}:{lineno}: missing string field 'completion' (or 'solution')")
-        task_id = str(rec["task_id"])
-        if task_id not in known_ids:
-            raise TtevalError(f"{path}:{lineno}: unknown task id '{task_id}' for this task")
+        task_id = native_task_id(rec["task_id"], known_ids)
+        if task_id is None:
+            example = min(known_ids, key=lambda t: (len(t), t)) if known_ids else "?"
+            raise TtevalError(f"{path}:{lineno}: unknown task id {rec['task_id']!r} for this task (expected ids like "
+                              f"'{example}', or the dataset's own form: '{example.rsplit('/', 1)[-1]}')")
         problem = _bad_optional_field(rec)
         if problem:
             raise TtevalError(f"{path}:{lineno}: {problem}")
