@@ -14,8 +14,7 @@ from typing import Any
 _SOURCE = Path(__file__).resolve().parent.parent
 
 
-@lru_cache(maxsize=None)
-def file_sha256(path: str) -> str:
+def file_sha256(path: str | Path) -> str:
     """sha256 of a file's bytes, read in 1 MiB chunks (a 100 MB GGUF takes well under a second)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:

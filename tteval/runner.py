@@ -23,7 +23,8 @@ from tteval.backends.base import Backend
 from tteval.bounds import RUN_BOUNDS, check_fields
 from tteval.errors import TtevalError
 from tteval.results import RunDir, SampleRules, json_bytes, read_json, write_atomic, write_json_atomic
-from tteval.tasks import PROMPT_FORMATS, Problem, Task, check_limit, load_problems, load_task
+from tteval.provenance import run_provenance
+from tteval.tasks import PROMPT_FORMATS, Problem, Task, check_limit, load_problems, load_task, local_data_path
 from tteval.workers import Chunk, LocalWorkers, problem_seed
 
 __all__ = ["RunConfig", "execute", "make_backend", "make_scorer", "problem_seed", "resume_config"]
@@ -316,8 +317,9 @@ def default_batch_problems(config: RunConfig) -> int:
     return {"llamacpp": max(1, 16 // config.n), "openai": 32, "vllm": 256}[config.backend]
 
 
-def open_run(config: RunConfig, run: RunDir) -> dict[str, Any]:
-    """Start the run's record in its (locked) folder, or reopen it to resume when its recorded config matches."""
+def open_run(config: RunConfig, run: RunDir, task: Task, model_file: str | None = None) -> dict[str, Any]:
+    """Start the run's record in its (locked) folder, or reopen it to resume when its recorded config matches.
+    `model_file`: the local model file the backend loads (its hash goes into the provenance), if any."""
     if run.run_json.exists():
         meta = read_run_meta(run.run_json)
         RunConfig.from_dict(meta["config"], f"{run.run_json}: config")  # well typed, as --resume would read it
@@ -330,26 +332,12 @@ def open_run(config: RunConfig, run: RunDir) -> dict[str, Any]:
         "created": _now(),
         "status": "running",
         "versions": package_versions(),
-        "provenance": _provenance(config),
+        "provenance": run_provenance(model_file, local_data_path(task)),
         "timings": {"generation_s": 0.0, "grading_s": 0.0},
         "usage": {"prompt_tokens": 0, "completion_tokens": 0, "calls": 0},
     }
     write_json_atomic(run.run_json, meta)
     return meta
-
-
-def _provenance(config: RunConfig) -> dict[str, Any]:
-    """Command line, version, git revision, model-file and task-data hashes (recorded, not part of the run id)."""
-    from tteval.provenance import run_provenance
-    from tteval.tasks import local_data_path
-
-    model_file = None
-    if config.backend == "llamacpp":
-        from tteval.backends.llamacpp import resolve_model_path
-
-        model_file = resolve_model_path(config.model)
-    task = load_task(config.task, Path(config.tasks_dir) if config.tasks_dir else None)
-    return run_provenance(model_file, local_data_path(task))
 
 
 def _now() -> str:
@@ -370,20 +358,21 @@ def execute(config: RunConfig, console: Console | None = None, workers: Any = No
     config.validate()
     task = load_task(config.task, Path(config.tasks_dir) if config.tasks_dir else None)
     problems = load_problems(task, config.limit, config.data_source)
+    model_file = None
     if config.backend == "llamacpp":
         from tteval.backends.llamacpp import resolve_model_path
 
-        resolve_model_path(config.model)  # fail on a missing model before a run folder is made
+        model_file = resolve_model_path(config.model)  # fail on a missing model before a run folder is made
     if run_path is None and Path(config.out).exists() and not Path(config.out).is_dir():
         raise TtevalError(f"--out {config.out} is a file; give a folder to hold the run folders")
     run = RunDir(Path(run_path) if run_path is not None else Path(config.out) / config.run_id())
     with run.locked():
-        _execute_locked(config, task, problems, run, console, workers)
+        _execute_locked(config, task, problems, run, console, workers, model_file)
     return run
 
 
 def _execute_locked(config: RunConfig, task: Task, problems: list[Problem], run: RunDir, console: Console,
-                    workers: Any) -> None:  # fmt: skip
+                    workers: Any, model_file: str | None) -> None:  # fmt: skip
     """The body of `execute`, with the folder locked: resume, generate what is missing, then metrics and status."""
     from tteval.metrics import compute_metrics
 
@@ -394,7 +383,7 @@ def _execute_locked(config: RunConfig, task: Task, problems: list[Problem], run:
 
     fresh = not run.run_json.exists()
     try:
-        meta = open_run(config, run)
+        meta = open_run(config, run, task, model_file)
         kept = run.trim(config.kept_on_resume, rules, warn)
         done = [p for p in problems if config.finished(kept.get(p.task_id, []))]
         own = workers is None and len(done) < len(problems)

@@ -23,6 +23,7 @@ from tteval.grading import Grader
 from tteval.jsonl import json_object
 from tteval.locking import LOCK_NAME
 from tteval.metrics import compute_metrics
+from tteval.provenance import file_sha256
 from tteval.bounds import MAX_SAMPLES, SCORE_WORKERS, check
 from tteval.results import RunDir, check_output_file, describe_file_kind, json_bytes, read_json, write_atomic
 from tteval.tasks import load_problems, load_task
@@ -217,7 +218,7 @@ def score_file(
     metrics = compute_metrics(samples, task=label, seed=seed, genrm_lambda=genrm_lambda)
     if out_dir is not None:
         config = {"task": label, "model": model or "unknown", "strategy": "sample", "n": metrics["n"], "seed": seed,
-                  "source": "tteval score", "graded": graded, "input": str(path), "input_sha256": _sha256(path),
+                  "source": "tteval score", "graded": graded, "input": str(path), "input_sha256": file_sha256(path),
                   "classes": classing if graded else "task", "genrm_lambda": genrm_lambda}  # fmt: skip
         timings = {"grading_s": round(t1 - t0, 3), "metrics_s": round(time.perf_counter() - t1, 3)}
         write_run_folder(out_dir, config, samples, metrics, timings)
@@ -244,14 +245,6 @@ def _task_label(task_ids: list[str], path: Path) -> str:
     file's name."""
     prefixes = {t.split("/", 1)[0] for t in task_ids if "/" in t}
     return prefixes.pop() if len(prefixes) == 1 and all("/" in t for t in task_ids) else path.stem
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_out_dir(out_dir: Path) -> None:
