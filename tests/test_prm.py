@@ -391,7 +391,7 @@ def test_failed_scores_are_recorded_per_candidate_and_counted_in_metrics():
     prm = VLLMPRMScorer("tiny-prm", "last", engine=RecordingEngine(max_len=40))
     outputs = [[Completion("good", 1, "stop"), Completion("\n\n".join(["ok good"] * 12), 24, "length")]]
     extra = [[{}, {}]]
-    _score_pool(["1 + 1 ="], outputs, extra, prm)
+    _score_pool(["1 + 1 ="], outputs, extra, prm, [["t/0#0", "t/0#1"]])
     assert extra[0][0]["scores"] == {"prm": pytest.approx(0.9)} and "score_failed" not in extra[0][0]
     assert extra[0][1]["scores"] == {"prm": 0.0} and extra[0][1]["score_failed"] == "length_prompt"
     records = [{"task_id": "t/0", "sample_index": j, "correct": j == 0, "answer_class": j, **e} for j, e in enumerate(extra[0])]
