@@ -1,20 +1,10 @@
 """The `tteval` command end to end on the embedded CPU model, and one-line errors on bad input."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-TTEVAL = [sys.executable, "-m", "tteval.cli"]
-
-
-def tteval(*args, cwd=None, timeout=600):
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([*TTEVAL, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
-
+from helpers import tteval
 
 def only_run_dir(out: Path) -> Path:
     dirs = [d for d in out.iterdir() if d.is_dir()]

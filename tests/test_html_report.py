@@ -1,17 +1,15 @@
 """The offline HTML report, loaded in a real headless Chromium: tables, plots, drill-down, and escaped model text."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from helpers import tteval
 
-TTEVAL = [sys.executable, "-m", "tteval.cli"]
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium not on PATH (apt-get install chromium chromium-driver)"
@@ -21,11 +19,6 @@ XSS_COMPLETION = "Let me think.\n<script>document.title='pwned'</script>\nThe an
 XSS_ANSWER = "<img src=x onerror=\"document.title='img-pwned'\">"
 XSS_TASK = "q2</summary><script>document.title='task-pwned'</script>"
 LONG_COMPLETION = "step " * 1000  # 5000 characters
-
-
-def tteval(*args):
-    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([*TTEVAL, *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def sample(task_id, i, answer, correct, cls, completion="The answer is 7.", **extra):

@@ -3,15 +3,14 @@
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 
 import matplotlib.image as mpimg
 import pandas as pd
 import pytest
+import helpers
 
 from tteval.errors import TtevalError
 from tteval.leaderboard import (
@@ -25,13 +24,10 @@ from tteval.leaderboard import (
     sweep_table,
 )
 
-TTEVAL = [sys.executable, "-m", "tteval.cli"]
 SMOL = 135e6
 
 
-def tteval(*args, cwd=None):
-    env = {**os.environ, "COLUMNS": "250", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([*TTEVAL, *args], capture_output=True, text=True, cwd=cwd, timeout=300, env=env)
+tteval = partial(helpers.tteval, columns=250)  # wide enough for the leaderboard's table on one line
 
 
 def pt(k, value, lower, upper, tokens, **extra):

@@ -24,9 +24,9 @@ from tteval.verifiers.code import (
     behaviour_signatures,
     check_program,
     check_programs,
-    extract_code,
-    test_calls,
 )
+from tteval.verifiers.code_extract import extract_code
+from tteval.verifiers.code_tests import test_calls
 from tteval.verifiers.sandbox import (
     ExecResult,
     Limits,

@@ -43,6 +43,7 @@ from typing import Any, Sequence
 from tteval import estimators as est
 from tteval.errors import TtevalError
 from tteval.paths import shipped_dir
+from tteval.verifiers.result_line import find_result
 from tteval.verifiers.sandbox import ExecResult, Limits, run_python
 
 MARKER = "\x1eTTEVAL-ENAMEL "
@@ -304,23 +305,7 @@ def _run(cfg: dict[str, Any], limits: Limits, tests: str = "") -> tuple[dict | N
     nonce = secrets.token_hex(16)
     stdin = nonce + "\n" + json.dumps(cfg) + "\n" + tests
     result = run_python(_HARNESS, limits, stdin)
-    return _find(result, nonce), result
-
-
-def _find(result: ExecResult, nonce: str) -> dict | None:
-    prefix = MARKER + nonce + " "
-    for text in (result.stdout_tail, result.stdout):
-        at = text.rfind(prefix)
-        if at < 0:
-            continue
-        line = text[at + len(prefix):].split("\n", 1)[0]
-        try:
-            payload = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(payload, dict):
-            return payload
-    return None
+    return find_result(result, MARKER, nonce, json.loads), result
 
 
 def _why(payload: dict | None, result: ExecResult) -> str:
