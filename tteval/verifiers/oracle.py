@@ -6,7 +6,7 @@ arguments to the sandboxed program (see `candidate_server.py`) and returns its r
 builtins (no object of the candidate's can reach a comparison); objects that are not plain data stay in the
 sandbox and come back as `Remote` handles, equal only to themselves. Builtins, `set`, `sorted`, `math.isclose`
 and every other wrapper the tests apply are this process's own. Run as `python -I -c ...` by
-`tteval.verifiers.code` as a warm zygote that forks one child per check (`zygote`).
+`tteval.verifiers.oracle_pool` as a warm zygote that forks one child per check (`zygote`).
 """
 
 from __future__ import annotations
