@@ -253,3 +253,14 @@ def test_oracle_decoder_is_strict():
 def test_in_process_mode_is_kept_only_for_tests_that_reach_the_namespace():
     assert uses_inprocess_mode("assert 'f' in globals()\n")
     assert not uses_inprocess_mode(MBPP2_TESTS) and not uses_inprocess_mode(HUMANEVAL_TESTS)
+
+
+def test_in_process_harness_takes_any_program_text_literally():
+    """A program that holds the harness's argument names as text is run as written (they were once placeholders
+    replaced in turn, so `__UNITS__` in a program's string broke its harness), and is graded on its answers."""
+    tests = "assert 'f' in globals()\nassert f() == '__UNITS__ __LINES__ __MARKER__'\n"
+    good = "def f():\n    return '__UNITS__ __LINES__ __MARKER__'\n"
+    wrong = "def f():\n    return '__UNITS__'\n"
+    passed, failed = check_inprocess([(good, tests), (wrong, tests)], [FAST, FAST], workers=1)
+    assert passed.passed, passed
+    assert failed.status == "failed" and failed.failed_test == 1, failed
