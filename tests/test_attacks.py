@@ -237,17 +237,17 @@ def test_extract_code_is_linear_on_a_fence_followed_by_spaces():
 
 
 def test_oracle_decoder_is_strict():
-    from tteval.verifiers import oracle
+    from tteval.verifiers import oracle_wire
 
-    channel = oracle.Channel(-1)
-    assert oracle.decode({"t": "tuple", "v": [1, [2.5, "x"], None]}, channel) == (1, [2.5, "x"], None)
-    assert oracle.decode({"t": "dict", "v": [[{"t": "tuple", "v": [1]}, {"t": "set", "v": [1]}]]}, channel) == {
+    channel = oracle_wire.Channel(-1)
+    assert oracle_wire.decode({"t": "tuple", "v": [1, [2.5, "x"], None]}, channel) == (1, [2.5, "x"], None)
+    assert oracle_wire.decode({"t": "dict", "v": [[{"t": "tuple", "v": [1]}, {"t": "set", "v": [1]}]]}, channel) == {
         (1,): {1}}
     for bad in ({"t": "pickle", "v": []}, {"t": "set", "v": [[1]]}, {"t": "dict", "v": [[1]]}, {"x": 1},
                 {"t": "complex", "v": ["1", 2]}, {"t": "ref", "id": "1", "type": "x"}):
         with pytest.raises((ValueError, TypeError)):
-            oracle.decode(bad, channel)
-    assert json.dumps(oracle.encode((1, {2: frozenset([3])}, b"x")))  # what goes out is plain JSON too
+            oracle_wire.decode(bad, channel)
+    assert json.dumps(oracle_wire.encode((1, {2: frozenset([3])}, b"x")))  # what goes out is plain JSON too
 
 
 def test_in_process_mode_is_kept_only_for_tests_that_reach_the_namespace():
