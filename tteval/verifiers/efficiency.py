@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from tteval import estimators as est
+import tteval.estimators as est
 from tteval.errors import TtevalError
 from tteval.paths import shipped_dir
 from tteval.verifiers.result_line import find_result
