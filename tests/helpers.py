@@ -121,7 +121,7 @@ class ScriptedServer:
                     outer.inflight += 1
                     outer.max_inflight = max(outer.max_inflight, outer.inflight)
                 try:
-                    reply = outer.answer(call, self.path, body)
+                    reply = outer.reply(call, self.path, body)
                 finally:
                     with outer.lock:
                         outer.inflight -= 1
@@ -146,6 +146,10 @@ class ScriptedServer:
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def reply(self, call: int, path: str, body: dict) -> tuple[int, Any, dict] | None:
+        """The answer to POST number `call` (`answer`, which a test may swap while the server runs)."""
+        return self.answer(call, path, body)
+
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -157,8 +161,11 @@ class ChatServer(ScriptedServer):
     message; `url` is its /v1 root, and its one model is "x"."""
 
     def __init__(self, answer: Callable[[str, dict], tuple[int, bytes, dict] | None], port: int = 0):
-        super().__init__(lambda call, path, body: answer(body["messages"][-1]["content"], body), port, model="x")
+        super().__init__(answer, port, model="x")  # type: ignore[arg-type]  # called by `reply` below
         self.url += "/v1"
+
+    def reply(self, call: int, path: str, body: dict) -> tuple[int, Any, dict] | None:
+        return self.answer(body["messages"][-1]["content"], body)
 
 
 # ------------------------------------------------------------------------ the problems the scripted runs ask
