@@ -9,7 +9,7 @@ import numpy as np
 
 from tteval.errors import TtevalError
 from tteval.estimators._checks import _CHUNK_CELLS, _check_k, _clip, _vector
-from tteval.estimators.majority import _answer_classes, class_credit, maj_at_k
+from tteval.estimators.majority import _answer_classes
 
 
 def resampled_at_k(
