@@ -1,14 +1,24 @@
-"""Task-level metrics of a candidate pool: pass@k, maj@k and every selector's curve over k, with intervals."""
+"""Task-level metrics of a candidate pool: a registry of curves over one `Pool` per problem, each with intervals.
+
+Samples are grouped by problem once (`Problems`); each `Curve` declares the sample fields it reads (fields of
+`tteval.records.SampleRecord`) and when it applies; which curves a run yields follows from its strategy
+(`curves_for`). Every point is {k, value, lower, upper, tokens, ...}.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from tteval import estimators as est
+from tteval.records import SampleRecord, group_by_problem
+from tteval.strategies.pool import INVALID, Pool
+
+Points = list[dict[str, Any]]
 
 
 def budgets(n: int) -> list[int]:
@@ -17,74 +27,168 @@ def budgets(n: int) -> list[int]:
     return ks if ks[-1] == n else ks + [n]
 
 
-def group_by_problem(samples: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Samples per task id, each problem's list in sample_index order."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for s in samples:
-        groups.setdefault(s["task_id"], []).append(s)
-    for g in groups.values():
-        g.sort(key=lambda s: s.get("sample_index", 0))
-    return dict(sorted(groups.items()))  # problem order must not depend on file order (sharded, resumed runs)
-
-
 def _point(values: np.ndarray, seed: int, **extra: Any) -> dict[str, Any]:
     summary = est.summarize(values, seed=seed)
     return {**summary, **extra}
 
 
+@dataclass(eq=False)
+class Problems:
+    """A run's samples grouped by problem once (problems by task id, samples by index), one `Pool` per problem
+    (answer classes, correctness, token counts; log-probabilities and texts when every sample has them), and the
+    shared quantities every curve uses. `compute` collects the notes curves leave for metrics.json."""
+
+    groups: dict[str, list[SampleRecord]]
+    seed: int = 0
+    genrm_lambda: float | None = None
+
+    def __post_init__(self) -> None:
+        self.compute: dict[str, Any] = {}
+
+    @classmethod
+    def of(cls, samples: Sequence[Mapping[str, Any]], seed: int = 0, genrm_lambda: float | None = None) -> Problems:
+        return cls(group_by_problem(SampleRecord.from_dict(s) for s in samples), seed, genrm_lambda)
+
+    def samples(self) -> list[SampleRecord]:
+        return [s for g in self.groups.values() for s in g]
+
+    @cached_property
+    def pools(self) -> list[Pool]:
+        with_logprob = all(s.logprob is not None and s.num_tokens for s in self.samples())
+        return [
+            Pool(answers=[max(int(s.answer_class), INVALID) for s in g],
+                 correct=np.array([bool(s.correct) for s in g], dtype=bool),
+                 mean_logprob=np.array([s.logprob / s.num_tokens for s in g]) if with_logprob else None,
+                 completions=[s.completion or "" for s in g],
+                 num_tokens=np.array([int(s.num_tokens or 0) for s in g], dtype=np.int64))
+            for g in self.groups.values()
+        ]  # fmt: skip
+
+    @property
+    def classes(self) -> list[np.ndarray]:
+        return [p.answers for p in self.pools]
+
+    @property
+    def correct(self) -> list[np.ndarray]:
+        return [p.correct for p in self.pools]
+
+    @cached_property
+    def n_min(self) -> int:
+        return min(len(g) for g in self.groups.values())
+
+    @property
+    def ks(self) -> list[int]:
+        return budgets(self.n_min)
+
+    @cached_property
+    def mean_tokens(self) -> float:
+        """Mean generated tokens per sample: the mean over problems of each problem's mean (missing counts as 0)."""
+        return float(np.array([np.mean([s.num_tokens or 0 for s in g]) for g in self.groups.values()]).mean())
+
+    def curve(self, values: np.ndarray, ks: Sequence[int] | None = None) -> Points:
+        """Points of a (problems, len(ks)) array of per-problem values, k samples costing k x mean tokens."""
+        return [_point(values[:, i], self.seed, k=k, tokens=k * self.mean_tokens) for i, k in enumerate(ks or self.ks)]
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A family of curves: the `SampleRecord` fields it reads, when the samples support it, and how it is computed
+    (returning {curve name: points}; notes for metrics.json go into `problems.compute`)."""
+
+    name: str
+    needs: tuple[str, ...]
+    applies: Callable[[Problems], bool]
+    compute: Callable[[Problems], dict[str, Points]]
+
+
+def _pass_curves(pr: Problems) -> dict[str, Points]:
+    sizes = np.array([len(p) for p in pr.pools])
+    c = np.array([p.correct.sum() for p in pr.pools])
+    return {"pass@k": [_point(est.pass_at_k(sizes, c, k), pr.seed, k=k, tokens=k * pr.mean_tokens) for k in pr.ks]}
+
+
+def _maj_curves(pr: Problems) -> dict[str, Points]:
+    return {"maj@k": pr.curve(np.array([est.maj_at_k_curve(p.answers, p.correct, pr.ks) for p in pr.pools]))}
+
+
+def _scorers(pr: Problems) -> list[str]:
+    return sorted({name for s in pr.samples() for name in (s.scores or {})})
+
+
+def _all_bon_curves(pr: Problems) -> dict[str, Points]:
+    out: dict[str, Points] = {}
+    for name in _scorers(pr):
+        out.update(_bon_curves(name, pr))
+    return out
+
+
+def _eff_curves(pr: Problems) -> dict[str, Points]:
+    eff, eff_name, eff_note = _efficiency_scores(pr.groups)
+    if eff is None:
+        return {}
+    pr.compute[eff_name] = eff_note
+    return {eff_name: pr.curve(np.array([est.eff_at_k_curve(e, pr.ks) for e in eff]))}
+
+
+def _has_logprobs(pr: Problems) -> bool:
+    return all(s.logprob is not None and s.num_tokens for s in pr.samples())
+
+
+def _has_chains(pr: Problems) -> bool:
+    return any(isinstance(s.verifier_chain_scores, list) for s in pr.samples())
+
+
+_ALWAYS = lambda pr: True  # noqa: E731
+
+# Curves of a pool of i.i.d. candidates (selectors), in the order metrics.json lists them.
+POOL_CURVES: tuple[Curve, ...] = (
+    Curve("pass@k", ("correct", "num_tokens"), _ALWAYS, _pass_curves),
+    Curve("maj@k", ("answer_class", "correct"), _ALWAYS, _maj_curves),
+    Curve("bon@k[scorer]", ("scores", "answer_class", "correct"), lambda pr: bool(_scorers(pr)), _all_bon_curves),
+    Curve("eff@k", ("grading", "correct"), _ALWAYS, _eff_curves),
+    Curve("ppl@k, rpc@k", ("logprob", "num_tokens", "completion", "answer_class", "correct"), _has_logprobs,
+          lambda pr: _rpc_curves(pr)),
+    Curve("genrm@k[V=v], wsc@k[V=v]", ("verifier_chain_scores", "verifier_tokens", "answer_class", "correct"),
+          _has_chains, lambda pr: genrm_curves(pr, pr.genrm_lambda)),
+)  # fmt: skip
+
+# A searcher's final particles are not i.i.d. samples: only the search's own selections are meaningful.
+SEARCH_CURVES: tuple[Curve, ...] = (
+    Curve("pf@k, pf-vote@k", ("selected", "scores", "answer_class", "correct", "problem_policy_tokens",
+                              "problem_verifier_tokens", "pf_iterations"), _ALWAYS, lambda pr: _pf_curves(pr)),
+)  # fmt: skip
+
+
+def curves_for(strategy: str) -> tuple[Curve, ...]:
+    """The curves a run's strategy yields: the one place metrics reads a strategy's name (PassUntil, whose
+    samples stop sequentially, has its own estimate instead; see `compute_metrics`)."""
+    return SEARCH_CURVES if strategy == "particle-filter" else POOL_CURVES
+
+
 def compute_metrics(
-    samples: Sequence[dict[str, Any]], task: str, n: int | None = None, seed: int = 0, config: Any = None,
-    genrm_lambda: float | None = None,
+    samples: Sequence[Mapping[str, Any]], task: str, n: int | None = None, seed: int = 0, config: Any = None,
+    genrm_lambda: float | None = None, strategy: str | None = None,
 ) -> dict[str, Any]:
     """Curves for every estimator the pool supports, each point {k, value, lower, upper, tokens}.
 
-    `config` (the run's RunConfig) marks a PassUntil run, whose samples are sequential, not a fixed pool.
+    `strategy` (else `config.strategy`, the run's RunConfig, else "sample") picks the curves: particle filtering's
+    own selections, PassUntil's sequential estimate (with `config`'s r), or every pool curve the samples support.
     `genrm_lambda` fixes GenRM's lambda (tokens per verification / tokens per solution) instead of measuring it."""
-    groups = group_by_problem(samples)
-    if not groups:
+    strategy = strategy or (config.strategy if config is not None else "sample")
+    pr = Problems.of(samples, seed, genrm_lambda)
+    if not pr.groups:
         return {"task": task, "num_problems": 0, "n": 0, "curves": {}, "summary": {}}
-    if config is not None and config.strategy == "pass-until":
-        return _pass_until_metrics(task, groups, config.until_successes, int(config.n), seed)
-    sizes = np.array([len(g) for g in groups.values()])
-    n_min = int(sizes.min())
-    ks = budgets(n_min)
-    correct = [np.array([bool(s.get("correct")) for s in g]) for g in groups.values()]
-    tokens = np.array([np.mean([s.get("num_tokens") or 0 for s in g]) for g in groups.values()])
-    mean_tokens = float(tokens.mean())
-    curves: dict[str, list[dict[str, Any]]] = {}
-    classes = [np.array([int(s.get("answer_class", -1)) for s in g]) for g in groups.values()]
-    searcher = all("selected" in s for g in groups.values() for s in g)
-    if searcher:  # final particles are not i.i.d. samples: only the search's own selections are meaningful
-        curves.update(_pf_curves(groups, classes, correct, n_min, seed))
-        return _result(task, groups, n_min, n, mean_tokens, {}, curves)
-
-    c = np.array([x.sum() for x in correct])
-    curves["pass@k"] = [_point(est.pass_at_k(sizes, c, k), seed, k=k, tokens=k * mean_tokens) for k in ks]
-
-    maj = np.array([est.maj_at_k_curve(a, y, ks) for a, y in zip(classes, correct)])
-    curves["maj@k"] = [_point(maj[:, i], seed, k=k, tokens=k * mean_tokens) for i, k in enumerate(ks)]
-
-    compute: dict[str, Any] = {}
-    scorers = sorted({name for g in groups.values() for s in g for name in (s.get("scores") or {})})
-    for name in scorers:
-        curves.update(_bon_curves(name, groups, classes, correct, mean_tokens, seed, compute))
-
-    eff, eff_name, eff_note = _efficiency_scores(groups)
-    if eff is not None:
-        vals = np.array([est.eff_at_k_curve(e, ks) for e in eff])
-        curves[eff_name] = [_point(vals[:, i], seed, k=k, tokens=k * mean_tokens) for i, k in enumerate(ks)]
-        compute[eff_name] = eff_note
-
-    if all(s.get("logprob") is not None and s.get("num_tokens") for g in groups.values() for s in g):
-        curves.update(_rpc_curves(groups, classes, correct, ks, mean_tokens, seed))
-    if any(isinstance(s.get("verifier_chain_scores"), list) for g in groups.values() for s in g):
-        curves.update(genrm_curves(groups, classes, correct, mean_tokens, seed, compute, genrm_lambda))
-
-    return _result(task, groups, n_min, n, mean_tokens, compute, curves)
+    if strategy == "pass-until":
+        return _pass_until_metrics(task, pr.groups, config.until_successes, int(config.n), seed)
+    curves: dict[str, Points] = {}
+    for curve in curves_for(strategy):
+        if curve.applies(pr):
+            curves.update(curve.compute(pr))
+    return _result(task, pr.groups, pr.n_min, n, pr.mean_tokens, pr.compute, curves)
 
 
 def _result(task, groups, n_min, n, mean_tokens, compute, curves) -> dict[str, Any]:
-    if not any(s.get("num_tokens") for g in groups.values() for s in g):  # a pool graded elsewhere, without counts
+    if not any(s.num_tokens for g in groups.values() for s in g):  # a pool graded elsewhere, without counts
         mean_tokens = None
         for pts in curves.values():
             for p in pts:
@@ -103,20 +207,16 @@ def _result(task, groups, n_min, n, mean_tokens, compute, curves) -> dict[str, A
     }
 
 
-def _rpc_curves(groups, classes, correct, ks, mean_tokens, seed, reps: int = 16) -> dict[str, list[dict[str, Any]]]:
+def _rpc_curves(pr: Problems, reps: int = 16) -> dict[str, Points]:
     """PPL and RPC (perplexity consistency + reasoning pruning) at each k, by seeded resampling of k-subsets."""
-    from tteval.strategies.pool import Pool
     from tteval.strategies.rpc import perplexity_consistency, ppl_select
 
-    pools = []
-    for g, a, y in zip(groups.values(), classes, correct):
-        mlp = np.array([s["logprob"] / s["num_tokens"] for s in g])
-        pools.append(Pool(answers=a, correct=y, mean_logprob=mlp, completions=[s.get("completion", "") for s in g]))
+    pools, seed, mean_tokens = pr.pools, pr.seed, pr.mean_tokens
     # de-duplicating identical reasoning paths needs their texts: pools graded elsewhere may come without them
-    dedup = all(s.get("completion") for g in groups.values() for s in g)
+    dedup = all(s.completion for s in pr.samples())
     rpc = lambda p, idx: perplexity_consistency(p, idx, dedup=dedup)  # noqa: E731
-    out: dict[str, list[dict[str, Any]]] = {"ppl@k": [], "rpc@k": []}
-    for k in ks:
+    out: dict[str, Points] = {"ppl@k": [], "rpc@k": []}
+    for k in pr.ks:
         for name, fn in (("ppl@k", ppl_select), ("rpc@k", rpc)):
             vals, ses = [], []
             for pi, pool in enumerate(pools):
@@ -146,10 +246,11 @@ def _coverage_note(idx: list[np.ndarray], groups, n_problems: int, n_min: int) -
     return note
 
 
-def _bon_curves(name, groups, classes, correct, mean_tokens, seed, compute) -> dict[str, list[dict[str, Any]]]:
+def _bon_curves(name: str, pr: Problems) -> dict[str, Points]:
     """Best-of-k by a scorer's reward over the samples it scored; GenRM's reward of an invalid answer is 0, as
     its authors set it (`set_invalid_to_zero`)."""
-    idx, n_problems, n_ver = _verified(groups, lambda s: name in (s.get("scores") or {}))
+    groups, classes, correct = pr.groups, pr.classes, pr.correct
+    idx, n_problems, n_ver = _verified(groups, lambda s: name in (s.scores or {}))
     if not n_problems:
         return {}
     ks, vals = budgets(n_ver), []
@@ -159,9 +260,8 @@ def _bon_curves(name, groups, classes, correct, mean_tokens, seed, compute) -> d
             if name == "genrm":
                 r = np.where(a[ix] == -1, 0.0, r)
             vals.append(est.best_of_k_curve(r, y[ix], ks))
-    vals = np.array(vals)
-    compute[f"bon@k[{name}]"] = _coverage_note(idx, groups, n_problems, n_ver)
-    return {f"bon@k[{name}]": [_point(vals[:, i], seed, k=k, tokens=k * mean_tokens) for i, k in enumerate(ks)]}
+    pr.compute[f"bon@k[{name}]"] = _coverage_note(idx, groups, n_problems, n_ver)
+    return {f"bon@k[{name}]": pr.curve(np.array(vals), ks)}
 
 
 def genrm_scores(chains: Sequence[Sequence[float | None]], answers: np.ndarray, v: int) -> np.ndarray:
@@ -174,8 +274,7 @@ def genrm_scores(chains: Sequence[Sequence[float | None]], answers: np.ndarray, 
     return np.where(np.asarray(answers) == -1, 0.0, out)
 
 
-def genrm_curves(groups, classes, correct, mean_tokens, seed, compute: dict, lam: float | None = None,
-                 reps: int = 200) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+def genrm_curves(pr: Problems, lam: float | None = None, reps: int = 200) -> dict[str, Points]:
     """GenRM over the (S, V) grid (Singhi et al. 2025, `sc-genrm-scaling`): best-of-S by the solution score
     (`genrm@k[V=v]`) and the score-weighted vote (`wsc@k[V=v]`), over the samples that carry verification chains
     (the paper verifies the first 64 of 128 solutions and votes over all 128; metrics.json says which).
@@ -184,11 +283,12 @@ def genrm_curves(groups, classes, correct, mean_tokens, seed, compute: dict, lam
     over tokens per solution when the samples record both, else `lam`, else 1 (the authors' value for GenRM-Base;
     2 for a fine-tuned GenRM). Self-consistency at S solutions costs C = S.
     """
-    has = lambda s: isinstance(s.get("verifier_chain_scores"), list)  # noqa: E731
+    groups, classes, correct, mean_tokens, seed, compute = pr.groups, pr.classes, pr.correct, pr.mean_tokens, pr.seed, pr.compute
+    has = lambda s: isinstance(s.verifier_chain_scores, list)  # noqa: E731
     idx, n_problems, n_ver = _verified(groups, has)
     verified = [s for g in groups.values() for s in g if has(s)]
-    v_max = min(len(s["verifier_chain_scores"]) for s in verified)
-    ver_tokens = float(np.mean([s.get("verifier_tokens") or 0 for s in verified])) / max(v_max, 1)
+    v_max = min(len(s.verifier_chain_scores) for s in verified)
+    ver_tokens = float(np.mean([s.verifier_tokens or 0 for s in verified])) / max(v_max, 1)
     if lam is not None:
         lam_source = "given"
     elif ver_tokens > 0 and mean_tokens > 0:
@@ -204,7 +304,7 @@ def genrm_curves(groups, classes, correct, mean_tokens, seed, compute: dict, lam
         for pi, (g, a, y, ix) in enumerate(zip(groups.values(), classes, correct, idx)):
             if not len(ix):
                 continue
-            r = genrm_scores([g[i]["verifier_chain_scores"] for i in ix], a[ix], v)
+            r = genrm_scores([g[i].verifier_chain_scores for i in ix], a[ix], v)
             bon.append(est.best_of_k_curve(r, y[ix], ks))
             row = [est.weighted_maj_at_k(a[ix], r, y[ix], k, reps=reps, seed=seed + pi) for k in ks]
             wsc.append([m for m, _ in row])
@@ -219,33 +319,35 @@ def genrm_curves(groups, classes, correct, mean_tokens, seed, compute: dict, lam
     return out
 
 
-def _pf_curves(groups, classes, correct, n, seed) -> dict[str, list[dict[str, Any]]]:
-    """Particle filtering: accuracy of the selected particle (argmax reward) and of a reward-weighted vote."""
-    sel, vote, tokens = [], [], []
-    for g, a, y in zip(groups.values(), classes, correct):
-        chosen = [i for i, s in enumerate(g) if s.get("selected")]
+def _pf_curves(pr: Problems) -> dict[str, Points]:
+    """Particle filtering: accuracy of the selected particle (argmax reward) and of a reward-weighted vote; a
+    problem's cost is its whole search (every step's policy and verifier tokens), recorded on its samples."""
+    sel, vote, tokens, seed = [], [], [], pr.seed
+    for g, a, y in zip(pr.groups.values(), pr.classes, pr.correct):
+        chosen = [i for i, s in enumerate(g) if s.selected]
         sel.append(float(y[chosen[0]]) if chosen else 0.0)
-        w = np.array([float((s.get("scores") or {}).get("prm", 0.0)) for s in g])
+        w = np.array([float((s.scores or {}).get("prm", 0.0)) for s in g])
         vote.append(float(est.weighted_vote_credit(a, w, y, np.arange(len(g))[None, :])[0]))
-        tokens.append(g[0].get("problem_policy_tokens", 0) + g[0].get("problem_verifier_tokens", 0))
+        tokens.append((g[0].problem_policy_tokens or 0) + (g[0].problem_verifier_tokens or 0))
     t = float(np.mean(tokens))
-    k = n * max(int(g[0].get("pf_iterations", 1)) for g in groups.values())  # particle Gibbs: N x T generations
+    iterations = [1 if g[0].pf_iterations is None else int(g[0].pf_iterations) for g in pr.groups.values()]
+    k = pr.n_min * max(iterations)  # particle Gibbs: N x T generations
     return {
         "pf@k": [_point(np.array(sel), seed, k=k, tokens=t)],
         "pf-vote@k": [_point(np.array(vote), seed, k=k, tokens=t)],
     }
 
 
-def _pass_until_metrics(task: str, groups: dict[str, list[dict[str, Any]]], r: int, cap: int, seed: int) -> dict[str, Any]:
+def _pass_until_metrics(task: str, groups: dict[str, list[SampleRecord]], r: int, cap: int, seed: int) -> dict[str, Any]:
     """PassUntil (sample until r successes or the cap): per-problem (r-1)/(K-1), averaged over uncensored problems.
 
     A problem that hit the cap first is censored: it is reported (count, each one's Clopper-Pearson upper bound),
     never imputed. `value` averages the uncensored problems; with every problem censored it is 0 and `upper` is
     the mean upper bound (about 3/cap each, the rule of three)."""
-    results = {tid: est.pass_until_from_outcomes([bool(s.get("correct")) for s in g], r) for tid, g in groups.items()}
+    results = {tid: est.pass_until_from_outcomes([bool(s.correct) for s in g], r) for tid, g in groups.items()}
     values = np.array([x.value for x in results.values() if not x.censored], dtype=float)
     bounds = [x.upper_bound for x in results.values() if x.censored]
-    tokens = float(np.mean([sum(s.get("num_tokens") or 0 for s in g) for g in groups.values()]))
+    tokens = float(np.mean([sum(s.num_tokens or 0 for s in g) for g in groups.values()]))
     trials = float(np.mean([len(g) for g in groups.values()]))
     extra = {"k": cap, "tokens": tokens, "censored": len(bounds), "mean_samples": trials}
     if values.size:
@@ -268,7 +370,7 @@ PROCESS_NOTE = ("not ENAMEL's eff@k: one level (the task's unit tests), the sand
                 "start-up, the reference timed once, T = 2 T*; start-up dominates, so it sits near pass@k")
 
 
-def _efficiency_scores(groups: dict[str, list[dict[str, Any]]]) -> tuple[list[np.ndarray] | None, str, dict]:
+def _efficiency_scores(groups: dict[str, list[SampleRecord]]) -> tuple[list[np.ndarray] | None, str, dict]:
     """Per-problem efficiency scores, the curve's name and a note for metrics.json: `eff@k` from ENAMEL's protocol
     when every sample carries its record (`grading.efficiency`, tteval.verifiers.efficiency); else, for unit-test
     code tasks with timings, tteval 0.1's one-level process-runtime variant as `eff@k[process]`; else None.
@@ -276,14 +378,14 @@ def _efficiency_scores(groups: dict[str, list[dict[str, Any]]]) -> tuple[list[np
     The variant: e = max(0, T - t) / (T - T*) for a passing sample with sandbox time t, T* the reference's time
     measured the same way and T = 2 T*; failing samples and timeouts score 0. Times are CPU seconds where the
     grading recorded them (load-independent), else wall seconds (run folders graded before CPU time was recorded)."""
-    records = [[(s.get("grading") or {}).get("efficiency") for s in g] for g in groups.values()]
+    records = [[(s.grading or {}).get("efficiency") for s in g] for g in groups.values()]
     if all(isinstance(r, dict) and r.get("protocol") == "enamel" for rs in records for r in rs):
         clocks = sorted({str(r.get("clock", "wall")) for rs in records for r in rs})
         note = ENAMEL_NOTE if clocks == ["wall"] else ENAMEL_NOTE + f"; clock {'/'.join(clocks)} (not ENAMEL's wall clock)"
         return [np.array([float(r["score"]) for r in rs]) for rs in records], "eff@k", {"note": note, "clock": clocks}
     out = []
     for g in groups.values():
-        details = [s.get("grading") or {} for s in g]
+        details = [s.grading or {} for s in g]
         clock = "cpu_s" if "reference_cpu_s" in details[0] else "runtime_s"
         ref = details[0].get("reference_cpu_s" if clock == "cpu_s" else "reference_runtime_s")
         if not isinstance(ref, (int, float)) or not ref > 0:
@@ -292,20 +394,20 @@ def _efficiency_scores(groups: dict[str, list[dict[str, Any]]]) -> tuple[list[np
         scores = []
         for s, d in zip(g, details):
             t = d.get(clock)
-            ok = bool(s.get("correct")) and isinstance(t, (int, float))
+            ok = bool(s.correct) and isinstance(t, (int, float))
             scores.append(est.efficiency_score([t if ok else None], [ref], limit, hardness=(1,), failed=not ok))
         out.append(np.array(scores))
     return out, "eff@k[process]", {"note": PROCESS_NOTE}
 
 
-def failures(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def failures(groups: dict[str, list[SampleRecord]]) -> dict[str, Any]:
     """Candidates that failed (no model answer: a FAILED_FINISH_REASONS finish; graded incorrect) and scores a
     verifier could not give (`score_failed`; reward 0), counted, with their reasons."""
     from collections import Counter
 
     from tteval.backends.base import FAILED_FINISH_REASONS
 
-    samples = Counter(s["finish_reason"] for g in groups.values() for s in g if s.get("finish_reason") in FAILED_FINISH_REASONS)
-    scores = Counter(str(s["score_failed"]) for g in groups.values() for s in g if s.get("score_failed"))
+    samples = Counter(s.finish_reason for g in groups.values() for s in g if s.finish_reason in FAILED_FINISH_REASONS)
+    scores = Counter(str(s.score_failed) for g in groups.values() for s in g if s.score_failed)
     return {"samples": sum(samples.values()), "samples_by_reason": dict(sorted(samples.items())),
             "scores": sum(scores.values()), "scores_by_reason": dict(sorted(scores.items()))}  # fmt: skip
