@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tteval.errors import TtevalError
+from tteval.records import read_run_meta
 
 # Parameter counts of models known by name (lower-case substrings, longest first wins).
 KNOWN_PARAMS: dict[str, float] = {
@@ -164,10 +165,10 @@ def _wall_seconds(timings: Any) -> float:
 
 def run_rows(folder: Path, override: float | Mapping[str | None, float] | None = None) -> list[dict[str, Any]]:
     """The tidy rows of one run folder; raises ValueError/KeyError/TypeError/TtevalError when its files are bad."""
-    meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    meta = read_run_meta(folder).to_dict()
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    if not isinstance(meta, dict) or not isinstance(metrics, dict):
-        raise ValueError("run.json and metrics.json must hold JSON objects")
+    if not isinstance(metrics, dict):
+        raise ValueError("metrics.json must hold a JSON object")
     config = meta.get("config") or {}
     if not isinstance(config, dict):
         raise ValueError("run.json 'config' is not an object")
@@ -253,7 +254,7 @@ def collect_runs(
 
 def _peek_status(folder: Path) -> str:
     try:
-        return str(json.loads((folder / "run.json").read_text(encoding="utf-8")).get("status", "unknown"))
+        return read_run_meta(folder).status
     except Exception:  # noqa: BLE001 - only for a warning's wording
         return "unreadable run.json"
 

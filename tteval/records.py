@@ -131,7 +131,8 @@ class SampleLines:
 def read_samples(path: Path, rules: SampleRules | None = None, lenient: bool = False) -> SampleLines:
     """Read a samples.jsonl (the one reader); the file is never changed. A torn last line (a write cut by a crash,
     no newline) is left out and measured. Strict (default): a malformed line, or one that breaks `rules`, is a
-    one-line error naming file:line. Lenient (reports): such lines are skipped and counted."""
+    one-line error naming file:line. Lenient (reports, files written elsewhere): such lines are skipped and
+    counted, bytes that are not UTF-8 are replaced, and a last line without a newline is read if it parses."""
     if not path.is_file():
         return SampleLines([], [])
     try:
@@ -141,12 +142,14 @@ def read_samples(path: Path, rules: SampleRules | None = None, lenient: bool = F
     end = data.rfind(b"\n") + 1
     out = SampleLines([], [], torn=len(data) - end)
     seen: dict[tuple[str, int], int] = {}
-    for lineno, line in enumerate(data[:end].split(b"\n"), 1):
+    body = data if lenient else data[:end]
+    for lineno, line in enumerate(body.split(b"\n"), 1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
         try:
-            record = json_object(line, f"{where}: malformed sample line")
+            text = line.decode("utf-8", "replace").encode("utf-8") if lenient else line
+            record = json_object(text, f"{where}: malformed sample line")
             if not isinstance(record.get("task_id"), str):
                 raise TtevalError(f"{where}: malformed sample line: no string 'task_id'")
             if rules is not None:
