@@ -22,6 +22,7 @@ def budgets(n: int) -> list[int]:
 
 
 def point(values: np.ndarray, seed: int, **extra: Any) -> dict[str, Any]:
+    """One curve point: the mean of per-problem values with its interval (`estimators.summarize`), plus `extra`."""
     summary = est.summarize(values, seed=seed)
     return {**summary, **extra}
 
@@ -44,10 +45,12 @@ class Problems:
         return cls(group_by_problem(SampleRecord.from_dict(s) for s in samples), seed, genrm_lambda)
 
     def samples(self) -> list[SampleRecord]:
+        """Every sample, problem by problem."""
         return [s for g in self.groups.values() for s in g]
 
     @cached_property
     def pools(self) -> list[Pool]:
+        """One `Pool` per problem, in problem order (built once, shared by every curve)."""
         with_logprob = all(s.logprob is not None and s.num_tokens for s in self.samples())
         return [
             Pool(answers=[max(int(s.answer_class), INVALID) for s in g],
