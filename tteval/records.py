@@ -223,10 +223,9 @@ class RunMeta:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunMeta:
-        known = {f.name for f in fields(cls)} - {"extra", "_order"}
-        values = {k: v for k, v in d.items() if k in known and v is not None}
-        return cls(**values, extra={k: v for k, v in d.items() if k not in known or d[k] is None},
-                   _order=tuple(d.keys()))  # fmt: skip
+        """A RunMeta from a JSON object; a value of the wrong shape (or null) stays in `extra`, as read."""
+        fit = {k: v for k, v in d.items() if k in _META_SHAPES and isinstance(v, _META_SHAPES[k])}
+        return cls(**fit, extra={k: v for k, v in d.items() if k not in fit}, _order=tuple(d.keys()))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object, in the order it was read (fields set since then after it)."""
@@ -257,6 +256,12 @@ class RunMeta:
                 if value > 0:
                     return value
         return None
+
+
+_META_SHAPES: dict[str, type | tuple[type, ...]] = {
+    "run_id": str, "config": dict, "created": str, "status": str, "versions": dict, "provenance": dict,
+    "timings": dict, "usage": dict, "backend": dict, "finished": str, "error": str, "model_params": (int, float, str),
+}  # fmt: skip
 
 
 def run_json_path(folder_or_file: Path) -> Path:
