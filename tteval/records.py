@@ -24,6 +24,10 @@ CORE_SAMPLE_FIELDS = ("task_id", "sample_index", "completion", "answer", "correc
                       "finish_reason", "prompt_tokens", "answer_class", "scores", "grading")  # fmt: skip
 
 
+# The code grader's timing fields in `grading` (tteval.grading), per clock: eff@k[process] reads them.
+REFERENCE_TIME = {"cpu_s": "reference_cpu_s", "runtime_s": "reference_runtime_s"}
+
+
 @dataclass(eq=False)
 class SampleRecord(Mapping):
     """One candidate of one problem: what was generated, its grading, its scores, and what a strategy recorded.
@@ -79,9 +83,23 @@ class SampleRecord(Mapping):
         out.update((k, v) for k, v in self.extra.items() if k not in out)
         return out
 
-    def policy_tokens(self) -> int:
-        """Tokens the policy generated for this candidate (0 when not recorded)."""
-        return int(self.num_tokens or 0)
+    def efficiency(self) -> Any:
+        """ENAMEL's efficiency record for this candidate (`grading.efficiency`, tteval.verifiers.efficiency), if any."""
+        return (self.grading or {}).get("efficiency")
+
+    def clock(self) -> str:
+        """Which sandbox time the code grader recorded: "cpu_s" where it timed CPU (with the reference's), else
+        wall "runtime_s" (run folders graded before CPU time was recorded)."""
+        return "cpu_s" if "reference_cpu_s" in (self.grading or {}) else "runtime_s"
+
+    def sandbox_time(self, clock: str) -> Any:
+        """This candidate's time on `clock` ("cpu_s" or "runtime_s"), as `grading` holds it."""
+        return (self.grading or {}).get(clock)
+
+    def reference_time(self, clock: str) -> Any:
+        """The reference solution's time on `clock`, measured the same way (`grading.reference_cpu_s` or
+        `grading.reference_runtime_s`)."""
+        return (self.grading or {}).get(REFERENCE_TIME[clock])
 
     # the read-only mapping of the JSON object
     def __getitem__(self, key: str) -> Any:

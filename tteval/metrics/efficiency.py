@@ -32,22 +32,21 @@ def _efficiency_scores(groups: dict[str, list[SampleRecord]]) -> tuple[list[np.n
     The variant: e = max(0, T - t) / (T - T*) for a passing sample with sandbox time t, T* the reference's time
     measured the same way and T = 2 T*; failing samples and timeouts score 0. Times are CPU seconds where the
     grading recorded them (load-independent), else wall seconds (run folders graded before CPU time was recorded)."""
-    records = [[(s.grading or {}).get("efficiency") for s in g] for g in groups.values()]
+    records = [[s.efficiency() for s in g] for g in groups.values()]
     if all(isinstance(r, dict) and r.get("protocol") == "enamel" for rs in records for r in rs):
         clocks = sorted({str(r.get("clock", "wall")) for rs in records for r in rs})
         note = ENAMEL_NOTE if clocks == ["wall"] else ENAMEL_NOTE + f"; clock {'/'.join(clocks)} (not ENAMEL's wall clock)"
         return [np.array([float(r["score"]) for r in rs]) for rs in records], "eff@k", {"note": note, "clock": clocks}
     out = []
     for g in groups.values():
-        details = [s.grading or {} for s in g]
-        clock = "cpu_s" if "reference_cpu_s" in details[0] else "runtime_s"
-        ref = details[0].get("reference_cpu_s" if clock == "cpu_s" else "reference_runtime_s")
+        clock = g[0].clock()
+        ref = g[0].reference_time(clock)
         if not isinstance(ref, (int, float)) or not ref > 0:
             return None, "", {}
         limit = EFF_TIME_FACTOR * ref
         scores = []
-        for s, d in zip(g, details):
-            t = d.get(clock)
+        for s in g:
+            t = s.sandbox_time(clock)
             ok = bool(s.correct) and isinstance(t, (int, float))
             scores.append(est.efficiency_score([t if ok else None], [ref], limit, hardness=(1,), failed=not ok))
         out.append(np.array(scores))
