@@ -16,7 +16,8 @@ from tteval.metrics.pool_curves import (
 from tteval.metrics.problems import Curve, Points, Problems, budgets, result
 from tteval.metrics.search import pass_until_metrics, pf_curves
 
-__all__ = ["POOL_CURVES", "SEARCH_CURVES", "Curve", "Problems", "budgets", "compute_metrics", "curves_for"]
+__all__ = ["CURVE_FAMILIES", "POOL_CURVES", "SEARCH_CURVES", "Curve", "Problems", "budgets", "compute_metrics", "curve_family",
+           "curves_for"]
 
 _ALWAYS = lambda pr: True  # noqa: E731
 
@@ -39,10 +40,20 @@ SEARCH_CURVES: tuple[Curve, ...] = (
 )  # fmt: skip
 
 
+# Curve families by what a strategy's samples are: an i.i.d. pool, or a searcher's particles. PassUntil's
+# sequentially stopped samples have their own estimate (`pass_until_metrics`), not curves over a pool.
+CURVE_FAMILIES: dict[str, tuple[Curve, ...]] = {"pool": POOL_CURVES, "search": SEARCH_CURVES, "pass_until": ()}
+
+
+def curve_family(strategy: str) -> str:
+    """"pool", "search" or "pass_until": the one place metrics reads a strategy's name (until the strategy
+    registry declares its family)."""
+    return {"particle-filter": "search", "pass-until": "pass_until"}.get(strategy, "pool")
+
+
 def curves_for(strategy: str) -> tuple[Curve, ...]:
-    """The curves a run's strategy yields: the one place metrics reads a strategy's name (PassUntil, whose
-    samples stop sequentially, has its own estimate instead; see `compute_metrics`)."""
-    return SEARCH_CURVES if strategy == "particle-filter" else POOL_CURVES
+    """The curves a run of `strategy` yields."""
+    return CURVE_FAMILIES[curve_family(strategy)]
 
 
 def compute_metrics(
@@ -54,14 +65,14 @@ def compute_metrics(
     `strategy` (else `config.strategy`, the run's RunConfig, else "sample") picks the curves: particle filtering's
     own selections, PassUntil's sequential estimate (with `config`'s r), or every pool curve the samples support.
     `genrm_lambda` fixes GenRM's lambda (tokens per verification / tokens per solution) instead of measuring it."""
-    strategy = strategy or (config.strategy if config is not None else "sample")
+    family = curve_family(strategy or (config.strategy if config is not None else "sample"))
     pr = Problems.of(samples, seed, genrm_lambda)
     if not pr.groups:
         return {"task": task, "num_problems": 0, "n": 0, "curves": {}, "summary": {}}
-    if strategy == "pass-until":
+    if family == "pass_until":
         return pass_until_metrics(task, pr.groups, config.until_successes, int(config.n), seed)
     curves: dict[str, Points] = {}
-    for curve in curves_for(strategy):
+    for curve in CURVE_FAMILIES[family]:
         if curve.applies(pr):
             curves.update(curve.compute(pr))
     return result(task, pr.groups, pr.n_min, n, pr.mean_tokens, pr.compute, curves)
