@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from tteval.errors import TtevalError
-from tteval.jsonl import json_object
+from tteval.jsonl import json_object, read_json
 
 # Written on every record tteval generates, even when null (a backend without logprobs writes "logprob": null).
 CORE_SAMPLE_FIELDS = ("task_id", "sample_index", "completion", "answer", "correct", "num_tokens", "logprob",
@@ -291,8 +291,6 @@ def read_run_meta(folder_or_file: Path, resumable: bool = False) -> RunMeta:
     """Read a run.json (the one reader); the file is never changed. Missing, malformed or not an object is a
     one-line TtevalError. With `resumable` (a run to continue) its config must carry an `identity` object and its
     timings and usage must be objects of numbers; missing counters read as 0."""
-    from tteval.results import read_json
-
     path = run_json_path(folder_or_file)
     meta = read_json(path)
     if not isinstance(meta, dict):

@@ -84,20 +84,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON file, or raise a one-line TtevalError naming it."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TtevalError(f"file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TtevalError(f"malformed JSON in {path}: {exc}") from None
-    except RecursionError:
-        raise TtevalError(f"malformed JSON in {path}: nested too deeply") from None
-    except OSError as exc:
-        raise TtevalError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
 def describe_file_kind(st: os.stat_result) -> str:
     """'a regular file', 'a folder', 'a symbolic link', 'a character device', ... for an lstat result."""
     mode = st.st_mode

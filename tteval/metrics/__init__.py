@@ -11,7 +11,14 @@ from typing import Any, Mapping, Sequence
 
 from tteval.metrics.efficiency import eff_curves
 from tteval.metrics.pool_curves import (
-    all_bon_curves, genrm_curves, has_chains, has_logprobs, maj_curves, pass_curves, rpc_curves, scorers,
+    all_bon_curves,
+    genrm_curves,
+    has_chains,
+    has_logprobs,
+    maj_curves,
+    pass_curves,
+    rpc_curves,
+    scorers,
 )
 from tteval.metrics.problems import Curve, Points, Problems, budgets, result
 from tteval.metrics.search import pass_until_metrics, pf_curves

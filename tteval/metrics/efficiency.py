@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from tteval import estimators as est
+import tteval.estimators as est
 from tteval.metrics.problems import Points, Problems
 from tteval.records import SampleRecord
+
 
 def eff_curves(pr: Problems) -> dict[str, Points]:
     """eff@k (or the process-time variant) at every budget, when the samples support either."""

@@ -7,8 +7,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tteval import estimators as est
+import tteval.estimators as est
 from tteval.metrics.problems import Points, Problems, budgets, point
+
 
 def pass_curves(pr: Problems) -> dict[str, Points]:
     """Unbiased pass@k (coverage, an oracle) at every budget."""

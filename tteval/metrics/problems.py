@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from tteval import estimators as est
+import tteval.estimators as est
 from tteval.records import SampleRecord, group_by_problem
 from tteval.strategies.pool import INVALID, Pool
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from tteval import estimators as est
+import tteval.estimators as est
 from tteval.metrics.problems import Points, Problems, point, result
 from tteval.records import SampleRecord
+
 
 def pf_curves(pr: Problems) -> dict[str, Points]:
     """Particle filtering: accuracy of the selected particle (argmax reward) and of a reward-weighted vote; a
