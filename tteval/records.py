@@ -168,7 +168,7 @@ def read_samples(path: Path, rules: SampleRules | None = None, lenient: bool = F
         try:
             text = line.decode("utf-8", "replace").encode("utf-8") if lenient else line
             record = json_object(text, f"{where}: malformed sample line")
-            if not isinstance(record.get("task_id"), str):
+            if not (isinstance(record.get("task_id"), str) or lenient and "task_id" in record):
                 raise TtevalError(f"{where}: malformed sample line: no string 'task_id'")
             if rules is not None:
                 _check_sample(record, where, rules, seen, lineno)
