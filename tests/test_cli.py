@@ -16,6 +16,7 @@ def check_run_files(run: Path, n: int, limit: int):
     meta = json.loads((run / "run.json").read_text())
     assert meta["status"] == "complete"
     assert meta["config"]["n"] == n and meta["backend"]["name"] == "llamacpp"
+    assert meta["backend"]["model_params"] > 1e8  # llama.cpp counts the model's parameters, for FLOPs
     assert meta["usage"]["completion_tokens"] > 0 and meta["timings"]["generation_s"] > 0
     assert {"python", "numpy", "tteval"} <= set(meta["versions"])
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]

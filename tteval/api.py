@@ -62,7 +62,7 @@ def evaluate(**options: Any) -> dict[str, Any]:
     its metrics.json as a dict, with the run folder under "run_dir". Resumes like the CLI when re-run."""
     from dataclasses import fields
 
-    from tteval.results import read_json
+    from tteval.jsonl import read_json
     from tteval.runner import RunConfig, execute
 
     known = {f.name for f in fields(RunConfig)}

@@ -237,7 +237,7 @@ def run(
 def _print_run(config: Any, folder: Path) -> None:
     """A finished run's metrics table and folder, on stdout."""
     from tteval.report import metrics_table
-    from tteval.results import read_json
+    from tteval.jsonl import read_json
 
     out.print(metrics_table(read_json(folder / "metrics.json"), title=f"{config.task} · {config.model} · n={config.n}"))
     out.print(f"results: [bold]{escape(str(folder))}[/]")

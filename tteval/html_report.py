@@ -11,7 +11,6 @@ candidate's extracted answer, grading detail and completion (line breaks kept); 
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from tteval.errors import TtevalError
+from tteval.records import group_by_problem, read_run_meta
+from tteval.records import read_samples as read_sample_lines
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -101,23 +102,8 @@ class DrillLimits:
 
 def read_samples(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The sample records of a samples.jsonl and the number of unreadable lines (skipped)."""
-    records, bad = [], 0
-    if not path.is_file():
-        return records, bad
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except (ValueError, RecursionError):
-                bad += 1
-                continue
-            if isinstance(r, dict) and "task_id" in r:
-                records.append(r)
-            else:
-                bad += 1
-    return records, bad
+    lines = read_sample_lines(path, lenient=True)
+    return [r.to_dict() for r in lines.records], lines.skipped
 
 
 def _class_key(s: Mapping[str, Any]) -> Any:
@@ -177,12 +163,8 @@ class ProblemView:
 
 def problem_views(records: Sequence[Mapping[str, Any]]) -> list[ProblemView]:
     """Group candidates by problem (sorted by task id, candidates by sample index) and count votes per class."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault(str(r["task_id"]), []).append(dict(r))
     views = []
-    for tid in sorted(groups):
-        cands = sorted(groups[tid], key=lambda s: s.get("sample_index") if isinstance(s.get("sample_index"), int) else 0)
+    for tid, cands in group_by_problem((dict(r) for r in records), key=lambda r: str(r["task_id"])).items():
         votes: dict[Any, int] = {}
         for s in cands:
             key = _class_key(s)
@@ -331,9 +313,8 @@ def _controls(index: int, shown: Sequence[ProblemView]) -> str:
 
 def _read_meta(folder: Path) -> dict[str, Any]:
     try:
-        meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        return meta if isinstance(meta, dict) else {}
-    except (OSError, ValueError):
+        return read_run_meta(folder).to_dict()
+    except TtevalError:
         return {}
 
 
