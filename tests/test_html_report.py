@@ -173,13 +173,13 @@ def test_report_in_headless_chromium(report, tmp_path):
     assert dom.tags.get("script", 0) == 0
     assert dom.tags.get("svg", 0) >= 2  # samples and tokens scaling plots (and FLOPs: smollm2 is a known model)
     # leaderboard: every run's curves at their largest budget, best first
-    rows = {(r[2], r[3]): r for r in dom.board_rows}
+    rows = {(r[2], r[4]): r for r in dom.board_rows}
     assert len(dom.board_rows) == 5
-    assert rows[("pass@k", "4")][:5] == ["smollm2", "gsm8k", "pass@k", "4", "100.0 [80.0, 100.0]"]
-    assert rows[("maj@k", "4")][4:6] == ["50.0 [30.0, 70.0]", "100"]
-    assert rows[("bon@k[genrm]", "4")][4:6] == ["50.0 [30.0, 70.0]", "140"]
-    assert rows[("pf@k", "3")][4:6] == ["100.0 [20.0, 100.0]", "300"]
-    assert [r[8] for r in dom.board_rows].count("gsm8k_smollm2_pf") == 2
+    assert rows[("pass@k", "4")][:6] == ["smollm2", "gsm8k", "pass@k", "coverage", "4", "100.0% [80.0, 100.0]"]
+    assert rows[("maj@k", "4")][5:7] == ["50.0% [30.0, 70.0]", "100"]
+    assert rows[("bon@k[genrm]", "4")][5:7] == ["50.0% [30.0, 70.0]", "140"]
+    assert rows[("pf@k", "3")][5:7] == ["100.0% [n/a]", "300"]  # one problem: no interval, not [100.0, 100.0]
+    assert [r[9] for r in dom.board_rows].count("gsm8k_smollm2_pf") == 2
     # the drill-down shows the injected completion as text, inside a <pre>
     assert any("<script>document.title='pwned'</script>" in p for p in dom.pre)
     text = "".join(dom.text)

@@ -414,7 +414,9 @@ def sweep(
     pool at the largest budget, particle filtering once per budget. Re-running the same command skips finished
     runs and resumes an interrupted one.
     """
-    from tteval.leaderboard import collect_runs, optimal_rich_table, parse_params_option, require_rows, write_sweep
+    from tteval.leaderboard import (
+        collapsed_points, collect_runs, optimal_rich_table, parse_params_option, require_rows, write_sweep,
+    )  # fmt: skip
 
     folders: list[Path] = list(run_dirs or [])
     if task:
@@ -440,6 +442,8 @@ def sweep(
         if df.empty:
             raise TtevalError(f"no curve matches --curves {' '.join(curves)}")
     require_rows(df, ", ".join(str(d) for d in folders))
+    for message in collapsed_points(df):
+        _warn_line(message)
     result = write_sweep(df, out_dir, plots=plots)
     out.print(optimal_rich_table(result.optimal))
     written = [result.csv, *([result.parquet] if result.parquet else []), result.optimal_csv, *result.plots]
@@ -462,13 +466,15 @@ def report(
 ) -> None:
     """Write one self-contained offline HTML page: leaderboard, scaling plots and a per-problem drill-down."""
     from tteval.html_report import DrillLimits, write_report
-    from tteval.leaderboard import collect_runs, parse_params_option, require_rows
+    from tteval.leaderboard import collapsed_points, collect_runs, parse_params_option, require_rows
 
     for name, value in (("--max-problems", max_problems), ("--max-candidates", max_candidates), ("--max-chars", max_chars)):
         if value < 1:
             raise TtevalError(f"{name} must be at least 1, got {value}")
     df = collect_runs(root, parse_params_option(params), on_warning=_warn_line)
     require_rows(df, str(root))
+    for message in collapsed_points(df):
+        _warn_line(message)
     path = write_report(df, out_file, DrillLimits(max_problems, max_candidates, max_chars), title=title)
     out.print(f"report: [bold]{path}[/] ({path.stat().st_size / 1024:,.0f} KiB, {df['path'].nunique()} runs)")
 

@@ -338,7 +338,7 @@ def _read_meta(folder: Path) -> dict[str, Any]:
 
 
 def _curves_table(rows: pd.DataFrame) -> str:
-    from tteval.leaderboard import fmt_interval
+    from tteval.formatting import fmt_value
 
     ks = sorted(set(rows["budget"].astype(int)))
     head = "<th>curve</th>" + "".join(f"<th class='num'>k={k}</th>" for k in ks)
@@ -346,7 +346,7 @@ def _curves_table(rows: pd.DataFrame) -> str:
     for strategy, g in rows.groupby("strategy", sort=False):
         by_k = {int(r.budget): r for r in g.itertuples(index=False)}
         cells = "".join(
-            f"<td class='num'>{e(fmt_interval(100 * by_k[k].value, 100 * by_k[k].lower, 100 * by_k[k].upper))}</td>"
+            f"<td class='num'>{e(fmt_value(by_k[k].metric, by_k[k].value, by_k[k].lower, by_k[k].upper))}</td>"
             if k in by_k else "<td></td>"
             for k in ks
         )  # fmt: skip
@@ -356,7 +356,7 @@ def _curves_table(rows: pd.DataFrame) -> str:
 
 def run_section(index: int, folder: Path, rows: pd.DataFrame, limits: DrillLimits) -> str:
     """A run's header, curve table and per-problem drill-down."""
-    from tteval.leaderboard import fmt_seconds
+    from tteval.formatting import fmt_seconds
 
     meta = _read_meta(folder)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
@@ -413,7 +413,7 @@ def _task_questions(config: Mapping[str, Any], task_ids: Sequence[str]) -> dict[
 
 
 def _optimal_html(opt: pd.DataFrame) -> str:
-    from tteval.leaderboard import fmt_budget
+    from tteval.formatting import fmt_budget
 
     if opt.empty:
         return "<p class='muted'>Not enough strategies to compare.</p>"
@@ -435,7 +435,7 @@ def build_report(
 ) -> str:
     """The whole report page as one HTML string, from collect_runs() rows."""
     from tteval import __version__
-    from tteval.leaderboard import compute_optimal, display_frame, leaderboard_frame
+    from tteval.leaderboard import NUMERIC_HEADERS, compute_optimal, display_frame, leaderboard_frame
     from tteval.plots import scaling_svg
 
     limits = limits or DrillLimits()
@@ -462,10 +462,11 @@ def build_report(
         parts.append(f"<div class='note'>Skipped run folders (missing or malformed files):<ul>{items}</ul></div>")
     parts.append("<h2 id='leaderboard'>Leaderboard</h2>")
     parts.append("<p class='muted'>Each run's curves at their largest budget. Accuracy in % with its 95% interval; "
-                 "pass@k is coverage (an oracle upper bound), not a deployable strategy.</p>")  # fmt: skip
+                 "pass@k is coverage (an oracle upper bound), not a deployable strategy; eff@k is a score, not a %; "
+                 "n/a: no interval for a mean over fewer than 2 problems. Extra columns name the settings that "
+                 "differ between the runs.</p>")  # fmt: skip
     shown = display_frame(board)
-    parts.append(html_table(shown, numeric={"budget", "accuracy % [95% CI]", "tokens/problem", "FLOPs/problem",
-                                            "wall time"}, cls="leaderboard"))  # fmt: skip
+    parts.append(html_table(shown, numeric=NUMERIC_HEADERS, cls="leaderboard"))
     parts.append("<h2 id='plots'>Scaling plots</h2>")
     parts.append("<div class='plots'>")
     for axis in axes:

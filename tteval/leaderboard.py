@@ -20,6 +20,10 @@ import numpy as np
 import pandas as pd
 
 from tteval.errors import TtevalError
+from tteval.formatting import (  # noqa: F401 - re-exported: the formatting helpers' old home
+    ORACLE_PREFIXES, SCORE_PREFIXES, VALUE_LEGEND, fmt_budget, fmt_flops, fmt_interval, fmt_seconds, fmt_setting,
+    fmt_tokens, fmt_value, metric_kind,
+)  # fmt: skip
 
 # Parameter counts of models known by name (lower-case substrings, longest first wins).
 KNOWN_PARAMS: dict[str, float] = {
@@ -28,19 +32,26 @@ KNOWN_PARAMS: dict[str, float] = {
     "smollm2-135m": 135e6,
     "smollm2": 135e6,
 }
-# Curves that score the pool by an oracle (any of k correct) rather than a deployable selection.
-ORACLE_PREFIXES = ("pass@",)
+# Config keys that never change a run's samples (where they ran, how fast), and keys that size a run rather than
+# change its samples: budgets (n) and problem counts (limit) are what a sweep varies, model and task are columns.
+NON_SAMPLE_KEYS = frozenset({
+    "out", "batch_problems", "workers", "tasks_dir", "cache", "ray", "ray_actors", "max_concurrency", "request_timeout",
+    "identity", "model", "task", "n", "limit", "strategy",
+})  # fmt: skip
+DICT_OPTIONS = frozenset({"model_args", "gen_kwargs"})  # options whose value is an object (not a config section)
 
 COLUMNS = [
     "model", "task", "strategy", "metric", "budget", "value", "lower", "upper", "tokens", "flops",
     "params", "params_source", "verifier_tokens", "mc_se", "compute", "wall_s", "n", "num_problems",
-    "run_strategy", "status", "finished", "run_id", "path",
+    "run_strategy", "settings", "status", "finished", "run_id", "path",
 ]  # fmt: skip
 SWEEP_COLUMNS = ["model", "task", "strategy", "budget", "metric", "value", "lower", "upper", "tokens", "flops",
                  "params", "n", "num_problems", "run_id"]  # fmt: skip
-LEADERBOARD_COLUMNS = ["model", "task", "strategy", "budget", "accuracy", "lower", "upper", "tokens", "flops",
+# value, lower and upper are fractions (0-1) in every machine-readable table; metric says what value measures
+LEADERBOARD_COLUMNS = ["model", "task", "strategy", "metric", "budget", "value", "lower", "upper", "tokens", "flops",
                        "wall_s", "n", "problems", "run_id"]  # fmt: skip
 DESCENDING_BY_DEFAULT = {"accuracy", "lower", "upper", "value"}
+SORT_ALIASES = {"accuracy": "value"}  # the column's name before values became fractions (tteval 0.1)
 FORMATS = ("rich", "markdown", "csv", "json", "html")
 
 
@@ -126,9 +137,32 @@ def display_model(raw: str) -> str:
     return raw
 
 
-def metric_kind(curve: str) -> str:
-    """'coverage' for oracle curves (pass@k: any of k is correct), 'accuracy' for a selected answer."""
-    return "coverage" if curve.startswith(ORACLE_PREFIXES) else "accuracy"
+
+def _setting_value(v: Any) -> Any:
+    """A setting as a JSON scalar (lists and objects as canonical JSON text), so settings compare and hash."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a run that change its samples: the run id's identity recorded in run.json (else the
+    config) minus budgets, problem counts, model and task. Nested sections are flattened to their leaf names."""
+    source = config.get("identity") if isinstance(config.get("identity"), Mapping) else config
+    flat: dict[str, Any] = {}
+
+    def walk(d: Mapping[str, Any], prefix: str) -> None:
+        for key, value in d.items():
+            if key in NON_SAMPLE_KEYS and not prefix:
+                continue
+            if isinstance(value, Mapping) and value and not prefix and key not in DICT_OPTIONS:
+                walk(value, f"{key}.")
+                continue
+            leaf = str(key)
+            flat[leaf if leaf not in flat else f"{prefix}{leaf}"] = _setting_value(value)
+
+    walk(source, "")
+    return {k: v for k, v in flat.items() if k not in NON_SAMPLE_KEYS}
 
 
 # ---------------------------------------------------------------------------------------------- collecting
@@ -175,13 +209,15 @@ def run_rows(folder: Path, override: float | Mapping[str | None, float] | None =
     model = display_model(raw_model)
     task = str(metrics.get("task") or config.get("task") or "?")
     params, source = resolve_params(meta, model, raw_model, override)
+    settings = json.dumps(run_settings(config), sort_keys=True)
+    problems = _num(metrics.get("num_problems"))
     curves = metrics.get("curves")
     if not isinstance(curves, dict):
         raise ValueError("metrics.json has no 'curves' object")
     base = {
         "model": model, "task": task, "params": params, "params_source": source,
         "wall_s": _wall_seconds(meta.get("timings")), "n": _num(metrics.get("n", config.get("n"))),
-        "num_problems": _num(metrics.get("num_problems")), "run_strategy": str(config.get("strategy", "")),
+        "num_problems": problems, "run_strategy": str(config.get("strategy", "")), "settings": settings,
         "status": str(meta.get("status", "")), "finished": str(meta.get("finished", "")),
         "run_id": str(meta.get("run_id") or folder.name), "path": str(folder),
     }  # fmt: skip
@@ -194,13 +230,16 @@ def run_rows(folder: Path, override: float | Mapping[str | None, float] | None =
             if isinstance(k, bool) or not isinstance(k, int) or k < 1:
                 raise ValueError(f"curve '{name}' has a bad budget k={k!r}")
             value = _num(p["value"])
-            if not 0.0 <= value <= 1.0:
+            kind = metric_kind(str(name))
+            if not (0.0 <= value <= 1.0 or (kind == "score" and 0.0 <= value < math.inf)):
                 raise ValueError(f"curve '{name}' has value {value} outside [0, 1]")
             tokens = _num(p.get("tokens"))
+            # a mean over fewer than two problems has no interval (a bootstrap over one value has zero width)
+            lower, upper = (math.nan, math.nan) if problems < 2 else (_num(p.get("lower")), _num(p.get("upper")))
             rows.append(
                 {
-                    **base, "strategy": str(name), "metric": metric_kind(str(name)), "budget": k, "value": value,
-                    "lower": _num(p.get("lower")), "upper": _num(p.get("upper")), "tokens": tokens,
+                    **base, "strategy": str(name), "metric": kind, "budget": k, "value": value,
+                    "lower": lower, "upper": upper, "tokens": tokens,
                     "flops": 2.0 * params * tokens, "verifier_tokens": _num(p.get("verifier_tokens")),
                     "mc_se": _num(p.get("mc_se")), "compute": _num(p.get("compute")),
                 }  # fmt: skip
@@ -295,18 +334,56 @@ def select_budget(df: pd.DataFrame, budget: str | int | None = "max") -> pd.Data
 
 
 def sort_rows(df: pd.DataFrame, sort: str | None, columns: Sequence[str]) -> pd.DataFrame:
-    """Sort by COL ('-COL' descending, '+COL' ascending; accuracy-like columns default to descending)."""
+    """Sort by COL ('-COL' descending, '+COL' ascending; value-like columns default to descending)."""
     if not sort:
-        return df.sort_values(["task", "accuracy", "model", "strategy", "budget"],
+        return df.sort_values(["task", "value", "model", "strategy", "budget"],
                               ascending=[True, False, True, True, True], kind="stable")  # fmt: skip
     col, ascending = sort, None
     if sort[0] in "+-":
         col, ascending = sort[1:], sort[0] == "+"
+    col = SORT_ALIASES.get(col, col)
     if col not in columns:
         raise TtevalError(f"cannot sort by '{col}'; choose one of: {', '.join(columns)}")
     if ascending is None:
         ascending = col not in DESCENDING_BY_DEFAULT
     return df.sort_values(col, ascending=ascending, kind="stable", na_position="last")
+
+
+def settings_of(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run folder (indexed by path): its sample-changing settings as columns (None where unset)."""
+    runs = df.drop_duplicates("path")
+    records = [json.loads(s) if isinstance(s, str) and s else {} for s in runs["settings"]]
+    return pd.DataFrame(records, index=runs["path"].to_numpy()).astype(object).where(lambda x: x.notna(), None)
+
+
+def differing_settings(df: pd.DataFrame) -> list[str]:
+    """The settings whose values differ between the runs in `df` (in a stable order): the columns that tell
+    otherwise identical-looking rows apart."""
+    if df.empty or "settings" not in df:
+        return []
+    table = settings_of(df)
+    return [c for c in table.columns if table[c].map(_setting_key).nunique(dropna=False) > 1]
+
+
+def _setting_key(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def with_settings(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """`df` with one column per setting in `keys` (the run's value, None where the run does not set it)."""
+    if not keys:
+        return df
+    table = settings_of(df)
+    out = df.copy()
+    for key in keys:
+        column = key if key not in out.columns else f"setting:{key}"
+        out[column] = [table.at[p, key] if key in table.columns else None for p in out["path"]]
+    return out
+
+
+def setting_columns(keys: Sequence[str], taken: Sequence[str]) -> list[str]:
+    """The column names with_settings gives the settings `keys` next to the columns `taken`."""
+    return [k if k not in taken else f"setting:{k}" for k in keys]
 
 
 def leaderboard_frame(
@@ -317,62 +394,47 @@ def leaderboard_frame(
     budget: str | int | None = "max",
     sort: str | None = None,
 ) -> pd.DataFrame:
-    """The leaderboard as numbers: accuracy, lower and upper in percent, tokens and FLOPs per problem."""
+    """The leaderboard as numbers: value, lower and upper as fractions (metric says whether value is an accuracy,
+    a coverage or a score), tokens and FLOPs per problem, and a column per setting that differs between the runs
+    listed (temperature, seed, ...), so that runs which differ only there are told apart."""
     rows = select_budget(filter_rows(df, task, model, strategy), budget)
+    keys = differing_settings(rows)
+    rows = with_settings(rows, keys)
+    extra = setting_columns(keys, LEADERBOARD_COLUMNS)
+    columns = LEADERBOARD_COLUMNS[:-1] + extra + ["run_id"]
     board = pd.DataFrame(
         {
-            "model": rows["model"], "task": rows["task"], "strategy": rows["strategy"], "budget": rows["budget"],
-            "accuracy": 100.0 * rows["value"], "lower": 100.0 * rows["lower"], "upper": 100.0 * rows["upper"],
+            "model": rows["model"], "task": rows["task"], "strategy": rows["strategy"], "metric": rows["metric"],
+            "budget": rows["budget"], "value": rows["value"], "lower": rows["lower"], "upper": rows["upper"],
             "tokens": rows["tokens"], "flops": rows["flops"], "wall_s": rows["wall_s"], "n": rows["n"],
-            "problems": rows["num_problems"], "run_id": rows["run_id"],
+            "problems": rows["num_problems"], **{c: rows[c] for c in extra}, "run_id": rows["run_id"],
         },  # fmt: skip
-        columns=LEADERBOARD_COLUMNS,
+        columns=columns,
     )
-    return sort_rows(board, sort, LEADERBOARD_COLUMNS).reset_index(drop=True)
+    board = sort_rows(board, sort, columns).reset_index(drop=True)
+    board.attrs["settings"] = extra
+    return board
 
 
 # ---------------------------------------------------------------------------------------------- formatting
 
 
-def fmt_interval(value: float, lower: float, upper: float) -> str:
-    """'41.2 [35.0, 47.9]' from percentages (the interval is left out when unknown)."""
-    if math.isnan(lower) or math.isnan(upper):
-        return f"{value:.1f}"
-    return f"{value:.1f} [{lower:.1f}, {upper:.1f}]"
-
-
-def fmt_tokens(x: float) -> str:
-    return "–" if x is None or math.isnan(x) else f"{x:,.0f}"
-
-
-def fmt_flops(x: float) -> str:
-    return "–" if x is None or math.isnan(x) else f"{x:.2e}"
-
-
-def fmt_seconds(x: float) -> str:
-    """'12.3 s', '4m 05s', '2h 03m'."""
-    if x is None or math.isnan(x):
-        return "–"
-    if x < 60:
-        return f"{x:.1f} s"
-    if x < 3600:
-        return f"{int(x // 60)}m {int(x % 60):02d}s"
-    return f"{int(x // 3600)}h {int(x % 3600 // 60):02d}m"
-
-
-DISPLAY_HEADERS = ["model", "task", "strategy", "budget", "accuracy % [95% CI]", "tokens/problem",
+DISPLAY_HEADERS = ["model", "task", "strategy", "metric", "budget", "value [95% CI]", "tokens/problem",
                    "FLOPs/problem", "wall time", "run"]  # fmt: skip
+NUMERIC_HEADERS = {"budget", "value [95% CI]", "tokens/problem", "FLOPs/problem", "wall time"}
 
 
 def display_frame(board: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard as display strings (for rich, markdown and HTML)."""
+    """The leaderboard as display strings (for rich, markdown and HTML); setting columns go before the run id."""
+    extra = list(board.attrs.get("settings", ()))
     return pd.DataFrame(
         [
-            [r.model, r.task, r.strategy, str(r.budget), fmt_interval(r.accuracy, r.lower, r.upper),
-             fmt_tokens(r.tokens), fmt_flops(r.flops), fmt_seconds(r.wall_s), r.run_id]  # fmt: skip
-            for r in board.itertuples(index=False)
-        ],
-        columns=DISPLAY_HEADERS,
+            [r["model"], r["task"], r["strategy"], r["metric"], str(r["budget"]),
+             fmt_value(r["metric"], r["value"], r["lower"], r["upper"]), fmt_tokens(r["tokens"]),
+             fmt_flops(r["flops"]), fmt_seconds(r["wall_s"]), *(fmt_setting(r[c]) for c in extra), r["run_id"]]
+            for r in board.to_dict("records")
+        ],  # fmt: skip
+        columns=DISPLAY_HEADERS[:-1] + extra + ["run"],
     )
 
 
@@ -386,38 +448,95 @@ def render_leaderboard(board: pd.DataFrame, fmt: str, title: str = "tteval leade
         return board.to_json(orient="records", indent=2) + "\n"
     shown = display_frame(board)
     if fmt == "markdown":
-        return shown.to_markdown(index=False, disable_numparse=True) + "\n"
+        return shown.to_markdown(index=False, disable_numparse=True) + f"\n\n{VALUE_LEGEND}.\n"
     if fmt == "html":
         from tteval.html_report import html_table
 
-        return html_table(shown, numeric={"budget", "accuracy % [95% CI]", "tokens/problem", "FLOPs/problem", "wall time"}) + "\n"
+        return html_table(shown, numeric=NUMERIC_HEADERS) + "\n"
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, caption="accuracy (pass@k: coverage) in %, 95% interval; tokens and FLOPs per problem")
-    for h in DISPLAY_HEADERS:
-        table.add_column(h, justify="right" if h in ("budget", "tokens/problem", "FLOPs/problem", "wall time") else "left",
+    table = Table(title=title, caption=VALUE_LEGEND + "; tokens and FLOPs per problem")
+    for h in shown.columns:
+        table.add_column(h, justify="right" if h in NUMERIC_HEADERS - {"value [95% CI]"} else "left",
                          style="bold" if h == "strategy" else None, overflow="fold")  # fmt: skip
     for row in shown.itertuples(index=False):
-        table.add_row(*(str(v) for v in row), end_section=False)
+        table.add_row(*(Text(str(v)) for v in row), end_section=False)  # cells are data: '[n/a]' is not markup
     return table
 
 
 # ---------------------------------------------------------------------------------------------- sweeps
 
 
+POINT_KEY = ["model", "task", "strategy", "budget", "run_strategy", "settings"]
+
+
+def _ranked(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs in order of preference for a shared point: most problems, then largest pool, then latest finish."""
+    return df.sort_values(["num_problems", "n", "finished", "path"], ascending=[False, False, False, True], kind="stable")
+
+
 def sweep_points(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, task, strategy, budget): where several runs give the same point, keep the run with
-    the most problems, then the largest pool, then the latest finish."""
+    """One row per point: (model, task, strategy, budget) and every setting that changes samples (temperature,
+    max tokens, seed, ...), so runs that differ in a setting stay separate curves. Where several runs give the
+    same point with the same settings, keep the run with the most problems, then the largest pool, then the
+    latest finish (collapsed_points says which). `variant` names the settings that tell a curve apart from the
+    other curves of its model, task and strategy ('' when it is the only one)."""
     if df.empty:
-        return df.copy()
-    ranked = df.sort_values(["num_problems", "n", "finished", "path"], ascending=[False, False, False, True], kind="stable")
-    kept = ranked.drop_duplicates(["model", "task", "strategy", "budget"], keep="first")
-    return kept.sort_values(["model", "task", "strategy", "budget"], kind="stable").reset_index(drop=True)
+        return df.assign(variant=pd.Series(dtype=object))
+    kept = _ranked(df).drop_duplicates(POINT_KEY, keep="first")
+    kept = kept.assign(variant=_variants(kept))
+    return kept.sort_values(["model", "task", "strategy", "variant", "budget"], kind="stable").reset_index(drop=True)
+
+
+def _variants(pts: pd.DataFrame) -> list[str]:
+    """For each row: 'key=value, ...' of the settings that differ among its (model, task, strategy) curves."""
+    out = pd.Series("", index=pts.index, dtype=object)
+    for _, g in pts.groupby(["model", "task", "strategy"], sort=False):
+        if g["settings"].nunique() < 2 and g["run_strategy"].nunique() < 2:
+            continue
+        keys = differing_settings(g)
+        table = settings_of(g)
+        for idx, path in zip(g.index, g["path"]):
+            parts = [f"{k}={fmt_setting(table.at[path, k])}" for k in keys]
+            if g["run_strategy"].nunique() > 1:
+                parts.insert(0, f"run={g.at[idx, 'run_strategy']}")
+            out[idx] = ", ".join(parts)
+    return out.tolist()
+
+
+def collapsed_points(df: pd.DataFrame) -> list[str]:
+    """One line per set of runs whose points share every key (model, task, curve, budget and every setting):
+    a sweep keeps one of them per point; the line names the run kept and the ones dropped."""
+    if df.empty:
+        return []
+    messages = []
+    dup = df[df.duplicated(POINT_KEY, keep=False)]
+    for _, g in dup.groupby(["model", "task", "run_strategy", "settings"], sort=True):
+        ranked = _ranked(g.drop_duplicates("path"))
+        kept, dropped = ranked.iloc[0], ranked.iloc[1:]
+        shared = g.drop_duplicates(["strategy", "budget"]).shape[0]
+        problems = "" if pd.isna(kept["num_problems"]) else f", {int(kept['num_problems'])} problems"
+        messages.append(
+            f"{len(ranked)} runs of {kept['model']} on {kept['task']} have the same settings and share {shared} "
+            f"points: keeping {kept['run_id']} (most problems, then largest pool, then latest{problems}), "
+            f"dropping {', '.join(map(str, dropped['run_id']))} from those points"
+        )
+    return messages
 
 
 def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The tidy sweep table (SWEEP_COLUMNS) of deduplicated points."""
-    return sweep_points(df)[SWEEP_COLUMNS].reset_index(drop=True)
+    """The tidy sweep table (SWEEP_COLUMNS, then a column per setting that differs between the runs) of
+    deduplicated points; value, lower and upper are fractions."""
+    pts = sweep_points(df)
+    keys = differing_settings(pts)
+    pts = with_settings(pts, keys)
+    return pts[SWEEP_COLUMNS + setting_columns(keys, SWEEP_COLUMNS)].reset_index(drop=True)
+
+
+def candidate_label(strategy: str, variant: str) -> str:
+    """A curve's name with the settings that tell it apart: 'maj@k [temperature=0.3]'."""
+    return f"{strategy} [{variant}]" if variant else strategy
 
 
 OPTIMAL_COLUMNS = ["axis", "model", "task", "budget", "best", "value", "lower", "upper", "runner_up",
@@ -431,16 +550,16 @@ def compute_optimal(
 
     axis 'samples': budgets are the curves' k. axis 'tokens' / 'flops': budgets are powers of two (ten for
     FLOPs) spanning the data, and each strategy is credited with its best point spending at most that much.
-    Oracle curves (pass@k) are left out unless include_oracle. Across models (default for FLOPs only) a
+    Oracle curves (pass@k) are left out unless include_oracle, scores (eff@k) always. Across models (default for FLOPs only) a
     candidate is 'model · strategy' and rows are per task; otherwise candidates are strategies per model and task.
     """
     if axis not in ("samples", "tokens", "flops"):
         raise TtevalError(f"unknown compute axis '{axis}'; choose samples, tokens or flops")
     pts = sweep_points(df)
-    if not include_oracle:
-        pts = pts[pts["metric"] != "coverage"]
+    pts = pts[pts["metric"].isin(["accuracy", "coverage"] if include_oracle else ["accuracy"])]  # a score is no accuracy
     across = (axis == "flops") if across_models is None else across_models
-    pts = pts.assign(candidate=(pts["model"] + " · " + pts["strategy"]) if across else pts["strategy"])
+    names = [candidate_label(st, v) for st, v in zip(pts["strategy"], pts["variant"])]
+    pts = pts.assign(candidate=(pts["model"] + " · " + pd.Series(names, index=pts.index, dtype=object)) if across else names)
     group_keys = ["task"] if across else ["model", "task"]
     records: list[dict[str, Any]] = []
     for key, g in pts.groupby(group_keys, sort=True):
@@ -488,27 +607,22 @@ def _rank(axis: str, model: str, task: str, budget: float, cands: pd.DataFrame) 
     }  # fmt: skip
 
 
-def fmt_budget(axis: str, budget: float) -> str:
-    if axis == "samples":
-        return f"k={int(budget)}"
-    if axis == "tokens":
-        return f"≤{budget:,.0f} tok"
-    return f"≤{budget:.0e} FLOPs"
-
 
 def optimal_rich_table(opt: pd.DataFrame, title: str = "compute-optimal strategy per budget"):
     """A rich Table of compute_optimal() rows (values in %, margin in points)."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, caption="margin: best minus runner-up, percentage points; * = 95% intervals do not overlap")
     for h in ("axis", "model", "task", "budget", "best", "accuracy %", "runner-up", "runner-up %", "margin"):
         table.add_column(h, justify="right" if h in ("budget", "accuracy %", "runner-up %", "margin") else "left")
     for r in opt.itertuples(index=False):
-        table.add_row(
+        cells = (
             r.axis, r.model, r.task, fmt_budget(r.axis, r.budget), str(r.best), f"{100 * r.value:.1f}",
             str(r.runner_up) or "–", "–" if math.isnan(r.runner_up_value) else f"{100 * r.runner_up_value:.1f}",
             "–" if math.isnan(r.margin) else f"{100 * r.margin:+.1f}{'*' if r.separated else ''}",
         )  # fmt: skip
+        table.add_row(*(Text(c) for c in cells))  # names like 'maj@k [temperature=0.3]' are data, not markup
     return table
 
 
