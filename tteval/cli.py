@@ -479,6 +479,51 @@ def report(
     out.print(f"report: [bold]{path}[/] ({path.stat().st_size / 1024:,.0f} KiB, {df['path'].nunique()} runs)")
 
 
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="Run folder A (the baseline)."),
+    run_b: Path = typer.Argument(..., help="Run folder B (compared with A: differences are B - A)."),
+    metric: Optional[list[str]] = typer.Option(
+        None, "--metric", "-m", help="pass@K, maj@K, bon@K[SCORER] or pf@K (repeatable; default pass@1)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the paired bootstrap (the interval is the same on every machine)."),
+    reps: int = typer.Option(10_000, "--reps", help="Paired bootstrap resamples."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """Is the gain real? Compare two runs problem by problem on the problems both scored: the mean difference
+    B - A with a paired-bootstrap 95% interval, and an exact McNemar p-value (0/1 outcomes) or a Wilcoxon
+    signed-rank p-value (graded outcomes, e.g. pass@1 of a pool)."""
+    import json
+    import math
+
+    from tteval.compare import compare_runs
+
+    if not 100 <= reps <= 1_000_000:
+        raise TtevalError(f"--reps must be between 100 and 1000000, got {reps}")
+    result = compare_runs(run_a, run_b, metric or ["pass@1"], seed=seed, reps=reps)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    from tteval.formatting import fmt_p_value
+
+    caption = (f"{result.shared} shared problems of {result.problems_a} (A) and {result.problems_b} (B); B - A in "
+               f"percentage points, 95% paired-bootstrap interval ({result.reps} resamples, seed {result.seed}); "
+               "p: exact McNemar for 0/1 outcomes, else Wilcoxon signed-rank")  # fmt: skip
+    table = Table(title=f"{result.task}: B vs A", caption=caption)
+    for h in ("metric", "problems", "A %", "B %", "B - A [95% CI]", "B better / worse", "p-value", "test"):
+        table.add_column(h, justify="left" if h in ("metric", "test") else "right")
+    for r in result.results:
+        ci = "n/a" if math.isnan(r.lower) else f"{100 * r.lower:+.1f}, {100 * r.upper:+.1f}"
+        cells = (r.metric, str(r.problems), f"{100 * r.mean_a:.1f}", f"{100 * r.mean_b:.1f}",
+                 f"{100 * r.diff:+.1f} [{ci}]", f"{r.better} / {r.worse}", fmt_p_value(r.p_value), r.test)  # fmt: skip
+        table.add_row(*(Text(c) for c in cells))
+    out.print(f"A: {result.run_a}\nB: {result.run_b}", highlight=False, markup=False)
+    out.print(table)
+
+
 def _warn_line(message: str) -> None:
     """Print a one-line warning on stderr (skipped run folders)."""
     from rich.markup import escape

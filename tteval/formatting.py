@@ -76,3 +76,10 @@ def fmt_budget(axis: str, budget: float) -> str:
     if axis == "tokens":
         return f"≤{budget:,.0f} tok"
     return f"≤{budget:.0e} FLOPs"
+
+
+def fmt_p_value(p: float | None) -> str:
+    """'0.032', '<0.001', or 'n/a' when the test does not apply (no differing problem)."""
+    if p is None or math.isnan(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
