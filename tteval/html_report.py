@@ -44,7 +44,8 @@ pre.answer,pre.grading{background:none;padding:0;margin:0;max-height:12rem}
 .drill{display:flex;flex-direction:column}.controls{margin:.3rem 0}.controls label{margin-right:.8rem;cursor:pointer}
 .controls input:checked+label{font-weight:600;text-decoration:underline}
 .f-fail:checked~.drill>.problem:not(.fail),.f-none:checked~.drill>.problem:not(.none),
-.f-dis:checked~.drill>.problem:not(.disagree){display:none}
+.f-dis:checked~.drill>.problem:not(.disagree),.f-xdis:checked~.drill>.problem:not(.xdis){display:none}
+.across{margin:.2rem 0}
 .s-acc:checked~.drill>.problem{order:var(--acc)}.s-cls:checked~.drill>.problem{order:var(--cls)}
 .picks{font-weight:400;color:#444}
 """
@@ -250,9 +251,11 @@ def _representative(p: ProblemView, key: Any) -> tuple[str, Any]:
     return "", None
 
 
-def problem_html(p: ProblemView, limits: DrillLimits, index: int = 0, question: str | None = None) -> str:
+def problem_html(p: ProblemView, limits: DrillLimits, index: int = 0, question: str | None = None,
+                 run: int = 0, across: Mapping[int, tuple[bool, int]] | None = None) -> str:  # fmt: skip
     """One collapsible problem: question and gold, vote table, and the candidate table (extracted answer, grading
-    detail, collapsible completion). Its classes and CSS variables drive the page's filters and sorts."""
+    detail, collapsible completion). Its classes and CSS variables drive the page's filters and sorts. `across`
+    gives, for each run on the same task that has this problem, (its answer correct, the problem's index there)."""
     n = len(p.candidates)
     if p.majority is not None:
         maj_answer, maj_ok = _representative(p, p.majority)
@@ -263,12 +266,18 @@ def problem_html(p: ProblemView, limits: DrillLimits, index: int = 0, question: 
     shown_picks = " · ".join(f"{e(k)} {_verdict(v)}" for k, v in picks.items())
     summary = (f"{e(p.task_id)} — {p.num_correct}/{n} correct · {maj} · {len(p.votes)} answer classes "
                f"<span class='picks'>[{shown_picks}]</span>")  # fmt: skip
+    across = across or {}
     flags = [c for c, on in (("fail", not picks["maj"]), ("none", not picks["any"]),
-                              ("disagree", len(set(picks.values())) > 1)) if on]  # fmt: skip
+                              ("disagree", len(set(picks.values())) > 1),
+                              ("xdis", len({ok for ok, _ in across.values()}) > 1)) if on]  # fmt: skip
     question = question if question is not None else p.question
     facts = [("question", question), ("gold", p.gold)]
     about = "".join(f"<dt>{k}</dt><dd><pre>{e(_short(v, limits.max_chars))}</pre></dd>" for k, v in facts if v is not None)
     about = f"<dl class='kv'>{about}</dl>" if about else ""
+    if len(across) > 1:
+        links = " · ".join(f"<a href='#r{r}-p{i}'>run {r}</a> {_verdict(ok)}" + (" (this run)" if r == run else "")
+                           for r, (ok, i) in sorted(across.items()))  # fmt: skip
+        about += f"<p class='across'>Answer of each run on this task: {links}</p>"
     vote_rows = []
     for key, count in sorted(p.votes.items(), key=lambda kv: -kv[1]):
         ans, ok = _representative(p, key)
@@ -299,22 +308,26 @@ def problem_html(p: ProblemView, limits: DrillLimits, index: int = 0, question: 
              f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{more_note}")  # fmt: skip
     acc = round(1000 * p.num_correct / n) if n else 0
     style = f"--acc:{acc};--cls:{-len(p.votes)};--idx:{index}"
-    return (f"<details class='{' '.join(['problem', *flags])}' style='{style}'><summary>{summary}</summary>{about}"
+    return (f"<details class='{' '.join(['problem', *flags])}' id='r{run}-p{index}' style='{style}'>"
+            f"<summary>{summary}</summary>{about}"
             f"{votes}{cands}</details>")  # fmt: skip
 
 
-def _controls(index: int, shown: Sequence[ProblemView]) -> str:
+def _controls(index: int, shown: Sequence[ProblemView], across: Mapping[str, Mapping[int, tuple[bool, int]]]) -> str:
     """The filter and sort radio buttons of one run's drill-down (siblings before its `.drill` list)."""
-    count = {"fail": 0, "none": 0, "disagree": 0}
+    count = {"fail": 0, "none": 0, "disagree": 0, "xdis": 0}
     for p in shown:
         picks = p.picks()
         count["fail"] += not picks["maj"]
         count["none"] += not picks["any"]
         count["disagree"] += len(set(picks.values())) > 1
+        count["xdis"] += len({ok for ok, _ in across.get(p.task_id, {}).values()}) > 1
+    others = any(len(runs) > 1 for runs in across.values())
     parts = []
     for group, options in (
         ("f", [("all", f"all ({len(shown)})"), ("fail", f"majority wrong ({count['fail']})"),
-               ("none", f"none correct ({count['none']})"), ("dis", f"selectors disagree ({count['disagree']})")]),
+               ("none", f"none correct ({count['none']})"), ("dis", f"selectors disagree ({count['disagree']})"),
+               *([("xdis", f"runs disagree ({count['xdis']})")] if others else [])]),
         ("s", [("idx", "by task id"), ("acc", "fewest correct first"), ("cls", "most answer classes first")]),
     ):  # fmt: skip
         parts.append("<span class='muted'>show:</span> " if group == "f" else "<br><span class='muted'>sort:</span> ")
@@ -354,8 +367,11 @@ def _curves_table(rows: pd.DataFrame) -> str:
     return f"<table class='curves'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def run_section(index: int, folder: Path, rows: pd.DataFrame, limits: DrillLimits) -> str:
-    """A run's header, curve table and per-problem drill-down."""
+def run_section(index: int, folder: Path, rows: pd.DataFrame, limits: DrillLimits,
+                loaded: tuple[list[ProblemView], int] | None = None,
+                across: Mapping[str, Mapping[int, tuple[bool, int]]] | None = None) -> str:  # fmt: skip
+    """A run's header, curve table and per-problem drill-down. `loaded`: its (problem views, unreadable lines),
+    read here when not given; `across`: per task id, every run's answer on it (see cross_run_answers)."""
     from tteval.formatting import fmt_seconds
 
     meta = _read_meta(folder)
@@ -370,9 +386,9 @@ def run_section(index: int, folder: Path, rows: pd.DataFrame, limits: DrillLimit
         "wall time": fmt_seconds(float(first["wall_s"])), "finished": meta.get("finished", ""),
     }  # fmt: skip
     kv = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in facts.items() if v not in ("", None))
-    records, bad = read_samples(folder / "samples.jsonl")
-    views = problem_views(records)
-    parts = [f"<section class='run' id='run-{index}'>", f"<h3>{e(first['task'])} · {e(first['model'])} · "
+    views, bad = loaded if loaded is not None else load_views(folder)
+    across = across or {}
+    parts = [f"<section class='run' id='run-{index}'>", f"<h3>run {index}: {e(first['task'])} · {e(first['model'])} · "
              f"{e(config.get('strategy', ''))} · <code>{e(first['run_id'])}</code></h3>",
              f"<dl class='kv'>{kv}</dl>", _curves_table(rows)]  # fmt: skip
     if bad:
@@ -386,13 +402,64 @@ def run_section(index: int, folder: Path, rows: pd.DataFrame, limits: DrillLimit
         parts.append("<p class='muted'>Selector picks in brackets: maj (majority vote), best NAME (top candidate by "
                      "that score), selected (the particle filter's answer), any (coverage). Filters and sorts need "
                      "no script.</p>")  # fmt: skip
-        parts.append(f"<div class='controls'>{_controls(index, shown)}")
+        parts.append(f"<div class='controls'>{_controls(index, shown, across)}")
         parts.append("<div class='drill'>")
-        parts.extend(problem_html(p, limits, i, questions.get(p.task_id)) for i, p in enumerate(shown))
+        parts.extend(problem_html(p, limits, i, questions.get(p.task_id), index, across.get(p.task_id))
+                     for i, p in enumerate(shown))  # fmt: skip
         parts.append("</div></div>")
         if len(views) > len(shown):
             parts.append(f"<p class='muted'>{len(views) - len(shown)} more problems not shown (--max-problems).</p>")
     parts.append("</section>")
+    return "\n".join(parts)
+
+
+def load_views(folder: Path) -> tuple[list[ProblemView], int]:
+    """A run folder's problems (candidates grouped, votes counted) and its number of unreadable sample lines."""
+    records, bad = read_samples(Path(folder) / "samples.jsonl")
+    return problem_views(records), bad
+
+
+def run_answer(p: ProblemView) -> bool:
+    """Whether a run's answer to a problem is right: the particle filter's selection, else the majority vote."""
+    picks = p.picks()
+    return picks["selected"] if "selected" in picks else picks["maj"]
+
+
+def cross_run_answers(
+    runs: Mapping[int, tuple[str, Sequence[ProblemView]]], max_problems: int
+) -> dict[int, dict[str, dict[int, tuple[bool, int]]]]:
+    """For each run: task id -> {run index: (that run's answer right, the problem's place in its drill-down)} over
+    the runs on the same task, so a problem where one run is right and another wrong can be found and linked."""
+    by_task: dict[str, dict[str, dict[int, tuple[bool, int]]]] = {}
+    for run, (task, views) in runs.items():
+        for i, p in enumerate(views[:max_problems]):
+            by_task.setdefault(task, {}).setdefault(p.task_id, {})[run] = (run_answer(p), i)
+    return {run: by_task.get(task, {}) for run, (task, _) in runs.items()}
+
+
+def _disagreements_html(runs: Mapping[int, tuple[str, Sequence[ProblemView]]], across: Mapping[int, Mapping],
+                        limit: int = 200) -> str:  # fmt: skip
+    """A table per task of the problems where runs disagree (one right, another wrong), linked to the drill-down."""
+    parts = []
+    tasks = sorted({task for task, _ in runs.values()})
+    for task in tasks:
+        members = sorted(r for r, (t, _) in runs.items() if t == task)
+        if len(members) < 2:
+            continue
+        table = across[members[0]]
+        split = [(tid, answers) for tid, answers in sorted(table.items()) if len({ok for ok, _ in answers.values()}) > 1]
+        head = "<th>problem</th>" + "".join(f"<th><a href='#run-{r}'>run {r}</a></th>" for r in members)
+        body = []
+        for tid, answers in split[:limit]:
+            cells = "".join(
+                f"<td><a href='#r{r}-p{answers[r][1]}'>{_verdict(answers[r][0])}</a></td>" if r in answers else "<td></td>"
+                for r in members
+            )  # fmt: skip
+            body.append(f"<tr><td>{e(tid)}</td>{cells}</tr>")
+        more = f"<p class='muted'>{len(split) - limit} more not shown.</p>" if len(split) > limit else ""
+        parts.append(f"<h3>{e(task)}: {len(split)} problems where the runs disagree</h3>"
+                     + (f"<table class='xdis'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+                        if split else "<p class='muted'>The runs agree on every problem shown.</p>") + more)  # fmt: skip
     return "\n".join(parts)
 
 
@@ -478,13 +545,24 @@ def build_report(
     parts.append("<p class='muted'>Oracle curves left out. Margin: best minus runner-up in percentage points; "
                  "* when the 95% intervals do not overlap.</p>")  # fmt: skip
     parts.append(_optimal_html(pd.concat([compute_optimal(df, a) for a in axes], ignore_index=True)))
+    loaded = {p: load_views(Path(p)) for p in folders}
+    runs = {run_index[p]: (str(df[df["path"] == p].iloc[0]["task"]), loaded[p][0]) for p in folders}
+    across = cross_run_answers(runs, limits.max_problems)
+    disagreements = _disagreements_html(runs, across)
+    if disagreements:
+        parts.append("<h2 id='disagreements'>Where runs disagree</h2>")
+        parts.append("<p class='muted'>Problems where one run's answer (the particle filter's selection, else the "
+                     "majority vote) is right and another's wrong; ✓/✗ link to the problem in each run's drill-down, "
+                     "where the filter 'runs disagree' shows the same problems.</p>")  # fmt: skip
+        parts.append(disagreements)
     parts.append("<h2 id='runs'>Runs</h2><ul>")
     for p in folders:
         r = df[df["path"] == p].iloc[0]
-        parts.append(f"<li><a href='#run-{run_index[p]}'>{e(r['task'])} · {e(r['model'])} · {e(r['run_id'])}</a></li>")
+        parts.append(f"<li><a href='#run-{run_index[p]}'>run {run_index[p]}: {e(r['task'])} · {e(r['model'])} · "
+                     f"{e(r['run_id'])}</a></li>")  # fmt: skip
     parts.append("</ul>")
     for p in folders:
-        parts.append(run_section(run_index[p], Path(p), df[df["path"] == p], limits))
+        parts.append(run_section(run_index[p], Path(p), df[df["path"] == p], limits, loaded[p], across[run_index[p]]))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
