@@ -9,6 +9,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import matplotlib.colors as mpl_colors
 import matplotlib.image as mpimg
 import pandas as pd
 import pytest
@@ -529,3 +530,47 @@ def test_units_scores_and_intervals_over_one_problem(tmp_path):
     assert math.isnan(table.loc["eff@k", "lower"]) and table.loc["eff@k", "metric"] == "score"
     r = tteval("leaderboard", str(root))  # the rich table's caption says what the units are
     assert r.returncode == 0 and "1.104 [n/a]" in r.stdout and "eff@k a score" in r.stdout
+
+
+def curve_contrast(fig) -> dict[str, float]:
+    """Render the figure and measure, per curve, how much it stands out from what is drawn around it (its bands
+    and the other curves' bands): at the middle of every segment, the line's own colour must be found on the
+    curve, and the median colour distance between it and the pixels 7 px above and below is returned."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    img = np.asarray(canvas.buffer_rgba())[:, :, :3].astype(float) / 255
+    height = img.shape[0]
+    out = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            rgb = np.array(mpl_colors.to_rgb(line.get_color()))
+            x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+            mids = ax.transData.transform(np.column_stack([x, y]))
+            mids = (mids[1:] + mids[:-1]) / 2
+            found, around = [], []
+            for px, py in mids:
+                col, row = int(round(px)), int(round(height - py))
+                patch = img[row - 2 : row + 3, col - 2 : col + 3].reshape(-1, 3)
+                found.append(float(np.min(np.linalg.norm(patch - rgb, axis=1))))
+                for dy in (-7, 7):
+                    around.append(float(np.linalg.norm(img[row + dy, col] - rgb)))
+            assert max(found) < 0.1, f"{line.get_label()} is not drawn where its data are"
+            out[line.get_label()] = float(np.median(around))
+    return out
+
+
+def test_scaling_bands_never_hide_the_curves(runs, monkeypatch):
+    """Four strategies with overlapping 95% bands in one panel: every curve stays visible above the bands, in the
+    rendered pixels. Control: with nearly opaque bands the same measure fails."""
+    from tteval import plots
+
+    df = collect(runs)
+    one_run = df[df.run_id == "A"]  # pass@k, maj@k, bon@k[genrm], rpc@k: bands that overlap at every k
+    contrast = curve_contrast(plots.scaling_figure(one_run, "samples"))
+    assert len(contrast) == 4 and min(contrast.values()) > 0.6, contrast
+    monkeypatch.setattr(plots, "BAND_ALPHA", 0.97)
+    dark = curve_contrast(plots.scaling_figure(one_run, "samples"))
+    assert min(dark.values()) < 0.6, dark
