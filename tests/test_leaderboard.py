@@ -14,17 +14,9 @@ import matplotlib.image as mpimg
 import pandas as pd
 import pytest
 
+from tteval.collect import RunFolderWarning, collect_runs, parse_param_count, parse_params_option, params_from_name
 from tteval.errors import TtevalError
-from tteval.leaderboard import (
-    RunFolderWarning,
-    collect_runs,
-    compute_optimal,
-    leaderboard_frame,
-    parse_param_count,
-    parse_params_option,
-    params_from_name,
-    sweep_table,
-)
+from tteval.tables import compute_optimal, leaderboard_frame, sweep_table
 
 TTEVAL = [sys.executable, "-m", "tteval.cli"]
 SMOL = 135e6

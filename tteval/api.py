@@ -76,7 +76,7 @@ def evaluate(**options: Any) -> dict[str, Any]:
 
 def load_runs(paths: str | Path | Iterable[str | Path]) -> Any:
     """One tidy pandas row per curve point of every run folder below `paths` (what `tteval leaderboard` reads)."""
-    from tteval.leaderboard import collect_runs
+    from tteval.collect import collect_runs
 
     roots = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     return collect_runs(roots)

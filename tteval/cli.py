@@ -351,9 +351,9 @@ def leaderboard(
     ),
 ) -> None:
     """Rank every run below ROOT: accuracy with its 95% interval, tokens and FLOPs per problem, wall time."""
-    from tteval.leaderboard import (
-        FORMATS, collect_runs, leaderboard_frame, parse_params_option, render_leaderboard, require_rows,
-    )  # fmt: skip
+    from tteval.collect import collect_runs, parse_params_option, require_rows
+    from tteval.leaderboard import FORMATS, render_leaderboard
+    from tteval.tables import leaderboard_frame
 
     if fmt not in FORMATS:
         raise TtevalError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}")
@@ -414,9 +414,9 @@ def sweep(
     pool at the largest budget, particle filtering once per budget. Re-running the same command skips finished
     runs and resumes an interrupted one.
     """
-    from tteval.leaderboard import (
-        collapsed_points, collect_runs, optimal_rich_table, parse_params_option, require_rows, write_sweep,
-    )  # fmt: skip
+    from tteval.collect import collect_runs, parse_params_option, require_rows
+    from tteval.leaderboard import optimal_rich_table, write_sweep
+    from tteval.tables import collapsed_points
 
     folders: list[Path] = list(run_dirs or [])
     if task:
@@ -465,8 +465,10 @@ def report(
     max_chars: int = typer.Option(2000, "--max-chars", help="Characters shown per completion."),
 ) -> None:
     """Write one self-contained offline HTML page: leaderboard, scaling plots and a per-problem drill-down."""
-    from tteval.html_report import DrillLimits, write_report
-    from tteval.leaderboard import collapsed_points, collect_runs, parse_params_option, require_rows
+    from tteval.drilldown import DrillLimits
+    from tteval.html_report import write_report
+    from tteval.collect import collect_runs, parse_params_option, require_rows
+    from tteval.tables import collapsed_points
 
     for name, value in (("--max-problems", max_problems), ("--max-candidates", max_candidates), ("--max-chars", max_chars)):
         if value < 1:

@@ -1,13 +1,16 @@
 """How reporting numbers read to people: what a curve measures, units (%), intervals, tokens, FLOPs, durations.
 
-Pure functions on plain values (no pandas): the terminal tables, markdown, HTML and plots all use them, so a
+Pure functions on plain values (pandas only for display_frame, imported there): the terminal tables, markdown, HTML and plots all use them, so a
 number reads the same everywhere. Machine-readable files keep fractions (0-1); people see accuracy in %.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Curves that score the pool by an oracle (any of k correct) rather than a deployable selection.
 ORACLE_PREFIXES = ("pass@",)
@@ -83,3 +86,24 @@ def fmt_p_value(p: float | None) -> str:
     if p is None or math.isnan(p):
         return "n/a"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+DISPLAY_HEADERS = ["model", "task", "strategy", "metric", "budget", "value [95% CI]", "tokens/problem",
+                   "FLOPs/problem", "wall time", "run"]  # fmt: skip
+NUMERIC_HEADERS = {"budget", "value [95% CI]", "tokens/problem", "FLOPs/problem", "wall time"}
+
+
+def display_frame(board: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as display strings (for rich, markdown and HTML); setting columns go before the run id."""
+    import pandas as pd
+
+    extra = list(board.attrs.get("settings", ()))
+    return pd.DataFrame(
+        [
+            [r["model"], r["task"], r["strategy"], r["metric"], str(r["budget"]),
+             fmt_value(r["metric"], r["value"], r["lower"], r["upper"]), fmt_tokens(r["tokens"]),
+             fmt_flops(r["flops"]), fmt_seconds(r["wall_s"]), *(fmt_setting(r[c]) for c in extra), r["run_id"]]
+            for r in board.to_dict("records")
+        ],  # fmt: skip
+        columns=DISPLAY_HEADERS[:-1] + extra + ["run"],
+    )

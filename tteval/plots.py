@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from tteval.errors import TtevalError
+from tteval.tables import sweep_points
 
 AXES = {
     "samples": ("budget", "samples per problem (k)", 2),
@@ -57,8 +58,6 @@ def _tick_label(x: float, _pos: object = None) -> str:
 def scaling_figure(df: pd.DataFrame, axis: str = "samples", strategies: Sequence[str] | None = None) -> Figure:
     """A figure of accuracy (%) against the chosen budget axis, one panel per task; `strategies` (glob patterns)
     selects the curves. On the compute axis (GenRM's C = S(1 + λV)) a curve without a compute cost is at C = k."""
-    from tteval.leaderboard import sweep_points
-
     if axis not in AXES:
         raise TtevalError(f"unknown plot axis '{axis}'; choose one of: {', '.join(AXES)}")
     col, xlabel, base = AXES[axis]
