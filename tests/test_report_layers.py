@@ -15,7 +15,7 @@ LAYERS = {
     "tteval.formatting": 0,  # units, intervals, labels
     "tteval.html_parts": 0,  # escaping, HTML tables
     "tteval.collect": 1,  # run folders -> tidy DataFrame
-    "tteval.problems": 1,  # samples -> problem views
+    "tteval.problem_views": 1,  # samples -> problem views
     "tteval.tables": 2,  # DataFrame -> DataFrame
     "tteval.report": 3,  # renderers
     "tteval.plots": 3,

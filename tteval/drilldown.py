@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from tteval.html_parts import e, short, verdict
-from tteval.problems import ProblemView, class_key, finite, representative
+from tteval.problem_views import ProblemView, class_key, finite, representative
 
 
 @dataclass

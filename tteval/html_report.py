@@ -6,7 +6,8 @@ html.escape. The drill-down is capped (problems per run, candidates per problem,
 that a 500 x 64 pool still gives a page a browser opens. Each problem shows its question, gold answer, every
 candidate's extracted answer, grading detail and completion (line breaks kept); radio buttons filter the problems
 (majority wrong, none correct, selectors disagree, runs disagree) and sort them, in CSS alone (`:checked ~`,
-`order`). This module assembles the page; the problems are `tteval.problems` (data) and `tteval.drilldown` (HTML).
+`order`). This module assembles the page; the problems are `tteval.problem_views` (data) and `tteval.drilldown`
+(HTML).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tteval.drilldown import DrillLimits, controls, disagreements_html, problem_
 from tteval.errors import TtevalError
 from tteval.formatting import NUMERIC_HEADERS, display_frame, fmt_budget, fmt_seconds, fmt_value
 from tteval.html_parts import e, html_table
-from tteval.problems import ProblemView, cross_run_answers, load_views
+from tteval.problem_views import ProblemView, cross_run_answers, load_views
 from tteval.tables import compute_optimal, leaderboard_frame
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
