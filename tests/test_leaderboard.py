@@ -566,3 +566,15 @@ def test_scaling_bands_never_hide_the_curves(runs, monkeypatch):
     monkeypatch.setattr(plots, "BAND_ALPHA", 0.97)
     dark = curve_contrast(plots.scaling_figure(one_run, "samples"))
     assert min(dark.values()) < 0.6, dark
+
+
+def test_settings_columns_only_where_runs_of_one_model_and_task_differ(tmp_path):
+    """Runs of different tasks are told apart by the task: their different settings add no columns."""
+    root = settings_runs(tmp_path / "runs")
+    write_run(root / "math", run_id="MATH", model="smollm2", task="math", strategy="sample", n=2, problems=10,
+              timings={}, extra_meta={"config": {"task": "math", "model": "smollm2", "identity": {"seed": 7, "top_p": 0.9}}},
+              curves={"maj@k": [pt(1, 0.1, 0.0, 0.3, 10)]})  # fmt: skip
+    board = leaderboard_frame(collect_runs(root))
+    assert board.attrs["settings"] == ["temperature"]
+    assert board[board.task == "math"]["temperature"].isna().all()  # not set by that run
+    assert leaderboard_frame(collect_runs(root / "math")).attrs["settings"] == []

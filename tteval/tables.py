@@ -78,13 +78,16 @@ def settings_of(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(records, index=runs["path"].to_numpy()).astype(object).where(lambda x: x.notna(), None)
 
 
-def differing_settings(df: pd.DataFrame) -> list[str]:
-    """The settings whose values differ between the runs in `df` (in a stable order): the columns that tell
-    otherwise identical-looking rows apart."""
+def differing_settings(df: pd.DataFrame, within: Sequence[str] = ("model", "task")) -> list[str]:
+    """The settings whose values differ between runs of the same model and task in `df` (in a stable order): the
+    columns that tell otherwise identical-looking rows apart (runs of different models or tasks already differ)."""
     if df.empty or "settings" not in df:
         return []
-    table = settings_of(df)
-    return [c for c in table.columns if table[c].map(_setting_key).nunique(dropna=False) > 1]
+    keys: list[str] = []
+    for _, g in df.groupby(list(within), sort=True) if within else [(None, df)]:
+        table = settings_of(g)
+        keys += [c for c in table.columns if c not in keys and table[c].map(_setting_key).nunique(dropna=False) > 1]
+    return keys
 
 
 def _setting_key(v: Any) -> str:
@@ -168,7 +171,7 @@ def _variants(pts: pd.DataFrame) -> list[str]:
     for _, g in pts.groupby(["model", "task", "strategy"], sort=False):
         if g["settings"].nunique() < 2 and g["run_strategy"].nunique() < 2:
             continue
-        keys = differing_settings(g)
+        keys = differing_settings(g, within=())
         table = settings_of(g)
         for idx, path in zip(g.index, g["path"]):
             parts = [f"{k}={fmt_setting(table.at[path, k])}" for k in keys]
