@@ -119,7 +119,7 @@ def scaling_figure(df: pd.DataFrame, axis: str = "samples", strategies: Sequence
             ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
             ax.xaxis.set_minor_formatter(NullFormatter())
         lo_y, hi_y = ax.get_ylim()
-        cap = math.inf if (sub["metric"] == "score").any() else 100.0  # eff@k may exceed 1
+        cap = math.inf if (sub["metric"] == "score").any() else 102.0  # eff@k may exceed 1; a point at 100% shows whole
         ax.set_ylim(max(0.0, lo_y), min(cap, hi_y) if hi_y > 0 else 1.0)
     scores = " · eff@k: score × 100" if (pts["metric"] == "score").any() else ""
     axes[0].set_ylabel(f"accuracy % (pass@k: coverage{scores})")
