@@ -36,7 +36,7 @@ h1{font-size:1.6rem;margin:.2rem 0}h2{margin-top:2rem;border-bottom:1px solid #d
 h3{margin-bottom:.3rem}.muted{color:#666}.note{background:#fff8e1;border-left:3px solid #f0b400;padding:.3rem .6rem}
 table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:13px}
 th,td{border:1px solid #e3e3e3;padding:.25rem .5rem;vertical-align:top;text-align:left}
-th{background:#f5f5f7;position:sticky;top:0}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f5f5f7;position:sticky;top:0}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.num{white-space:nowrap}
 tr:nth-child(even) td{background:#fafafa}.ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start}.plot svg{max-width:100%;height:auto}.plot{margin:.5rem 0 1rem;max-width:100%}
 details.problem{border:1px solid #e3e3e3;border-radius:4px;margin:.3rem 0;padding:.2rem .6rem}
