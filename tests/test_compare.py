@@ -78,7 +78,7 @@ def test_wilcoxon_matches_scipy_and_is_none_without_differences():
 
 def test_parse_metric_and_per_problem_outcomes():
     assert parse_metric("maj@8").name == "maj@8" and parse_metric("bon@4[genrm]").scorer == "genrm"
-    for bad in ("acc", "pass@0", "bon@4", "maj@k", "pass@1[x]"):
+    for bad in ("acc", "pass@0", "bon@4", "maj@k", "pass@1[x]", "genrm@4", "genrm@4[V=0]", "genrm@4[x]"):
         with pytest.raises(TtevalError, match="unknown metric"):
             parse_metric(bad)
     group = [{"answer_class": c, "correct": ok} for c, ok in ((0, True), (0, True), (1, False), (-1, False))]
@@ -152,3 +152,19 @@ def test_cli_compare_errors_are_one_line(runs, tmp_path):
         r = tteval("compare", *args)
         errors = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.returncode == 2 and len(errors) == 1 and message in errors[0], (args, r.stderr)
+
+
+def test_per_problem_outcomes_average_to_the_runs_own_curves():
+    """On the committed GenRM GPQA run: each metric's mean over problems equals the run's metrics.json point."""
+    run = Path(__file__).resolve().parents[1] / "results" / "example-genrm-gpqa" / "run"
+    curves = json.loads((run / "metrics.json").read_text())["curves"]
+    point = lambda name, k: next(p["value"] for p in curves[name] if p["k"] == k)  # noqa: E731
+    r = tteval("compare", str(run), str(run), "-m", "pass@16", "-m", "maj@4", "-m", "genrm@64[V=32]", "-m",
+               "genrm@4[V=4]", "--json", "--reps", "200")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    got = {x["metric"]: x for x in json.loads(r.stdout)["results"]}
+    assert got["pass@16"]["mean_a"] == pytest.approx(point("pass@k", 16))
+    assert got["maj@4"]["mean_a"] == pytest.approx(point("maj@k", 4))
+    assert got["genrm@64[V=32]"]["mean_a"] == pytest.approx(point("genrm@k[V=32]", 64))  # 50.9%, README's table
+    assert got["genrm@4[V=4]"]["mean_b"] == pytest.approx(point("genrm@k[V=4]", 4))
+    assert all(x["diff"] == 0 and x["p_value"] is None and x["better"] == x["worse"] == 0 for x in got.values())

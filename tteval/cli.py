@@ -486,7 +486,7 @@ def compare(
     run_a: Path = typer.Argument(..., help="Run folder A (the baseline)."),
     run_b: Path = typer.Argument(..., help="Run folder B (compared with A: differences are B - A)."),
     metric: Optional[list[str]] = typer.Option(
-        None, "--metric", "-m", help="pass@K, maj@K, bon@K[SCORER] or pf@K (repeatable; default pass@1)."
+        None, "--metric", "-m", help="pass@K, maj@K, bon@K[SCORER], genrm@K[V=v] or pf@K (repeatable; default pass@1)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the paired bootstrap (the interval is the same on every machine)."),
     reps: int = typer.Option(10_000, "--reps", help="Paired bootstrap resamples."),

@@ -23,7 +23,8 @@ import numpy as np
 from tteval.errors import TtevalError
 
 BOOTSTRAP_REPS = 10_000
-METRIC_FORMS = "pass@K, maj@K, bon@K[SCORER] or pf@K (K a budget, e.g. pass@1, maj@8, bon@4[genrm])"
+METRIC_FORMS = ("pass@K, maj@K, bon@K[SCORER], genrm@K[V=v] or pf@K (K a budget, e.g. pass@1, maj@8, bon@4[genrm], "
+                "genrm@16[V=8])")
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -91,7 +92,7 @@ def is_binary(values: Sequence[float]) -> bool:
 
 @dataclass(frozen=True)
 class Metric:
-    """A per-problem metric: pass@k, maj@k, bon@k[scorer] or pf@k, at budget k."""
+    """A per-problem metric: pass@k, maj@k, bon@k[scorer], genrm@k[V=v] (scorer 'V=v') or pf@k, at budget k."""
 
     family: str
     k: int
@@ -103,9 +104,12 @@ class Metric:
 
 
 def parse_metric(text: str) -> Metric:
-    """'pass@1', 'maj@8', 'bon@4[genrm]', 'pf@4' -> Metric; anything else is a one-line error."""
-    m = re.fullmatch(r"\s*(pass|maj|bon|pf)@(\d+)(?:\[([^\]]+)\])?\s*", text)
-    if not m or (m.group(1) == "bon") != bool(m.group(3)) or int(m.group(2)) < 1:
+    """'pass@1', 'maj@8', 'bon@4[genrm]', 'genrm@16[V=8]', 'pf@4' -> Metric; anything else is a one-line error."""
+    m = re.fullmatch(r"\s*(pass|maj|bon|genrm|pf)@(\d+)(?:\[([^\]]+)\])?\s*", text)
+    bracket = (m.group(1) in ("bon", "genrm")) if m else False
+    if not m or bracket != bool(m.group(3)) or int(m.group(2)) < 1 or (
+        m.group(1) == "genrm" and not re.fullmatch(r"V=[1-9]\d*", m.group(3))
+    ):
         raise TtevalError(f"unknown metric '{text}'; use {METRIC_FORMS}")
     return Metric(m.group(1), int(m.group(2)), m.group(3) or "")
 
@@ -131,6 +135,15 @@ def problem_outcome(group: Sequence[Mapping[str, Any]], metric: Metric) -> float
         if not chosen or n != metric.k:
             return None
         return 1.0 if chosen[0].get("correct") is True else 0.0
+    if metric.family == "genrm":  # best-of-k by GenRM's solution score over the samples with verification chains
+        from tteval.metrics import genrm_scores
+
+        verified = [i for i, s in enumerate(group) if isinstance(s.get("verifier_chain_scores"), list)]
+        if len(verified) < metric.k:
+            return None
+        chains = [group[i]["verifier_chain_scores"] for i in verified]
+        rewards = genrm_scores(chains, _classes(group)[verified], int(metric.scorer[2:]))
+        return float(est.best_of_k(rewards, correct[verified], metric.k))
     if metric.family == "bon":
         scored = [i for i, s in enumerate(group) if _finite((s.get("scores") or {}).get(metric.scorer))]
         if len(scored) < metric.k:
