@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tteval import estimators as est
+from tteval.strategies.registry import strategy_for
 
 
 def budgets(n: int) -> list[int]:
@@ -43,8 +44,8 @@ def compute_metrics(
     groups = group_by_problem(samples)
     if not groups:
         return {"task": task, "num_problems": 0, "n": 0, "curves": {}, "summary": {}}
-    if config is not None and config.strategy == "pass-until":
-        return _pass_until_metrics(task, groups, config.until_successes, int(config.n), seed)
+    if config is not None and strategy_for(config).curves == "pass_until":
+        return _pass_until_metrics(task, groups, config.strategy.until_successes, int(config.sampling.n), seed)
     sizes = np.array([len(g) for g in groups.values()])
     n_min = int(sizes.min())
     ks = budgets(n_min)
