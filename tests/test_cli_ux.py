@@ -212,7 +212,7 @@ def test_gen_kwargs_reach_the_server_and_are_recorded(server, tiny, tmp_path):
     assert bodies and all(b["top_k"] == 20 and b["min_p"] == 0.05 for b in bodies)
     (run,) = run_dirs(tmp_path / "out")
     config = json.loads((run / "run.json").read_text())["config"]
-    assert config["gen_kwargs"] == {"top_k": 20, "min_p": 0.05} and config["identity"]["gen_kwargs"] == config["gen_kwargs"]
+    assert config["gen_kwargs"] == {"top_k": 20, "min_p": 0.05} and config["identity"]["sampling"]["gen_kwargs"] == config["gen_kwargs"]
     assert tiny_run(srv.url, tiny, tmp_path / "out", "--limit", "1").returncode == 0
     assert len(run_dirs(tmp_path / "out")) == 2  # other sampling settings: another run
     assert "top_k" not in bodies[-1]

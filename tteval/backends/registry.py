@@ -4,6 +4,8 @@ backends apart by name."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
@@ -26,7 +28,10 @@ class BackendSpec:
     model_file: Callable[[RunConfig], str | None] = lambda config: None
     check: Callable[[RunConfig], None] = lambda config: None
     seeded_engine: bool = False  # the engine is built with the run seed: runs of other seeds need another engine
+    pooling: bool = False  # can host a process reward model beside the policy (vLLM's pooling API)
     gpus_per_engine: Callable[[RunConfig], float] = lambda config: 0
+    model_args: Callable[[], set[str]] | str = "it takes no --model-args"  # the keys it takes, or why none
+    gen_kwargs: Callable[[], set[str]] | str = "it takes no --gen-kwargs"  # the sampling keys it takes, or why none
 
 
 def _llamacpp(config: RunConfig) -> Backend:
@@ -58,26 +63,51 @@ def _openai(config: RunConfig) -> Backend:
                          chat_template=config.backend.chat_template)  # fmt: skip
 
 
-def _passthrough_check(config: RunConfig) -> None:
-    from tteval.passthrough import check_gen_kwargs, check_model_args
-
-    check_model_args(config.backend.name, config.backend.model_args)
-    check_gen_kwargs(config.backend.name, config.sampling.gen_kwargs)
-
-
 def _openai_check(config: RunConfig) -> None:
-    _passthrough_check(config)
     if not config.backend.base_url:
         raise TtevalError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
 
 
+def _llamacpp_args() -> set[str]:
+    from tteval.backends.llamacpp import LlamaCppBackend
+
+    return set(inspect.signature(LlamaCppBackend.__init__).parameters) - {"self", "model"}
+
+
+def _vllm_engine_args() -> set[str]:
+    from tteval.backends.vllm import import_vllm
+
+    return {f.name for f in dataclasses.fields(import_vllm().EngineArgs)}
+
+
+def _vllm_sampling_fields() -> set[str]:
+    from tteval.backends.vllm import import_vllm
+
+    cls = import_vllm().SamplingParams
+    names = getattr(cls, "__struct_fields__", None)  # a msgspec Struct in vLLM >= 0.6
+    if names is None:
+        names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else list(
+            inspect.signature(cls).parameters)  # fmt: skip
+    return set(names)
+
+
+# the OpenAI API's sampling fields beyond tteval's own, and the extra ones vLLM's and llama.cpp's servers take
+OPENAI_GEN_KWARGS = ("frequency_penalty", "presence_penalty", "logit_bias", "stop", "top_k", "min_p",
+                     "repetition_penalty", "min_tokens", "stop_token_ids", "ignore_eos", "skip_special_tokens",
+                     "spaces_between_special_tokens", "include_stop_str_in_output", "length_penalty")  # fmt: skip
+
 BACKENDS: dict[str, BackendSpec] = {
     "llamacpp": BackendSpec("llamacpp", _llamacpp, ("model_args",), lambda n: max(1, 16 // n),
-                            model_file=_llamacpp_model, check=_passthrough_check),
-    "vllm": BackendSpec("vllm", _vllm, ("tensor_parallel", "model_args"), lambda n: 256, check=_passthrough_check,
-                        seeded_engine=True, gpus_per_engine=lambda config: config.backend.tensor_parallel),
+                            model_file=_llamacpp_model, model_args=_llamacpp_args,
+                            gen_kwargs="the llamacpp backend samples with temperature and top-p only; use the vllm or "
+                            "openai backend for other sampling settings"),
+    "vllm": BackendSpec("vllm", _vllm, ("tensor_parallel", "model_args"), lambda n: 256, seeded_engine=True, pooling=True,
+                        gpus_per_engine=lambda config: config.backend.tensor_parallel, model_args=_vllm_engine_args,
+                        gen_kwargs=_vllm_sampling_fields),
     "openai": BackendSpec("openai", _openai, ("base_url", "chat_template", "model_args"), lambda n: 32,
-                          check=_openai_check),
+                          check=_openai_check, gen_kwargs=lambda: set(OPENAI_GEN_KWARGS),
+                          model_args="the openai backend starts no engine (the server owns the model); start the "
+                          "server with the arguments instead"),
 }  # fmt: skip
 
 

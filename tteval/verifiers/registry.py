@@ -55,12 +55,14 @@ def _prm(config: RunConfig, backend: Backend) -> Any:
 def _prm_check(config: RunConfig) -> None:
     if not config.verifier.prm_model:
         raise TtevalError("--verifier prm needs --prm-model (e.g. Qwen/Qwen2.5-Math-PRM-7B)")
-    if config.backend.name != "vllm":
+    from tteval.backends.registry import backend_spec
+
+    if not backend_spec(config.backend.name).pooling:
         raise TtevalError("--verifier prm runs the PRM on vLLM's pooling API: use --backend vllm (GPU)")
 
 
 SCORERS: dict[str, ScorerSpec] = {
-    "genrm": ScorerSpec("genrm", _genrm, _genrm_settings, _genrm_check),
+    "genrm": ScorerSpec("genrm", _genrm, _genrm_settings),
     "prm": ScorerSpec("prm", _prm, lambda c: {"prm_model": c.verifier.prm_model, "prm_aggregation": c.prm_aggregation()},
                       _prm_check),
 }  # fmt: skip
@@ -92,7 +94,7 @@ def check_verifier(config: RunConfig) -> None:
                               f"{', '.join(PRM_AGGREGATIONS)}")  # fmt: skip
     if config.verifier.name != "none":
         SCORERS[config.verifier.name].check(config)
-    _genrm_check(config)
+    _genrm_check(config)  # --genrm-score is checked even where no GenRM runs
 
 
 def make_scorer(config: RunConfig, backend: Backend) -> Any:
