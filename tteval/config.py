@@ -243,9 +243,9 @@ class RunConfig:
         return recorded == (self.identity() if "version" in recorded else self.legacy_identity())
 
     def changed_fields(self, recorded: dict[str, Any]) -> list[str]:
-        """The fields (dotted for sections) where a recorded identity differs from this config's."""
-        now = _dotted(self.identity() if "version" in recorded else self.legacy_identity())
-        old = _dotted(recorded)
+        """The options (by their flat names) where a recorded identity differs from this config's."""
+        now = _flattened(self.identity() if "version" in recorded else self.legacy_identity())
+        old = _flattened(recorded)
         return sorted(k for k in set(now) | set(old) if now.get(k) != old.get(k))
 
     def run_id(self) -> str:
@@ -266,13 +266,14 @@ def _pick(obj: Any, names: Any, later: dict[str, Any]) -> dict[str, Any]:
     return {k: getattr(obj, k) for k in names if not (k in later and getattr(obj, k) == later[k])}
 
 
-def _dotted(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flattened(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity by flat option names (a section's `name` is the option named like the section)."""
     out: dict[str, Any] = {}
-    for k, v in d.items():
+    for k, v in identity.items():
         if isinstance(v, dict) and k in SECTIONS:
-            out.update(_dotted(v, f"{prefix}{k}."))
+            out.update({k if f == "name" else f: x for f, x in v.items()})
         else:
-            out[prefix + k] = v
+            out[k] = v
     return out
 
 
