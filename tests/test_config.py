@@ -180,3 +180,15 @@ def test_no_import_cycle_through_the_config_runner_and_engine_host():
 
 def test_the_cycle_check_finds_a_cycle():
     assert cycles_through({"a": {"b"}, "b": {"c"}, "c": {"a"}}, {"b"}) == [["b", "c", "a", "b"]]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["--verifier", "prm"], "--verifier prm needs --prm-model"),
+    (["--gen-kwargs", "top_k=5"], "--gen-kwargs: the llamacpp backend samples with temperature and top-p only"),
+    (["--backend", "openai"], "the openai backend needs --base-url"),
+])  # fmt: skip
+def test_sweep_options_new_to_it_reach_each_run_config(tmp_path, args, message):
+    r = tteval("sweep", "--task", "gsm8k", "--limit", "1", "--no-plots", "--runs-dir", str(tmp_path / "runs"), *args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert not (tmp_path / "runs").exists()
