@@ -453,6 +453,7 @@ def settings_runs(root: Path) -> Path:
             root / run_id, run_id=run_id, model="smollm2", task="gsm8k", strategy="sample", n=2, problems=problems,
             timings={"generation_s": 1.0},
             extra_meta={"config": {"task": "gsm8k", "model": "smollm2", "strategy": "sample", "n": 2, "limit": problems,
+                                   "temperature": temperature, "max_tokens": 256, "seed": 0,
                                    "identity": {"task": "gsm8k", "model": "smollm2", "strategy": "sample", "n": 2,
                                                 "limit": problems, "temperature": temperature, "max_tokens": 256,
                                                 "seed": 0}}},
@@ -568,9 +569,10 @@ def test_settings_columns_only_where_runs_of_one_model_and_task_differ(tmp_path)
     """Runs of different tasks are told apart by the task: their different settings add no columns."""
     root = settings_runs(tmp_path / "runs")
     write_run(root / "math", run_id="MATH", model="smollm2", task="math", strategy="sample", n=2, problems=10,
-              timings={}, extra_meta={"config": {"task": "math", "model": "smollm2", "identity": {"seed": 7, "top_p": 0.9}}},
+              timings={}, extra_meta={"config": {"task": "math", "model": "smollm2", "seed": 7, "top_p": 0.9,
+                                                 "identity": {"seed": 7, "top_p": 0.9}}},
               curves={"maj@k": [pt(1, 0.1, 0.0, 0.3, 10)]})  # fmt: skip
     board = leaderboard_frame(collect_runs(root))
     assert board.attrs["settings"] == ["temperature"]
-    assert board[board.task == "math"]["temperature"].isna().all()  # not set by that run
+    assert board[board.task == "math"]["temperature"].tolist() == [0.7]  # its own value, though no column needs it
     assert leaderboard_frame(collect_runs(root / "math")).attrs["settings"] == []

@@ -19,6 +19,7 @@ import pandas as pd
 
 from tteval.errors import TtevalError
 from tteval.formatting import metric_kind
+from tteval.records import RunMeta, read_run_meta
 
 # Parameter counts of models known by name (lower-case substrings, longest first wins).
 KNOWN_PARAMS: dict[str, float] = {
@@ -31,9 +32,8 @@ KNOWN_PARAMS: dict[str, float] = {
 # change its samples: budgets (n) and problem counts (limit) are what a sweep varies, model and task are columns.
 NON_SAMPLE_KEYS = frozenset({
     "out", "batch_problems", "workers", "tasks_dir", "cache", "ray", "ray_actors", "max_concurrency", "request_timeout",
-    "identity", "model", "task", "n", "limit", "strategy",
+    "identity", "version", "model", "task", "n", "limit", "strategy",
 })  # fmt: skip
-DICT_OPTIONS = frozenset({"model_args", "gen_kwargs"})  # options whose value is an object (not a config section)
 
 COLUMNS = [
     "model", "task", "strategy", "metric", "budget", "value", "lower", "upper", "tokens", "flops",
@@ -90,17 +90,12 @@ def params_from_name(name: str) -> float | None:
 
 
 def resolve_params(
-    meta: Mapping[str, Any], model: str, raw_model: str, override: float | Mapping[str | None, float] | None
+    meta: RunMeta, model: str, raw_model: str, override: float | Mapping[str | None, float] | None
 ) -> tuple[float, str]:
     """(parameter count, where it came from): run.json `model_params`, else --params, else by name, else NaN."""
-    for holder in (meta, meta.get("config") or {}, meta.get("backend") or {}):
-        if isinstance(holder, Mapping) and holder.get("model_params") is not None:
-            try:
-                value = float(holder["model_params"])
-            except (TypeError, ValueError):
-                continue
-            if value > 0:
-                return value, "run.json"
+    recorded = meta.params()
+    if recorded is not None:
+        return recorded, "run.json"
     if isinstance(override, (int, float)):
         return float(override), "override"
     if override:
@@ -132,23 +127,19 @@ def _setting_value(v: Any) -> Any:
 
 
 def run_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings of a run that change its samples: the run id's identity recorded in run.json (else the
-    config) minus budgets, problem counts, model and task. Nested sections are flattened to their leaf names."""
-    source = config.get("identity") if isinstance(config.get("identity"), Mapping) else config
-    flat: dict[str, Any] = {}
+    """The settings of a run that change its samples, by their flat option names, minus budgets (n), problem
+    counts (limit), model, task and strategy (its curves name it). A `tteval run` folder: its identity as this
+    tteval computes it from the recorded config (only the parts in use, so folders of older versions compare
+    alike); else (a pool scored by `tteval score`) its config."""
+    from tteval.config import RunConfig, _flattened
 
-    def walk(d: Mapping[str, Any], prefix: str) -> None:
-        for key, value in d.items():
-            if key in NON_SAMPLE_KEYS and not prefix:
-                continue
-            if isinstance(value, Mapping) and value and not prefix and key not in DICT_OPTIONS:
-                walk(value, f"{key}.")
-                continue
-            leaf = str(key)
-            flat[leaf if leaf not in flat else f"{prefix}{leaf}"] = _setting_value(value)
-
-    walk(source, "")
-    return {k: v for k, v in flat.items() if k not in NON_SAMPLE_KEYS}
+    identity: Mapping[str, Any] = config
+    if isinstance(config.get("identity"), Mapping):
+        try:
+            identity = _flattened(RunConfig.from_dict(dict(config)).identity())
+        except TtevalError:  # a config this version cannot read: its identity as recorded
+            identity = _flattened(dict(config["identity"]))
+    return {str(k): _setting_value(v) for k, v in identity.items() if k not in NON_SAMPLE_KEYS}
 
 
 # ---------------------------------------------------------------------------------------------- collecting
@@ -184,17 +175,18 @@ def _wall_seconds(timings: Any) -> float:
 
 def run_rows(folder: Path, override: float | Mapping[str | None, float] | None = None) -> list[dict[str, Any]]:
     """The tidy rows of one run folder; raises ValueError/KeyError/TypeError/TtevalError when its files are bad."""
-    meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    run_meta = read_run_meta(folder)
+    meta = run_meta.to_dict()
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    if not isinstance(meta, dict) or not isinstance(metrics, dict):
-        raise ValueError("run.json and metrics.json must hold JSON objects")
+    if not isinstance(metrics, dict):
+        raise ValueError("metrics.json must hold a JSON object")
     config = meta.get("config") or {}
     if not isinstance(config, dict):
         raise ValueError("run.json 'config' is not an object")
     raw_model = str(config.get("model") or (meta.get("backend") or {}).get("model") or "?")
     model = display_model(raw_model)
     task = str(metrics.get("task") or config.get("task") or "?")
-    params, source = resolve_params(meta, model, raw_model, override)
+    params, source = resolve_params(run_meta, model, raw_model, override)
     settings = json.dumps(run_settings(config), sort_keys=True)
     problems = _num(metrics.get("num_problems"))
     curves = metrics.get("curves")
@@ -278,7 +270,7 @@ def collect_runs(
 
 def _peek_status(folder: Path) -> str:
     try:
-        return str(json.loads((folder / "run.json").read_text(encoding="utf-8")).get("status", "unknown"))
+        return read_run_meta(folder).status
     except Exception:  # noqa: BLE001 - only for a warning's wording
         return "unreadable run.json"
 

@@ -78,9 +78,10 @@ def settings_of(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(records, index=runs["path"].to_numpy()).astype(object).where(lambda x: x.notna(), None)
 
 
-def differing_settings(df: pd.DataFrame, within: Sequence[str] = ("model", "task")) -> list[str]:
-    """The settings whose values differ between runs of the same model and task in `df` (in a stable order): the
-    columns that tell otherwise identical-looking rows apart (runs of different models or tasks already differ)."""
+def differing_settings(df: pd.DataFrame, within: Sequence[str] = ("model", "task", "run_strategy")) -> list[str]:
+    """The settings whose values differ between runs of the same model, task and strategy in `df` (in a stable
+    order): the columns that tell otherwise identical-looking rows apart (runs of different models, tasks or
+    strategies already differ: a sampled pool and a particle filter have different curves)."""
     if df.empty or "settings" not in df:
         return []
     keys: list[str] = []
