@@ -111,7 +111,9 @@ def run_tteval(backend, messages, n: int) -> dict:
 
 
 def main() -> None:
-    from tteval.backends.llamacpp import LlamaCppBackend, idle_threads, resolve_model_path
+    from tteval.backends.llamacpp import LlamaCppBackend
+    from tteval.backends.model_files import resolve_model_path
+    from tteval.backends.threads import idle_threads
 
     exe = build()
     model = resolve_model_path("smollm2")

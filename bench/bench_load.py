@@ -2,7 +2,7 @@
 
 llama.cpp's threads spin at the barriers between a graph's operations, so a thread parked behind another process
 stalls the others. tteval's default (`n_threads=None`) runs as many threads as there are idle CPUs, re-read at
-every call and every 32 decode steps (`tteval.backends.llamacpp.idle_threads`: CPUs this process may use minus
+every call and every 32 decode steps (`tteval.backends.threads.idle_threads`: CPUs this process may use minus
 the kernel's count of other runnable tasks). Compared with the old default, one thread per CPU (`fixed`), and
 one thread, on n = 8 samples of a GSM8K prompt (64 tokens), quiet and with BUSY CPU-bound processes beside it
 (pure-Python spin loops). Rounds interleave modes; the median of ROUNDS is kept; the load average is recorded.

@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 
 from tteval.backends.base import Request
-from tteval.backends.llamacpp import (
-    DEFAULT_MODEL,
-    LlamaCppBackend,
-    idle_threads,
-    inverse_cdf,
-    resolve_model_path,
-    row_stats,
-    sample_token,
-    top_logprob_ids,
-)
+from tteval.backends.llamacpp import DEFAULT_MODEL, LlamaCppBackend
+from tteval.backends.model_files import resolve_model_path
+from tteval.backends.sampling import inverse_cdf, row_stats, sample_token, top_logprob_ids
+from tteval.backends.threads import idle_threads
 from tteval.errors import TtevalError
 
 QUESTION = "Natalia sold clips to 48 of her friends in April, and half as many in May. How many clips did she sell?"
@@ -228,7 +222,7 @@ def test_thread_count_comes_from_the_environment_unless_given(monkeypatch):
 def test_multibyte_text_round_trips_through_token_pieces(backend):
     text = "héllo wörld — 日本語 🙂 ok"
     ids = backend.tokenize(text)
-    assert b"".join(backend._piece(t) for t in ids).decode("utf-8") == text
+    assert b"".join(backend._vocab.piece(t) for t in ids).decode("utf-8") == text
 
 
 # ------------------------------------------------------------------------------------------ prefix reuse
