@@ -451,3 +451,21 @@ def test_kv_cells_are_kept_between_calls_and_reused_bit_for_bit():
         want = cold.generate([follow])[0]
         assert cold.usage.extra.get("prompt_tokens_reused", 0) == 0
     assert [(c.text, c.token_logprobs) for c in got] == [(c.text, c.token_logprobs) for c in want]
+
+
+def test_libgomp_barrier_spinning_is_bounded_unless_the_user_chose():
+    """llama.cpp's OpenMP threads spin GOMP_SPINCOUNT times at each barrier; the default (300,000) made two threads
+    beside busy processes ~20x slower. libgomp reads it when loaded, so it must be set before llama_cpp's import."""
+    import subprocess
+    import sys
+
+    code = ("import os; from tteval.backends.llama_glue import llama_cpp; llama_cpp(); "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    from tteval.backends.llama_glue import GOMP_SPINCOUNT
+
+    run = lambda extra: subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True,
+                                       text=True, check=True).stdout.split()  # fmt: skip
+    assert run({}) == [GOMP_SPINCOUNT, "None"]
+    assert run({"OMP_WAIT_POLICY": "active"}) == ["None", "active"]
+    assert run({"GOMP_SPINCOUNT": "5"}) == ["5", "None"]

@@ -4,6 +4,7 @@ batch, a model's vocabulary (tokenizing, token text, chat template) and llama.cp
 from __future__ import annotations
 
 import ctypes
+import os
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -13,8 +14,21 @@ import numpy as np
 from tteval.errors import TtevalError
 
 
+# llama.cpp's CPU backend runs its threads with OpenMP (libgomp): a thread that reaches a barrier first spins
+# GOMP_SPINCOUNT times (300,000 by default: milliseconds) before it sleeps. Beside busy processes its partner is
+# often descheduled, and the spinning burns the CPU time both need: two threads ran 10-20x slower than one
+# (bench/bench_load.py). 1,000 spins (microseconds) cover a barrier on a quiet machine and end the collapse (two
+# threads then run about as fast as one on a busy machine; 10,000 still collapsed 2-3x). libgomp reads it once,
+# when it is loaded, so it is set before llama_cpp is imported; a value the user set (GOMP_SPINCOUNT or
+# OMP_WAIT_POLICY) is kept.
+GOMP_SPINCOUNT = "1000"
+
+
 def llama_cpp() -> Any:
-    """The llama_cpp module, or one line saying how to install it."""
+    """The llama_cpp module (with libgomp's barrier spinning bounded, see GOMP_SPINCOUNT), or one line saying how to
+    install it."""
+    if not any(k in os.environ for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")):
+        os.environ["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT
     try:
         import llama_cpp as lc
     except ImportError as exc:  # the [cpu] extra
