@@ -286,6 +286,7 @@ class LlamaCppBackend:
         slot = slots.take(p, donor if donor is not None and not donor.busy else None)
         if donor is not None and donor is not slot:
             self._kv.seq_cp(donor.seq_id, slot.seq_id, -1, -1)
+            self._count("kv_stream_copies", 1)
         if not self._kv.seq_rm(slot.seq_id, reuse, -1) and reuse:  # a memory that cannot cut a sequence: start over
             self._kv.seq_rm(slot.seq_id, -1, -1)
             identical, reuse = False, 0
@@ -300,6 +301,7 @@ class LlamaCppBackend:
         """Give another sample of `p` a free slot holding a copy of `src`'s prompt cells (and nothing after)."""
         slot = slots.take(p)
         self._kv.seq_cp(src.seq_id, slot.seq_id, -1, -1)
+        self._count("kv_stream_copies", 1)
         self._kv.seq_rm(slot.seq_id, len(p.tokens), -1)
         return slot
 
@@ -336,6 +338,7 @@ class LlamaCppBackend:
         )
         self._decode()
         self._count("decode_steps", 1)
+        self._count("decode_rows", len(live))  # sequences per step: decode_rows / decode_steps is the occupancy
         if self.usage.extra["decode_steps"] % _RETUNE_STEPS == 0:
             self._retune()
         out = []

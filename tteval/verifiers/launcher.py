@@ -5,10 +5,76 @@ root (pivot_root), drops to the run's uid, sets rlimits, no_new_privs and the se
 then sums the CPU time of its process tree against the limit. Its own failures are reported as
 {"status": "sandbox_error"}; the program's outcome as status/returncode/wall/cpu, one repr'd dict per line on the
 report pipe.
+
+Run as `python -I -S launcher.py --zygote FD` it is a warm launcher (a zygote): interpreter started and ctypes
+loaded once; for each run it forks a fresh launcher, which then does everything above from scratch (namespaces,
+minimal root, uid, seccomp; the program is a fresh exec). A run arrives on the control socket FD as its config
+plus its descriptors (stdin, stdout, stderr, report pipe, status pipe[, channel]); the zygote writes the
+launcher's pid to the status pipe, then, when it exits, its exit code. EOF on the control socket ends the zygote.
 """
 import ctypes, os, resource, select, signal, sys, time
 
-cfg = eval(sys.argv[1], {"__builtins__": {}})
+
+def zygote(control_fd):
+    """Fork one launcher per run received on `control_fd`; in the child, return its config (fds rewired)."""
+    import socket
+    control = socket.socket(fileno=control_fd)
+    running = {}  # pidfd -> (pid, status fd)
+    while True:
+        ready, _, _ = select.select([control, *running], [], [])
+        for fd in ready:
+            if fd is control:
+                continue
+            pid, status_fd = running.pop(fd)
+            _, status = os.waitpid(pid, 0)
+            try:
+                os.write(status_fd, f"{os.waitstatus_to_exitcode(status)}\n".encode())
+            except OSError:
+                pass
+            os.close(status_fd)
+            os.close(fd)
+        if control not in ready:
+            continue
+        try:
+            message, fds, _, _ = socket.recv_fds(control, 1 << 20, 6)
+        except OSError:
+            os._exit(0)
+        if not message:
+            os._exit(0)
+        if len(fds) not in (5, 6):
+            for fd in fds:
+                os.close(fd)
+            continue
+        me = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            control.detach()  # closed below with the rest; the object must not close a reused number later
+            config = eval(message.decode(), {"__builtins__": {}})
+            stdin, stdout, stderr, report_fd, status_fd, *channel = fds
+            os.setsid()
+            for i, fd in enumerate((stdin, stdout, stderr)):
+                os.dup2(fd, i)
+            target = config["channel_fd"]  # the program's source names its channel by the harness's number
+            if channel:
+                if report_fd == target:
+                    report_fd = os.dup(report_fd)
+                if channel[0] != target:
+                    os.dup2(channel[0], target)
+                os.set_inheritable(target, True)
+            config["report_fd"], config["harness_pid"] = report_fd, me
+            keep = sorted({0, 1, 2, report_fd, *([target] if channel else [])})
+            for lo, hi in zip(keep, keep[1:] + [os.sysconf("SC_OPEN_MAX")]):
+                os.closerange(lo + 1, hi)  # the control socket, status pipes, other runs' descriptors
+            os.chdir(config["root_dir"])
+            return config
+        for fd in fds:
+            if fd != fds[4]:
+                os.close(fd)
+        os.write(fds[4], f"{pid}\n".encode())
+        running[os.pidfd_open(pid)] = (pid, fds[4])
+
+
+cfg = zygote(int(sys.argv[2])) if sys.argv[1] == "--zygote" else eval(sys.argv[1], {"__builtins__": {}})
 REPORT = cfg["report_fd"]
 os.set_inheritable(REPORT, False)
 

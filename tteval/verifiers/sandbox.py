@@ -50,6 +50,7 @@ from the start plus a short tail, so a final status line survives a flood of out
 from __future__ import annotations
 
 import ast
+import atexit
 import math
 import os
 import secrets
@@ -60,6 +61,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -436,11 +438,14 @@ class _Run:
             cfg = repr(self._config(write_fd, channel_fd))
             fds = (write_fd,) if channel_fd is None else (write_fd, channel_fd)
             try:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", _LAUNCHER, cfg],
-                    stdin=self.stdin, stdout=self.stdout, stderr=self.stderr,
-                    pass_fds=fds, start_new_session=True, env={}, cwd=self.dir,
-                )
+                if _use_zygote():
+                    self.proc = _spawn_forked(cfg, [self.stdin, self.stdout, self.stderr], fds)
+                else:
+                    self.proc = subprocess.Popen(
+                        [sys.executable, "-I", "-S", _LAUNCHER, cfg],
+                        stdin=self.stdin, stdout=self.stdout, stderr=self.stderr,
+                        pass_fds=fds, start_new_session=True, env={}, cwd=self.dir,
+                    )
             except OSError as exc:
                 self.start_error = f"cannot start the sandbox launcher: {exc}"
         finally:
@@ -508,8 +513,10 @@ class _Run:
 _SIGNALS = {int(s) for s in signal.Signals}
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+def _wait(proc: "subprocess.Popen | _ForkedLauncher", timeout: float) -> bool:
     """Wait for `proc` to exit within `timeout` s; True if it did. A pidfd wakes us at once (Popen.wait polls)."""
+    if isinstance(proc, _ForkedLauncher):
+        return proc.wait(timeout)
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):
@@ -576,3 +583,123 @@ def _read_capped(fh: Any, cap: int, tail: int) -> tuple[str, bool, str]:
 
 # The launcher (`launcher.py`, a script: the sandbox's own side of a run).
 _LAUNCHER = str(Path(__file__).with_name("launcher.py"))
+
+
+# A warm launcher (`launcher.py --zygote`) forks each run's launcher: one interpreter start and ctypes import per
+# process instead of per program. What each run gets is unchanged: a fresh launcher process, fresh namespaces and
+# root, a fresh exec of the program. TTEVAL_SANDBOX_ZYGOTE=0 starts a launcher per run instead.
+def _use_zygote() -> bool:
+    return hasattr(os, "pidfd_open") and os.environ.get("TTEVAL_SANDBOX_ZYGOTE", "1").strip() != "0"
+
+
+class _ForkedLauncher:
+    """A launcher forked by the zygote: its pid, and its exit code read from its status pipe (Popen's subset)."""
+
+    def __init__(self, pid: int, status_fd: int):
+        self.pid, self._fd, self.returncode, self._done = pid, status_fd, None, False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to `timeout` s (None: for ever) for the launcher to exit; True if it has."""
+        if not self._done:
+            if not select.select([self._fd], [], [], timeout)[0]:
+                return False
+            data = _read_all_blocking(self._fd)
+            os.close(self._fd)
+            self._done = True
+            text = data.decode(errors="replace").strip()
+            self.returncode = int(text) if text.lstrip("-").isdigit() else -signal.SIGKILL  # zygote gone: killed
+        return True
+
+    def poll(self) -> int | None:
+        self.wait(0)
+        return self.returncode if self._done else None
+
+    def __del__(self) -> None:
+        if not self._done:
+            os.close(self._fd)
+
+
+def _read_all_blocking(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _LauncherZygote:
+    """The warm launcher process, reached over a SOCK_SEQPACKET socket that carries each run's descriptors."""
+
+    def __init__(self) -> None:
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", _LAUNCHER, "--zygote", str(theirs.fileno())], pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={},
+                start_new_session=True)
+        finally:
+            theirs.close()
+
+    def spawn(self, cfg: str, std: Sequence[Any], fds: Sequence[int]) -> _ForkedLauncher:
+        """Have the zygote fork a launcher for `cfg` with `std` as its stdin/out/err and `fds` (report pipe, then
+        the channel if any) passed on."""
+        status_r, status_w = os.pipe()
+        try:
+            socket.send_fds(self.control, [cfg.encode()], [*(f.fileno() for f in std), fds[0], status_w, *fds[1:]])
+        except OSError:
+            os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(status_r, 1)
+            if not chunk:
+                os.close(status_r)
+                raise OSError("the sandbox zygote ended")
+            line += chunk
+        return _ForkedLauncher(int(line), status_r)
+
+    def close(self) -> None:
+        self.control.close()  # EOF: the zygote exits
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_ZYGOTE: list[_LauncherZygote] = []
+_ZYGOTE_LOCK = threading.Lock()
+
+
+def _launcher_zygote() -> _LauncherZygote:
+    """The process's launcher zygote, started on first use (again if it died), closed at exit."""
+    with _ZYGOTE_LOCK:
+        if _ZYGOTE and _ZYGOTE[0].proc.poll() is not None:
+            _ZYGOTE.pop().close()
+        if not _ZYGOTE:
+            if not _ZYGOTE_STARTED:
+                atexit.register(_close_zygote)
+                _ZYGOTE_STARTED.append(True)
+            _ZYGOTE.append(_LauncherZygote())
+        return _ZYGOTE[0]
+
+
+_ZYGOTE_STARTED: list[bool] = []
+
+
+def _spawn_forked(cfg: str, std: Sequence[Any], fds: Sequence[int]) -> _ForkedLauncher:
+    """Fork a launcher from the zygote; a zygote that died (killed from outside) is replaced once."""
+    try:
+        return _launcher_zygote().spawn(cfg, std, fds)
+    except OSError:
+        with _ZYGOTE_LOCK:
+            while _ZYGOTE:
+                _ZYGOTE.pop().close()
+        return _launcher_zygote().spawn(cfg, std, fds)
+
+
+def _close_zygote() -> None:
+    with _ZYGOTE_LOCK:
+        while _ZYGOTE:
+            _ZYGOTE.pop().close()
