@@ -50,7 +50,6 @@ from the start plus a short tail, so a final status line survives a flood of out
 from __future__ import annotations
 
 import ast
-import atexit
 import math
 import os
 import secrets
@@ -61,7 +60,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -70,6 +68,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tteval.errors import TtevalError
+from tteval.verifiers.sandbox_plan import ARCH, interpreter_paths_under_tmp, nproc_limit, program_env, root_plan
+from tteval.verifiers.sandbox_zygote import LAUNCHER as _LAUNCHER
+from tteval.verifiers.sandbox_zygote import ForkedLauncher, spawn_forked, use_zygote
 
 STATUSES = ("ok", "error", "timeout", "killed", "sandbox_error")
 TAIL_BYTES = 4096  # kept from the end of a truncated stdout, where status lines go
@@ -279,88 +280,6 @@ def _per_item(value: Any, n: int, name: str) -> list[Any]:
     return items
 
 
-_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
-_DEVICES = ("null", "zero", "full", "random", "urandom")
-
-
-@lru_cache(maxsize=1)
-def _root_plan() -> dict[str, Any]:
-    """What the sandbox's minimal root shows, read-only: the system dirs (symlinks recreated), the interpreter's
-    prefixes, a few /dev nodes; and folders hidden again under them (installed copies of this package, whose
-    data files hold the datasets' tests and gold solutions). Nothing else of the host: no project checkout,
-    no datasets, no /run, /srv, /home, /root or host /tmp."""
-    links, binds = [], set()
-    for top in _SYSTEM_DIRS:
-        if os.path.islink(top):
-            links.append([top, os.readlink(top)])
-        elif os.path.isdir(top):
-            binds.add(top)
-    prefixes = {sys.base_prefix, sys.prefix, sys.base_exec_prefix, sys.exec_prefix,
-                str(Path(os.path.realpath(sys.executable)).parent.parent), os.path.dirname(sys.executable)}
-    tmp_roots = ("/tmp", "/var/tmp", "/dev/shm")
-    for raw in prefixes:
-        for path in {os.path.abspath(raw), os.path.realpath(raw)}:
-            if os.path.isdir(path) and not any(path == r or path.startswith(r + os.sep) for r in tmp_roots):
-                binds.add(path)
-    binds_sorted = sorted(b for b in binds if not any(b != q and b.startswith(q + os.sep) for q in binds))
-    hide = set()
-    for raw in prefixes:
-        for site in Path(raw).glob("lib/python*/site-packages"):
-            for entry in site.glob("tteval*"):
-                if entry.is_dir() and not entry.is_symlink():
-                    hide.add(str(entry))
-    return {"binds": binds_sorted, "links": links, "hide": sorted(hide), "devices": list(_DEVICES)}
-
-
-# Syscall numbers the launcher needs that libc does not wrap, and the seccomp audit arch, per machine.
-_ARCH = {
-    "x86_64": {"pivot_root": 155, "memfd_create": 319, "audit_arch": 0xC000003E, "x32_bit": 0x40000000},
-    "aarch64": {"pivot_root": 41, "memfd_create": 279, "audit_arch": 0xC00000B7, "x32_bit": 0},
-}
-
-
-def _interpreter_paths_under_tmp() -> list[str]:
-    """Interpreter / venv folders that live under /tmp, /var/tmp or /dev/shm (e.g. a CI checkout in /tmp): the
-    sandbox's private tmpfs would hide them, so they are bound back read-only."""
-    needed = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, os.path.dirname(sys.executable)}
-    tmp_roots = ("/tmp", "/var/tmp", "/dev/shm")
-    found = sorted({os.path.realpath(p) for p in needed} | {os.path.abspath(p) for p in needed})
-    under = [p for p in found if any(p.startswith(r + os.sep) for r in tmp_roots) and os.path.isdir(p)]
-    return [p for p in under if not any(p != q and p.startswith(q + os.sep) for q in under)]
-
-
-def _nproc_limit(max_processes: int, own_uid: bool) -> int:
-    """RLIMIT_NPROC counts every process of the real uid: under a fresh uid it is the run's own budget; otherwise
-    it must leave room for the user's other processes (and root ignores it)."""
-    if own_uid:
-        return max_processes
-    uid = os.getuid()
-    owned = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                owned += entry.stat().st_uid == uid
-            except OSError:
-                continue
-    return max_processes + owned
-
-
-def _program_env(workdir: str) -> dict[str, str]:
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "HOME": workdir,
-        "TMPDIR": workdir,
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONIOENCODING": "utf-8",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-
-
 class _Run:
     """One launch: a private folder for main.py, temp files for the std streams, the report pipe; all cleaned up."""
 
@@ -403,7 +322,7 @@ class _Run:
             "workdir": workdir,
             "exe": sys.executable,
             "argv": [sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []), "main.py"],
-            "env": _program_env(workdir),
+            "env": program_env(workdir),
             "wall_s": lim.wall_limit_s,
             "cpu_s": lim.cpu_limit_s,
             "poll_s": POLL_S,
@@ -411,15 +330,15 @@ class _Run:
                 "RLIMIT_CPU": [math.ceil(lim.cpu_limit_s), math.ceil(lim.cpu_limit_s) + 1],
                 "RLIMIT_AS": [lim.memory_mb << 20] * 2,
                 "RLIMIT_FSIZE": [lim.file_size_mb << 20] * 2,
-                "RLIMIT_NPROC": [_nproc_limit(lim.max_processes, own_uid)] * 2,
+                "RLIMIT_NPROC": [nproc_limit(lim.max_processes, own_uid)] * 2,
                 "RLIMIT_CORE": [0, 0],
             },
             "network": bool(lim.network),
             "tmpfs_mb": int(lim.file_size_mb),
             "uid": uid if own_uid else None,
-            "root": _root_plan(),
-            "arch": _ARCH.get(os.uname().machine),
-            "tmp_keep": _interpreter_paths_under_tmp(),
+            "root": root_plan(),
+            "arch": ARCH.get(os.uname().machine),
+            "tmp_keep": interpreter_paths_under_tmp(),
             "channel_fd": channel_fd,
             "root_dir": self.dir,
         }
@@ -438,8 +357,8 @@ class _Run:
             cfg = repr(self._config(write_fd, channel_fd))
             fds = (write_fd,) if channel_fd is None else (write_fd, channel_fd)
             try:
-                if _use_zygote():
-                    self.proc = _spawn_forked(cfg, [self.stdin, self.stdout, self.stderr], fds)
+                if use_zygote():
+                    self.proc = spawn_forked(cfg, [self.stdin, self.stdout, self.stderr], fds)
                 else:
                     self.proc = subprocess.Popen(
                         [sys.executable, "-I", "-S", _LAUNCHER, cfg],
@@ -513,9 +432,9 @@ class _Run:
 _SIGNALS = {int(s) for s in signal.Signals}
 
 
-def _wait(proc: "subprocess.Popen | _ForkedLauncher", timeout: float) -> bool:
+def _wait(proc: "subprocess.Popen | ForkedLauncher", timeout: float) -> bool:
     """Wait for `proc` to exit within `timeout` s; True if it did. A pidfd wakes us at once (Popen.wait polls)."""
-    if isinstance(proc, _ForkedLauncher):
+    if isinstance(proc, ForkedLauncher):
         return proc.wait(timeout)
     try:
         pidfd = os.pidfd_open(proc.pid)
@@ -579,127 +498,3 @@ def _read_capped(fh: Any, cap: int, tail: int) -> tuple[str, bool, str]:
         fh.seek(max(cap, size - tail))
         end = fh.read(tail)
     return head.decode("utf-8", errors="replace"), cut, end.decode("utf-8", errors="replace")
-
-
-# The launcher (`launcher.py`, a script: the sandbox's own side of a run).
-_LAUNCHER = str(Path(__file__).with_name("launcher.py"))
-
-
-# A warm launcher (`launcher.py --zygote`) forks each run's launcher: one interpreter start and ctypes import per
-# process instead of per program. What each run gets is unchanged: a fresh launcher process, fresh namespaces and
-# root, a fresh exec of the program. TTEVAL_SANDBOX_ZYGOTE=0 starts a launcher per run instead.
-def _use_zygote() -> bool:
-    return hasattr(os, "pidfd_open") and os.environ.get("TTEVAL_SANDBOX_ZYGOTE", "1").strip() != "0"
-
-
-class _ForkedLauncher:
-    """A launcher forked by the zygote: its pid, and its exit code read from its status pipe (Popen's subset)."""
-
-    def __init__(self, pid: int, status_fd: int):
-        self.pid, self._fd, self.returncode, self._done = pid, status_fd, None, False
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait up to `timeout` s (None: for ever) for the launcher to exit; True if it has."""
-        if not self._done:
-            if not select.select([self._fd], [], [], timeout)[0]:
-                return False
-            data = _read_all_blocking(self._fd)
-            os.close(self._fd)
-            self._done = True
-            text = data.decode(errors="replace").strip()
-            self.returncode = int(text) if text.lstrip("-").isdigit() else -signal.SIGKILL  # zygote gone: killed
-        return True
-
-    def poll(self) -> int | None:
-        self.wait(0)
-        return self.returncode if self._done else None
-
-    def __del__(self) -> None:
-        if not self._done:
-            os.close(self._fd)
-
-
-def _read_all_blocking(fd: int) -> bytes:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class _LauncherZygote:
-    """The warm launcher process, reached over a SOCK_SEQPACKET socket that carries each run's descriptors."""
-
-    def __init__(self) -> None:
-        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", _LAUNCHER, "--zygote", str(theirs.fileno())], pass_fds=(theirs.fileno(),),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={},
-                start_new_session=True)
-        finally:
-            theirs.close()
-
-    def spawn(self, cfg: str, std: Sequence[Any], fds: Sequence[int]) -> _ForkedLauncher:
-        """Have the zygote fork a launcher for `cfg` with `std` as its stdin/out/err and `fds` (report pipe, then
-        the channel if any) passed on."""
-        status_r, status_w = os.pipe()
-        try:
-            socket.send_fds(self.control, [cfg.encode()], [*(f.fileno() for f in std), fds[0], status_w, *fds[1:]])
-        except OSError:
-            os.close(status_r)
-            raise
-        finally:
-            os.close(status_w)
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = os.read(status_r, 1)
-            if not chunk:
-                os.close(status_r)
-                raise OSError("the sandbox zygote ended")
-            line += chunk
-        return _ForkedLauncher(int(line), status_r)
-
-    def close(self) -> None:
-        self.control.close()  # EOF: the zygote exits
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-_ZYGOTE: list[_LauncherZygote] = []
-_ZYGOTE_LOCK = threading.Lock()
-
-
-def _launcher_zygote() -> _LauncherZygote:
-    """The process's launcher zygote, started on first use (again if it died), closed at exit."""
-    with _ZYGOTE_LOCK:
-        if _ZYGOTE and _ZYGOTE[0].proc.poll() is not None:
-            _ZYGOTE.pop().close()
-        if not _ZYGOTE:
-            if not _ZYGOTE_STARTED:
-                atexit.register(_close_zygote)
-                _ZYGOTE_STARTED.append(True)
-            _ZYGOTE.append(_LauncherZygote())
-        return _ZYGOTE[0]
-
-
-_ZYGOTE_STARTED: list[bool] = []
-
-
-def _spawn_forked(cfg: str, std: Sequence[Any], fds: Sequence[int]) -> _ForkedLauncher:
-    """Fork a launcher from the zygote; a zygote that died (killed from outside) is replaced once."""
-    try:
-        return _launcher_zygote().spawn(cfg, std, fds)
-    except OSError:
-        with _ZYGOTE_LOCK:
-            while _ZYGOTE:
-                _ZYGOTE.pop().close()
-        return _launcher_zygote().spawn(cfg, std, fds)
-
-
-def _close_zygote() -> None:
-    with _ZYGOTE_LOCK:
-        while _ZYGOTE:
-            _ZYGOTE.pop().close()
