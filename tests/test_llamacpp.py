@@ -13,7 +13,7 @@ from tteval.backends.base import Request
 from tteval.backends.llamacpp import DEFAULT_MODEL, LlamaCppBackend
 from tteval.backends.model_files import resolve_model_path
 from tteval.backends.sampling import inverse_cdf, row_stats, sample_token, top_logprob_ids
-from tteval.backends.threads import idle_threads
+from tteval.backends.threads import default_threads
 from tteval.errors import TtevalError
 
 QUESTION = "Natalia sold clips to 48 of her friends in April, and half as many in May. How many clips did she sell?"
@@ -213,7 +213,7 @@ def test_thread_count_comes_from_the_environment_unless_given(monkeypatch):
     monkeypatch.delenv("TTEVAL_LLAMA_THREADS")
     with LlamaCppBackend(max_parallel=1) as b:  # automatic: the CPUs other processes leave idle, at least one
         assert b._auto_threads and 1 <= b.n_threads <= len(os.sched_getaffinity(0))
-        assert 1 <= idle_threads() <= len(os.sched_getaffinity(0))
+        assert default_threads() == len(os.sched_getaffinity(0)) == b.n_threads
     monkeypatch.setenv("TTEVAL_LLAMA_THREADS", "none")
     with pytest.raises(TtevalError, match="TTEVAL_LLAMA_THREADS"):
         LlamaCppBackend(max_parallel=1)

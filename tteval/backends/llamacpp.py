@@ -56,16 +56,16 @@ from tteval.backends.llama_glue import set_log
 from tteval.backends.model_files import DEFAULT_MODEL, resolve_model_path
 from tteval.backends.sampling import RowStats, row_stats, sample_rng
 from tteval.backends.sequences import Prompt, Sample, empty_completion
-from tteval.backends.threads import env_threads, idle_threads
+from tteval.backends.threads import default_threads, env_threads
 from tteval.errors import TtevalError
 
-__all__ = ["DEFAULT_MODEL", "LlamaCppBackend", "idle_threads", "resolve_model_path"]
+__all__ = ["DEFAULT_MODEL", "LlamaCppBackend", "resolve_model_path"]
 
 _CTX_STEP = 1024  # per-sequence context grows in steps of this many tokens
 _N_BATCH = 512  # prompt tokens per llama_decode call
 _KV_UNIFIED = False  # one KV stream per sequence (see the module docstring)
 _N_UBATCH = 48  # tokens per compute pass: below ggml's 64-query flash-attention tile (see the module docstring)
-_RETUNE_STEPS = 32  # with automatic threads, re-read the idle CPUs every this many decode steps
+_RETUNE_STEPS = 32  # with automatic threads, re-read the CPUs this process may use every this many decode steps
 
 
 class LlamaCppBackend:
@@ -73,9 +73,9 @@ class LlamaCppBackend:
 
     `n_ctx` is the context of one sequence (prompt + completion tokens); left as None it is sized to the longest
     prompt + max_tokens seen so far (in steps of 1024, at most the model's training context). The llama.cpp
-    context holds `max_parallel` such sequences. `n_threads` defaults to $TTEVAL_LLAMA_THREADS, else it follows the
-    machine: the CPUs that other processes leave idle (`idle_threads`), re-read at each call and every
-    `_RETUNE_STEPS` decode steps (the thread count changes no result, only speed).
+    context holds `max_parallel` such sequences. `n_threads` defaults to $TTEVAL_LLAMA_THREADS, else one thread per CPU
+    this process may use (`default_threads`), re-read at each call and every `_RETUNE_STEPS` decode steps (the
+    thread count changes no result, only speed).
     """
 
     name = "llamacpp"
@@ -103,7 +103,7 @@ class LlamaCppBackend:
         self.max_parallel = max_parallel
         fixed = n_threads or env_threads()
         self._auto_threads = fixed is None
-        self.n_threads = fixed or idle_threads()
+        self.n_threads = fixed or default_threads()
         self.verbose = verbose
         self._fixed_ctx = n_ctx
         set_log(lc, verbose)
@@ -348,10 +348,10 @@ class LlamaCppBackend:
         return out
 
     def _retune(self) -> None:
-        """With automatic threads, run as many llama.cpp threads as there are idle CPUs now (see `idle_threads`)."""
+        """With automatic threads, run one llama.cpp thread per CPU this process may use now (`default_threads`)."""
         if not self._auto_threads:
             return
-        n = idle_threads()
+        n = default_threads()
         if n != self.n_threads:
             self.n_threads = n
             if self._ctx is not None:

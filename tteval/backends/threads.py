@@ -1,9 +1,8 @@
-"""How many threads llama.cpp runs: $TTEVAL_LLAMA_THREADS, else the CPUs that other processes leave idle now."""
+"""How many threads llama.cpp runs: $TTEVAL_LLAMA_THREADS, else every CPU this process may use."""
 
 from __future__ import annotations
 
 import os
-import time
 
 from tteval.errors import TtevalError
 
@@ -18,27 +17,15 @@ def env_threads() -> int | None:
     return int(env)
 
 
-def idle_threads() -> int:
-    """How many threads llama.cpp should run now: the CPUs this process may use minus those other processes keep
-    busy (at least 1).
+def default_threads() -> int:
+    """How many threads llama.cpp runs by default: every CPU this process may use (`os.sched_getaffinity`).
 
-    Why: llama.cpp's threads spin at the barriers between a graph's operations, so a thread that the kernel parks
-    behind another process stalls every other thread until it runs again; with two threads on two busy CPUs
-    decoding runs 10-20x slower. Busy CPUs are read from the kernel's count of runnable tasks (/proc/loadavg,
-    field 4, minus this reading thread; the median of 5 readings 1 ms apart), not the 1-minute load average,
-    which lags by minutes and counts this process's own threads."""
-    cpus = _available_cpus()
-    try:
-        readings = []
-        for i in range(5):
-            with open("/proc/loadavg", "rb") as f:
-                readings.append(int(f.read().split()[3].split(b"/")[0]) - 1)
-            if i < 4:
-                time.sleep(0.001)
-    except (OSError, ValueError, IndexError):  # not Linux: assume a quiet machine
-        return cpus
-    others = sorted(readings)[2]
-    return max(1, min(cpus, cpus - others))
+    Why not fewer when other processes are busy: the collapse beside busy processes (two threads 10-20x slower
+    than one) came from libgomp spinning at barriers, now bounded (`llama_glue.GOMP_SPINCOUNT`). With that bound,
+    beside two CPU-bound processes on two CPUs two threads beat one (87 vs 70 tokens/s; quiet 155 vs 102;
+    bench/results/load.json): the scheduler shares a CPU per runnable thread, so two threads get about a CPU's
+    worth where one gets two thirds. Re-read at each call (a process's CPUs can change)."""
+    return _available_cpus()
 
 
 def _available_cpus() -> int:
