@@ -16,11 +16,11 @@ from tteval.errors import TtevalError
 
 # llama.cpp's CPU backend runs its threads with OpenMP (libgomp): a thread that reaches a barrier first spins
 # GOMP_SPINCOUNT times (300,000 by default: milliseconds) before it sleeps. Beside busy processes its partner is
-# often descheduled, and the spinning burns the CPU time both need: two threads ran 10-20x slower than one
-# (bench/bench_load.py). 1,000 spins (microseconds) cover a barrier on a quiet machine and end the collapse (two
-# threads then run about as fast as one on a busy machine; 10,000 still collapsed 2-3x). libgomp reads it once,
-# when it is loaded, so it is set before llama_cpp is imported; a value the user set (GOMP_SPINCOUNT or
-# OMP_WAIT_POLICY) is kept.
+# often descheduled, and the spinning burns the CPU time both need: two threads beside two busy processes made
+# 2-4 tokens/s against ~208 quiet (bench/results/load.json). 1,000 spins (microseconds) cover a barrier on a quiet
+# machine (208 tokens/s either way) and end the collapse (49-87 tokens/s; 10,000 still collapsed 2-3x; passive,
+# no spinning, costs a third of the quiet speed). libgomp reads it once, when it is loaded, so it is set before
+# llama_cpp is imported; a value the user set (GOMP_SPINCOUNT or OMP_WAIT_POLICY) is kept.
 GOMP_SPINCOUNT = "1000"
 
 
