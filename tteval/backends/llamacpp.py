@@ -118,6 +118,7 @@ class LlamaCppBackend:
         self._vocab = Vocab(lc, self._model, model)
         self.n_vocab = self._vocab.n_vocab
         self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model))
+        self.model_params = int(lc.llama_model_n_params(self._model))  # run.json records it: FLOPs = 2 x params x tokens
         self._kv: KvOps | None = None
         self._slots = Slots(max_parallel)  # what each KV sequence holds; kept between calls
         self._batch = LlamaBatch(lc, max(_N_BATCH, max_parallel))
