@@ -230,18 +230,20 @@ def compare_outcomes(metric: str, a: Mapping[str, float], b: Mapping[str, float]
 
 
 def _read_run(folder: Path) -> tuple[str, dict[str, list[dict[str, Any]]]]:
-    """(task, samples grouped by problem) of a run folder, or a one-line error."""
+    """(task, samples grouped by problem) of a run folder, through the run-folder readers, or a one-line error."""
     from tteval.records import group_by_problem, read_run_meta, read_samples
 
     folder = Path(folder)
     if not folder.is_dir():
         raise TtevalError(f"no such run folder: {folder}")
-    meta = read_run_meta(folder)
+    config = read_run_meta(folder).config
+    if not isinstance(config, dict) or not config:
+        raise TtevalError(f"{folder / 'run.json'} is not a tteval run.json (no config)")
     path = folder / "samples.jsonl"
     if not path.is_file():
         raise TtevalError(f"{folder} has no samples.jsonl: nothing to compare problem by problem")
-    samples = read_samples(path, lenient=True).records  # a torn last line (a run still going) is left out
-    return str(meta.config.get("task", "?")), group_by_problem(samples)
+    samples = [r.to_dict() for r in read_samples(path, lenient=True).records]  # a torn last line is left out
+    return str(config.get("task", "?")), group_by_problem(samples)
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, metrics: Sequence[str] = ("pass@1",), seed: int = 0,
