@@ -136,7 +136,7 @@ def problem_outcome(group: Sequence[Mapping[str, Any]], metric: Metric) -> float
             return None
         return 1.0 if chosen[0].get("correct") is True else 0.0
     if metric.family == "genrm":  # best-of-k by GenRM's solution score over the samples with verification chains
-        from tteval.metrics import genrm_scores
+        from tteval.metrics.pool_curves import genrm_scores
 
         verified = [i for i, s in enumerate(group) if isinstance(s.get("verifier_chain_scores"), list)]
         if len(verified) < metric.k:
@@ -232,8 +232,8 @@ def compare_outcomes(metric: str, a: Mapping[str, float], b: Mapping[str, float]
 
 def _read_run(folder: Path) -> tuple[str, dict[str, list[dict[str, Any]]]]:
     """(task, samples grouped by problem) of a run folder, or a one-line error."""
-    from tteval.metrics import group_by_problem
-    from tteval.results import read_json
+    from tteval.records import group_by_problem
+    from tteval.jsonl import read_json
 
     folder = Path(folder)
     if not folder.is_dir():
