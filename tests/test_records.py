@@ -106,7 +106,7 @@ def test_run_meta_reads_any_run_json_and_resume_needs_an_identity(tmp_path):
     from tteval.collect import resolve_params
 
     backend = RunMeta.from_dict({"backend": {"model_params": 134515008}})
-    assert resolve_params(backend.to_dict(), "m", "m", None) == (134515008.0, "run.json")
+    assert resolve_params(backend, "m", "m", None) == (134515008.0, "run.json")
     (tmp_path / "run.json").write_text("[1]")
     with pytest.raises(TtevalError, match="not a tteval run record"):
         read_run_meta(tmp_path)
