@@ -97,9 +97,13 @@ def run(
         "(base models), on every backend.",
     ),
     n: int = typer.Option(4, "-n", "--num-samples", rich_help_panel=SAMPLING, help="Candidates sampled per problem (the pool size N)."),
-    max_tokens: int = typer.Option(
-        256, "--max-tokens", rich_help_panel=SAMPLING,
-        help="Maximum generated tokens per candidate.",
+    num_fewshot: int = typer.Option(
+        0, "--num-fewshot", rich_help_panel=TASK,
+        help="Worked examples before each question (the task YAML's fewshot file): chat turns, or text blocks in raw format.",
+    ),
+    max_tokens: Optional[int] = typer.Option(
+        None, "--max-tokens", rich_help_panel=SAMPLING,
+        help="Maximum generated tokens per candidate (default 256; a particle: --pf-max-steps x --pf-step-tokens, the authors').",
     ),
     temperature: float = typer.Option(0.7, "--temperature", rich_help_panel=SAMPLING, help="Sampling temperature (0 = greedy)."),
     top_p: float = typer.Option(1.0, "--top-p", rich_help_panel=SAMPLING, help="Nucleus sampling mass."),
@@ -219,7 +223,7 @@ def run(
         pf_max_steps=pf_max_steps, pf_softmax_temp=pf_softmax_temp, pf_iterations=pf_iterations,
         until_successes=until_successes, round_size=round_size, ray=ray, ray_actors=ray_actors,
         tensor_parallel=tensor_parallel, model_args=parse_kv(model_args, "--model-args"),
-        gen_kwargs=parse_kv(gen_kwargs, "--gen-kwargs"), prompt_format=_value(prompt_format),
+        gen_kwargs=parse_kv(gen_kwargs, "--gen-kwargs"), prompt_format=_value(prompt_format), num_fewshot=num_fewshot,
     )  # fmt: skip
     configs = [replace(base, task=name) for name in _task_list(task)]
     if len(configs) == 1:
@@ -388,7 +392,10 @@ def sweep(
     limit: Optional[str] = typer.Option(
         None, "--limit", "-l", metavar="N|FRACTION", help="Grid: the first N problems (or a fraction in (0, 1)) of each task; default: all."
     ),
-    max_tokens: int = typer.Option(256, "--max-tokens", help="Grid: maximum tokens per candidate."),
+    max_tokens: Optional[int] = typer.Option(
+        None, "--max-tokens", help="Grid: maximum tokens per candidate (default 256; a particle: steps x step tokens)."
+    ),
+    num_fewshot: int = typer.Option(0, "--num-fewshot", help="Grid: worked examples before each question."),
     seed: int = typer.Option(0, "--seed", help="Grid: run seed."),
     verifier: str = typer.Option("none", "--verifier", help="Grid: score pools with none | genrm."),
     verifications: int = typer.Option(1, "--verifications", "-V", help="Grid: GenRM verification chains per candidate."),
@@ -425,7 +432,7 @@ def sweep(
         base = RunConfig(backend=backend, base_url=base_url, limit=parse_limit(limit), max_tokens=max_tokens, seed=seed,
                          verifier=verifier, verifications=verifications, pf_step_tokens=pf_step_tokens,
                          pf_max_steps=pf_max_steps, out=str(runs_dir), tasks_dir=str(tasks_dir) if tasks_dir else None,
-                         ray=ray, ray_actors=ray_actors, cache=cache)  # fmt: skip
+                         ray=ray, ray_actors=ray_actors, cache=cache, num_fewshot=num_fewshot)  # fmt: skip
         configs = grid_configs(base, model or ["smollm2"], task, temperature or [0.7], strategy or ["sample"],
                                parse_budgets(budgets))  # fmt: skip
         folders += run_grid(configs, err)

@@ -24,7 +24,8 @@ from tteval.bounds import RUN_BOUNDS, check_fields
 from tteval.errors import TtevalError
 from tteval.results import RunDir, SampleRules, json_bytes, read_json, write_atomic, write_json_atomic
 from tteval.provenance import run_provenance
-from tteval.tasks import PROMPT_FORMATS, Problem, Task, check_limit, load_problems, load_task, local_data_path
+from tteval.tasks import (PROMPT_FORMATS, Problem, Task, check_limit, load_problems, load_task, local_data_path,
+                          with_fewshot)
 from tteval.workers import Chunk, LocalWorkers, problem_seed
 
 __all__ = ["RunConfig", "execute", "make_backend", "make_scorer", "problem_seed", "resume_config"]
@@ -44,7 +45,7 @@ class RunConfig:
     strategy: str = "sample"
     n: int = 4
     limit: int | float | None = None  # None: the whole task; a float in (0, 1): that share of it (lm-eval)
-    max_tokens: int = 256
+    max_tokens: int | None = None  # per candidate; None: 256, a particle pf_max_steps x pf_step_tokens (token_cap)
     temperature: float = 0.7
     top_p: float = 1.0
     seed: int = 0
@@ -75,6 +76,7 @@ class RunConfig:
     prompt_format: str = "chat"  # chat: the model's chat template; raw: plain text for base models
     model_args: dict[str, Any] | None = None  # --model-args: the engine constructor's extra arguments
     gen_kwargs: dict[str, Any] | None = None  # --gen-kwargs: extra sampling parameters of the policy's requests
+    num_fewshot: int = 0  # --num-fewshot: worked examples (the task YAML's fewshot file) before every question
     # fields below do not change the samples, so they are left out of the run id hash
     out: str = "results"
     _NON_IDENTITY: ClassVar[tuple[str, ...]] = (
@@ -83,7 +85,8 @@ class RunConfig:
     # options added after the first release: left out of the run id at their default, so older runs still resume
     _LATER: ClassVar[dict[str, Any]] = {"pf_iterations": 1, "until_successes": 2, "round_size": None, "chat_template": None,
                                       "prm_model": None, "prm_aggregation": None, "genrm_score": None,
-                                      "model_args": None, "gen_kwargs": None, "prompt_format": "chat"}
+                                      "model_args": None, "gen_kwargs": None, "prompt_format": "chat",
+                                      "num_fewshot": 0}
 
     def genrm_mode(self) -> str | None:
         """GenRM's chain score mode when GenRM scores anything, else None: --genrm-score, by default the authors'
@@ -128,16 +131,30 @@ class RunConfig:
         if self.backend == "openai" and not self.base_url:
             raise TtevalError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
 
+    def token_cap(self) -> int:
+        """Tokens one candidate may generate: --max-tokens, by default 256, and for a particle the authors' own
+        bound, pf_max_steps x pf_step_tokens (probabilistic-inference-scaling caps steps, not a particle's total)."""
+        if self.max_tokens is not None:
+            return self.max_tokens
+        return self.pf_max_steps * self.pf_step_tokens if self.strategy == "particle-filter" else 256
+
+    def check_fewshot(self) -> None:
+        """The task has --num-fewshot worked examples (a sweep or a task list checks every run before the first)."""
+        if self.num_fewshot:
+            tasks_dir = Path(self.tasks_dir) if self.tasks_dir else None
+            with_fewshot(load_task(self.task, tasks_dir), self.num_fewshot, self.data_source, tasks_dir)
+
     def identity(self) -> dict[str, Any]:
         out = {
             f.name: getattr(self, f.name)
             for f in fields(self)
             if f.name not in self._NON_IDENTITY and not (f.name in self._LATER and getattr(self, f.name) == self._LATER[f.name])
         }
+        out["max_tokens"] = self.token_cap()  # the default and the same number given are the same run
         if self.genrm_mode():  # GenRM's scoring changed after 0.1: such runs get new ids, not a mixed resume
             out["genrm_score"] = self.genrm_mode()
         if self.strategy == "particle-filter":  # --max-tokens caps a particle since 0.2: new ids, not a mixed resume
-            out["pf_particle_max_tokens"] = self.max_tokens
+            out["pf_particle_max_tokens"] = self.token_cap()
         return out
 
     def finished(self, records: list[dict[str, Any]]) -> bool:
@@ -299,11 +316,11 @@ def worst_case_tokens(config: RunConfig, problems: int) -> TokenBudget:
     """The token budget of `problems` problems at most: every candidate runs to its cap (a particle to
     --max-tokens over at most --pf-max-steps steps), and a GenRM verifier writes V full chains per candidate, for
     particle filtering at every step. A PRM (vLLM pooling) generates nothing."""
-    candidates, per = config.n, config.max_tokens
+    candidates, per = config.n, config.token_cap()
     steps = 1
     if config.strategy == "particle-filter":
         candidates *= config.pf_iterations
-        per = min(config.max_tokens, config.pf_max_steps * config.pf_step_tokens)
+        per = min(per, config.pf_max_steps * config.pf_step_tokens)
         steps = min(config.pf_max_steps, per)  # a step that generates nothing ends the particle
     verifier = 0
     if config.genrm_mode():
@@ -328,7 +345,7 @@ def open_run(config: RunConfig, run: RunDir, task: Task, model_file: str | None 
         return meta
     meta = {
         "run_id": config.run_id(),
-        "config": {**asdict(config), "identity": config.identity()},
+        "config": {**asdict(config), "max_tokens": config.token_cap(), "identity": config.identity()},
         "created": _now(),
         "status": "running",
         "versions": package_versions(),
@@ -356,7 +373,8 @@ def execute(config: RunConfig, console: Console | None = None, workers: Any = No
     by default it is `<out>/<run id>`. The folder is locked for the whole run: a second process fails at once."""
     console = console or Console(stderr=True)
     config.validate()
-    task = load_task(config.task, Path(config.tasks_dir) if config.tasks_dir else None)
+    tasks_dir = Path(config.tasks_dir) if config.tasks_dir else None
+    task = with_fewshot(load_task(config.task, tasks_dir), config.num_fewshot, config.data_source, tasks_dir)
     problems = load_problems(task, config.limit, config.data_source)
     model_file = None
     if config.backend == "llamacpp":

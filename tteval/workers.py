@@ -13,11 +13,12 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from tteval.backends.base import FAILED_FINISH_REASONS, Backend, Completion, Request
 from tteval.grading import Grader
-from tteval.tasks import Problem, Task, load_task
+from tteval.tasks import Problem, Task, load_task, with_fewshot
 
 ChunkResult = tuple[list[dict[str, Any]], dict[str, float], dict[str, int]]
 
@@ -60,9 +61,10 @@ class Worker:
         config = RunConfig.from_dict(config_dict)
         if engine_key(config) != self.key:
             raise ValueError("a Worker only serves runs with its own engine key")
-        gkey = (config.task, config.tasks_dir, config.workers)
+        gkey = (config.task, config.tasks_dir, config.workers, config.num_fewshot, config.data_source)
         if gkey not in self._graders:
-            task = load_task(config.task, config.tasks_dir)
+            tasks_dir = Path(config.tasks_dir) if config.tasks_dir else None
+            task = with_fewshot(load_task(config.task, tasks_dir), config.num_fewshot, config.data_source, tasks_dir)
             self._graders[gkey] = (task, Grader(task, workers=config.workers))
         task, grader = self._graders[gkey]
         u = self.backend.usage
@@ -120,7 +122,7 @@ def round_request(config: Any, task: Task, problem: Problem, offset: int) -> Req
             seed = problem_seed(config.seed, f"{problem.task_id}#round{offset // size}")
     prompt = {"prompt": task.raw_prompt(problem)} if config.prompt_format == "raw" else {"messages": task.messages(problem)}
     return Request(**prompt, n=n, temperature=config.temperature, top_p=config.top_p,
-                   max_tokens=config.max_tokens, seed=seed, extra=tuple(sorted((config.gen_kwargs or {}).items())))  # fmt: skip
+                   max_tokens=config.token_cap(), stop=task.stop(config.prompt_format), seed=seed, extra=tuple(sorted((config.gen_kwargs or {}).items())))  # fmt: skip
 
 
 def sample_records(problem: Problem, completions: list, verdicts: list, offset: int = 0,
@@ -205,7 +207,7 @@ def _particle_filter(config: Any, task: Task, batch: list[Problem], questions: l
     results = particle_filter(
         backend, scorer, questions, prompts, config.n, keys=[p.task_id for p in batch], temperature=config.temperature,
         step_tokens=config.pf_step_tokens, max_steps=config.pf_max_steps, softmax_temp=config.pf_softmax_temp,
-        seed=config.seed, iterations=config.pf_iterations, max_tokens=config.max_tokens,
+        seed=config.seed, iterations=config.pf_iterations, max_tokens=config.token_cap(),
     )  # fmt: skip
     outputs = [[Completion(p.text, p.policy_tokens, "stop") for p in r.particles] for r in results]
     extra = [
