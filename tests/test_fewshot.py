@@ -83,7 +83,7 @@ def test_fewshot_prompts_in_chat_and_raw_format_on_the_cpu_model(tmp_path):
         runs[label] = samples_of(tmp_path / label)
     chat = expected_chat(2)
     (zero,), (shot,), (raw,) = (runs[k][1] for k in ("zero", "chat", "raw"))
-    assert shot["prompt_sha256"] == hashlib.sha256(json.dumps(chat).encode()).hexdigest()
+    assert shot["prompt_sha256"] == hashlib.sha256(json.dumps(chat, ensure_ascii=False).encode()).hexdigest()
     raw_text = "".join(content + "\n\n" for _, content in chat)  # system, Q1, A1, Q2, A2, Q: plain text blocks
     assert raw["prompt_sha256"] == hashlib.sha256(raw_text.encode()).hexdigest()
     assert shot["question"] == zero["question"] == chat[-1][1]  # the problem's own question, not an example's
