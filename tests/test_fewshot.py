@@ -123,7 +123,7 @@ def test_raw_fewshot_requests_stop_before_the_next_example():
     (p,) = load_problems(task, 1)
     raw = round_request(RunConfig(task="mbpp", prompt_format="raw", num_fewshot=3), task, p, 0)
     chat = round_request(RunConfig(task="mbpp", num_fewshot=3), task, p, 0)
-    assert raw.stop == ("\n```",) and chat.stop == ()
+    assert raw.stop == ("```\n\n",) and chat.stop == ()
     assert raw.prompt.count("```python\n") == 3 and p.row["text"] in raw.prompt.rsplit("```", 1)[1]
 
 
