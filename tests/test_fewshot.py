@@ -127,6 +127,16 @@ def test_raw_fewshot_requests_stop_before_the_next_example():
     assert raw.prompt.count("```python\n") == 3 and p.row["text"] in raw.prompt.rsplit("```", 1)[1]
 
 
+def test_a_raw_fewshot_answer_ends_at_the_stop_string_on_the_cpu_model(tmp_path):
+    r = tteval("run", "--task", "mbpp", "--limit", "1", "-n", "2", "--max-tokens", "160", "--num-fewshot", "3",
+               "--prompt-format", "raw", "--out", str(tmp_path), "--no-cache", timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    _, samples = samples_of(tmp_path)
+    assert [s["task_id"] for s in samples] == ["mbpp/11", "mbpp/11"]
+    for s in samples:  # cut before the blank line after the closing fence, where the next example would begin
+        assert "```\n\n" not in s["completion"] and "Your code should pass" not in s["completion"].split("```python")[-1]
+
+
 # ------------------------------------------------------------------------------ errors
 def test_fewshot_errors_are_one_line(tmp_path):
     line = assert_one_line_error(tteval("run", "--task", "humaneval", "--num-fewshot", "1", "--out", str(tmp_path)),
