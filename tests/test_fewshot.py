@@ -95,6 +95,8 @@ def test_fewshot_prompts_in_chat_and_raw_format_on_the_cpu_model(tmp_path):
     assert meta["config"]["num_fewshot"] == 2 and meta["config"]["identity"]["num_fewshot"] == 2
     old = json.loads((runs["zero"][0] / "run.json").read_text())
     assert "num_fewshot" not in old["config"]["identity"]  # 0, the default: older run ids unchanged
+    again = tteval("run", "--resume", str(runs["chat"][0]), timeout=900)
+    assert again.returncode == 0 and "resuming" in again.stderr, again.stderr  # the recorded config resumes itself
 
 
 def test_chat_turns_alternate_on_the_openai_backend(server, tmp_path):
