@@ -36,7 +36,9 @@ def tteval_run() -> tuple[float, int]:
     subprocess.run([sys.executable, "-m", "tteval.cli", *args], check=True, capture_output=True)
     wall = time.perf_counter() - t0
     (run,) = [d for d in out.iterdir() if d.is_dir()]
-    meta = json.loads((run / "run.json").read_text())
+    from tteval.records import read_run_meta
+
+    meta = read_run_meta(run).to_dict()
     tokens = meta["usage"]["completion_tokens"]
     PHASES.update({k: float(v) for k, v in meta["timings"].items()})
     shutil.rmtree(out)

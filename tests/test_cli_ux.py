@@ -1,5 +1,5 @@
 """lm-eval habits in `tteval run`: --limit (all, N, or a fraction), and what a run folder records. The runs go
-to the real scripted OpenAI-compatible server of test_robustness (a real HTTP server on 127.0.0.1)."""
+to the real scripted OpenAI-compatible server of tests/helpers.py (a real HTTP server on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_robustness import assert_one_line_error, chat_completion, run_dirs, tteval
+from helpers import assert_one_line_error, chat_completion, run_dirs, tteval
 
 from tteval.errors import TtevalError
 from tteval.tasks import limit_count, parse_limit

@@ -3,7 +3,7 @@
 Before, `-n 10^23` went on to the server, `--temperature inf` was an internal error when writing JSON, and
 `--pf-softmax-temp nan`, negative `--tensor-parallel` / `--pf-step-tokens` / `--pf-max-steps` /
 `--verifier-max-tokens`, an unknown `--prm-aggregation`, `--max-concurrency 10^9` and `score --workers 10^6`
-were accepted. The CLI cases run the real command against the scripted server of test_robustness.
+were accepted. The CLI cases run the real command against the scripted server of tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import math
 
 import pytest
-from test_robustness import assert_one_line_error, healthy, run_args, run_dirs, tteval
+from helpers import assert_one_line_error, healthy, run_args, run_dirs, tteval
 
 from tteval.bounds import RUN_BOUNDS, Bound, check
 from tteval.errors import TtevalError

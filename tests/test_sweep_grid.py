@@ -2,11 +2,11 @@
 finished runs skipped on a re-run, an interrupted run resumed, and one loaded engine shared by all runs."""
 
 import json
-import subprocess
-import sys
+from functools import partial
 
 import pandas as pd
 import pytest
+import helpers
 
 from tteval.errors import TtevalError
 from tteval.runner import RunConfig
@@ -16,8 +16,7 @@ GRID = ["sweep", "--task", "gsm8k", "--limit", "1", "--budgets", "1,2", "-s", "s
         "--max-tokens", "16", "--pf-step-tokens", "12", "--pf-max-steps", "2", "--no-plots", "--no-cache"]  # fmt: skip
 
 
-def tteval(*args):
-    return subprocess.run([sys.executable, "-m", "tteval.cli", *args], capture_output=True, text=True, timeout=900)
+tteval = partial(helpers.tteval, timeout=900)  # a sweep runs several tteval runs
 
 
 def test_grid_is_one_pool_per_selector_and_one_run_per_searcher_budget():

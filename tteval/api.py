@@ -1,6 +1,6 @@
 """tteval's Python API: the estimators on plain Python values, a run from Python, and run folders as a DataFrame.
 
-`from tteval import pass_at_k, maj_at_k, best_of_k, eff_at_k, summarize, evaluate, load_runs` (imported lazily by
+`from tteval import pass_at_k, maj_at_k, best_of_k, eff_at_k, summarize, evaluate, load_runs, compare_runs` (imported lazily by
 `tteval/__init__.py`, so `import tteval` stays cheap). The estimators are those of `tteval.estimators`; here answers
 may be any hashable values (strings, numbers, tuples), with None or "" meaning "no valid answer".
 """
@@ -62,7 +62,7 @@ def evaluate(**options: Any) -> dict[str, Any]:
     its metrics.json as a dict, with the run folder under "run_dir". Resumes like the CLI when re-run."""
     from dataclasses import fields
 
-    from tteval.results import read_json
+    from tteval.jsonl import read_json
     from tteval.runner import RunConfig, execute
 
     known = {f.name for f in fields(RunConfig)}
@@ -76,7 +76,15 @@ def evaluate(**options: Any) -> dict[str, Any]:
 
 def load_runs(paths: str | Path | Iterable[str | Path]) -> Any:
     """One tidy pandas row per curve point of every run folder below `paths` (what `tteval leaderboard` reads)."""
-    from tteval.leaderboard import collect_runs
+    from tteval.collect import collect_runs
 
     roots = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     return collect_runs(roots)
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, metrics: Sequence[str] = ("pass@1",), seed: int = 0) -> Any:
+    """Compare two run folders problem by problem (what `tteval compare` prints): per metric ('pass@1', 'maj@8',
+    'bon@4[genrm]'), B - A with a seeded paired-bootstrap 95% interval and an exact McNemar or Wilcoxon p-value."""
+    from tteval.compare import compare_runs as compare
+
+    return compare(run_a, run_b, metrics, seed=seed)

@@ -241,7 +241,7 @@ def run(
 def _print_run(config: Any, folder: Path) -> None:
     """A finished run's metrics table and folder, on stdout."""
     from tteval.report import metrics_table
-    from tteval.results import read_json
+    from tteval.jsonl import read_json
 
     out.print(metrics_table(read_json(folder / "metrics.json"), title=f"{config.task} · {config.model} · n={config.n}"))
     out.print(f"results: [bold]{escape(str(folder))}[/]")
@@ -355,9 +355,9 @@ def leaderboard(
     ),
 ) -> None:
     """Rank every run below ROOT: accuracy with its 95% interval, tokens and FLOPs per problem, wall time."""
-    from tteval.leaderboard import (
-        FORMATS, collect_runs, leaderboard_frame, parse_params_option, render_leaderboard, require_rows,
-    )  # fmt: skip
+    from tteval.collect import collect_runs, parse_params_option, require_rows
+    from tteval.leaderboard import FORMATS, render_leaderboard
+    from tteval.tables import leaderboard_frame
 
     if fmt not in FORMATS:
         raise TtevalError(f"unknown --format '{fmt}'; choose one of: {', '.join(FORMATS)}")
@@ -421,7 +421,9 @@ def sweep(
     pool at the largest budget, particle filtering once per budget. Re-running the same command skips finished
     runs and resumes an interrupted one.
     """
-    from tteval.leaderboard import collect_runs, optimal_rich_table, parse_params_option, require_rows, write_sweep
+    from tteval.collect import collect_runs, parse_params_option, require_rows
+    from tteval.leaderboard import optimal_rich_table, write_sweep
+    from tteval.tables import collapsed_points
 
     folders: list[Path] = list(run_dirs or [])
     if task:
@@ -447,6 +449,8 @@ def sweep(
         if df.empty:
             raise TtevalError(f"no curve matches --curves {' '.join(curves)}")
     require_rows(df, ", ".join(str(d) for d in folders))
+    for message in collapsed_points(df):
+        _warn_line(message)
     result = write_sweep(df, out_dir, plots=plots)
     out.print(optimal_rich_table(result.optimal))
     written = [result.csv, *([result.parquet] if result.parquet else []), result.optimal_csv, *result.plots]
@@ -468,16 +472,65 @@ def report(
     max_chars: int = typer.Option(2000, "--max-chars", help="Characters shown per completion."),
 ) -> None:
     """Write one self-contained offline HTML page: leaderboard, scaling plots and a per-problem drill-down."""
-    from tteval.html_report import DrillLimits, write_report
-    from tteval.leaderboard import collect_runs, parse_params_option, require_rows
+    from tteval.drilldown import DrillLimits
+    from tteval.html_report import write_report
+    from tteval.collect import collect_runs, parse_params_option, require_rows
+    from tteval.tables import collapsed_points
 
     for name, value in (("--max-problems", max_problems), ("--max-candidates", max_candidates), ("--max-chars", max_chars)):
         if value < 1:
             raise TtevalError(f"{name} must be at least 1, got {value}")
     df = collect_runs(root, parse_params_option(params), on_warning=_warn_line)
     require_rows(df, str(root))
+    for message in collapsed_points(df):
+        _warn_line(message)
     path = write_report(df, out_file, DrillLimits(max_problems, max_candidates, max_chars), title=title)
     out.print(f"report: [bold]{path}[/] ({path.stat().st_size / 1024:,.0f} KiB, {df['path'].nunique()} runs)")
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="Run folder A (the baseline)."),
+    run_b: Path = typer.Argument(..., help="Run folder B (compared with A: differences are B - A)."),
+    metric: Optional[list[str]] = typer.Option(
+        None, "--metric", "-m", help="pass@K, maj@K, bon@K[SCORER], genrm@K[V=v] or pf@K (repeatable; default pass@1)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the paired bootstrap (the interval is the same on every machine)."),
+    reps: int = typer.Option(10_000, "--reps", help="Paired bootstrap resamples."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """Is the gain real? Compare two runs problem by problem on the problems both scored: the mean difference
+    B - A with a paired-bootstrap 95% interval, and an exact McNemar p-value (0/1 outcomes) or a Wilcoxon
+    signed-rank p-value (graded outcomes, e.g. pass@1 of a pool)."""
+    import json
+    import math
+
+    from tteval.compare import compare_runs
+
+    if not 100 <= reps <= 1_000_000:
+        raise TtevalError(f"--reps must be between 100 and 1000000, got {reps}")
+    result = compare_runs(run_a, run_b, metric or ["pass@1"], seed=seed, reps=reps)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    from tteval.formatting import fmt_p_value
+
+    caption = (f"{result.shared} shared problems of {result.problems_a} (A) and {result.problems_b} (B); B - A in "
+               f"percentage points, 95% paired-bootstrap interval ({result.reps} resamples, seed {result.seed}); "
+               "p: exact McNemar for 0/1 outcomes, else Wilcoxon signed-rank")  # fmt: skip
+    table = Table(title=f"{result.task}: B vs A", caption=caption)
+    for h in ("metric", "problems", "A %", "B %", "B - A [95% CI]", "B better / worse", "p-value", "test"):
+        table.add_column(h, justify="left" if h in ("metric", "test") else "right")
+    for r in result.results:
+        ci = "n/a" if math.isnan(r.lower) else f"{100 * r.lower:+.1f}, {100 * r.upper:+.1f}"
+        cells = (r.metric, str(r.problems), f"{100 * r.mean_a:.1f}", f"{100 * r.mean_b:.1f}",
+                 f"{100 * r.diff:+.1f} [{ci}]", f"{r.better} / {r.worse}", fmt_p_value(r.p_value), r.test)  # fmt: skip
+        table.add_row(*(Text(c) for c in cells))
+    out.print(f"A: {result.run_a}\nB: {result.run_b}", highlight=False, markup=False)
+    out.print(table)
 
 
 def _warn_line(message: str) -> None:

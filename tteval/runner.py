@@ -22,7 +22,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tteval.backends.base import Backend
 from tteval.bounds import RUN_BOUNDS, check_fields
 from tteval.errors import TtevalError
-from tteval.results import RunDir, SampleRules, json_bytes, read_json, write_atomic, write_json_atomic
+from tteval.records import SampleRules, read_run_meta
+from tteval.results import RunDir, json_bytes, write_atomic, write_json_atomic
 from tteval.provenance import run_provenance
 from tteval.tasks import (PROMPT_FORMATS, Problem, Task, check_limit, load_problems, load_task, local_data_path,
                           with_fewshot)
@@ -215,33 +216,10 @@ def _typed(value: Any, hint: Any, where: str) -> Any:
     raise TtevalError(f"{where} must be {names}, got {json.dumps(value)[:60]}")
 
 
-def read_run_meta(path: Path) -> dict[str, Any]:
-    """A run.json read back: an object whose config, identity, timings and usage have the shapes tteval wrote."""
-    meta = read_json(path)
-    if not isinstance(meta, dict):
-        raise TtevalError(f"{path}: not a tteval run record (a JSON {type(meta).__name__}, not an object)")
-    config = meta.get("config")
-    if not isinstance(config, dict) or not isinstance(config.get("identity"), dict):
-        raise TtevalError(f"{path}: not a tteval run record ('config' must be an object with an 'identity' object)")
-    for key in ("timings", "usage"):
-        value = meta.setdefault(key, {})
-        if not isinstance(value, dict) or not all(_is_number(v) for v in value.values()):
-            raise TtevalError(f"{path}: '{key}' must be an object of numbers")
-    for key, default in (("generation_s", 0.0), ("grading_s", 0.0)):
-        meta["timings"].setdefault(key, default)
-    for key in ("prompt_tokens", "completion_tokens", "calls"):
-        meta["usage"].setdefault(key, 0)
-    return meta
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def resume_config(folder: Path, cache: bool = True) -> RunConfig:
     """The config a run folder was started with (`--resume`), refused if run.json's config was edited since."""
     path = folder / "run.json"
-    meta = read_run_meta(path)
+    meta = read_run_meta(path, resumable=True).to_dict()
     config = RunConfig.from_dict(meta["config"], f"{path}: config")
     config.out, config.cache = str(folder.parent), cache
     recorded = meta["config"]["identity"]
@@ -338,7 +316,7 @@ def open_run(config: RunConfig, run: RunDir, task: Task, model_file: str | None 
     """Start the run's record in its (locked) folder, or reopen it to resume when its recorded config matches.
     `model_file`: the local model file the backend loads (its hash goes into the provenance), if any."""
     if run.run_json.exists():
-        meta = read_run_meta(run.run_json)
+        meta = read_run_meta(run.run_json, resumable=True).to_dict()
         RunConfig.from_dict(meta["config"], f"{run.run_json}: config")  # well typed, as --resume would read it
         if meta["config"]["identity"] != config.identity():
             raise TtevalError(f"{run.path} holds a run with a different configuration; use another --out")
@@ -426,7 +404,7 @@ def _execute_locked(config: RunConfig, task: Task, problems: list[Problem], run:
             if own:
                 log_lines(workers.close(), console)
     try:
-        samples = run.recover_samples(rules)
+        samples = run.read_samples(rules)
         t0 = time.perf_counter()
         metrics = compute_metrics(samples, task=task.name, n=config.n, seed=config.seed, config=config)
         meta["timings"]["metrics_s"] = round(time.perf_counter() - t0, 3)
@@ -541,7 +519,7 @@ def _generate(config: RunConfig, task: Task, problems: list[Problem], kept: dict
         # a Ctrl-C, a backend failing mid-run or a full disk: what was generated is on disk; say so and how to continue
         failed = isinstance(exc, TtevalError)
         _mark_failed(run, meta, exc if failed else None)
-        n_saved = len(run.recover_samples())
+        n_saved = len(run.read_samples())
         word = "[red]stopped by an error[/]" if failed else "[yellow]interrupted[/]"
         console.print(f"\n{word}: {n_saved} samples saved in {escape(str(run.samples_path))}", highlight=False)
         console.print(f"resume with: [bold]{escape(resume_command(run))}[/]", highlight=False)

@@ -91,10 +91,9 @@ def run_grid(configs: Sequence[RunConfig], console: Console) -> list[Path]:
 
 def _finished(folder: Path) -> bool:
     """A run folder whose run.json says complete and whose metrics.json exists."""
-    import json
+    from tteval.records import read_run_meta
 
     try:
-        meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_run_meta(folder).status == "complete" and (folder / "metrics.json").is_file()
+    except TtevalError:
         return False
-    return isinstance(meta, dict) and meta.get("status") == "complete" and (folder / "metrics.json").is_file()

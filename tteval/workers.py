@@ -52,7 +52,9 @@ class Worker:
         self.engine_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.backend.name, "model": self.backend.model, "engines": [self.engine_id]}
+        params = getattr(self.backend, "model_params", None)  # the policy's parameter count, where the engine knows it
+        return {"name": self.backend.name, "model": self.backend.model, "engines": [self.engine_id],
+                **({"model_params": params} if params else {})}  # fmt: skip
 
     def process(self, config_dict: dict[str, Any], chunk: Chunk) -> ChunkResult:
         """Generate, grade and score one chunk; return its records, timings and the backend usage it cost."""

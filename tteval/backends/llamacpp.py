@@ -462,6 +462,7 @@ class LlamaCppBackend:
         self._vocab = lc.llama_model_get_vocab(self._model)
         self.n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
         self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model))
+        self.model_params = int(lc.llama_model_n_params(self._model))  # run.json records it: FLOPs = 2 x params x tokens
         template = lc.llama_model_chat_template(self._model, None)
         self._chat_template = template.decode("utf-8") if template else None
         self._add_bos = bool(lc.llama_vocab_get_add_bos(self._vocab))
