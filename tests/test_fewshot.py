@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_robustness import assert_one_line_error, chat_completion, run_dirs, tteval
+from helpers import assert_one_line_error, chat_completion, run_dirs, tteval
 
 from tteval.tasks import fewshot_pool, load_problems, load_task, with_fewshot
 
