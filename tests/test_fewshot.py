@@ -118,13 +118,14 @@ def test_chat_turns_alternate_on_the_openai_backend(server, tmp_path):
 
 
 def test_raw_fewshot_requests_stop_before_the_next_example():
-    from tteval.runner import RunConfig
-    from tteval.workers import round_request
+    from tteval.config import RunConfig
+    from tteval.strategies.registry import strategy_for
 
     task = with_fewshot(load_task("mbpp"), 3)
     (p,) = load_problems(task, 1)
-    raw = round_request(RunConfig(task="mbpp", prompt_format="raw", num_fewshot=3), task, p, 0)
-    chat = round_request(RunConfig(task="mbpp", num_fewshot=3), task, p, 0)
+    raw_config, chat_config = RunConfig.of(task="mbpp", prompt_format="raw", num_fewshot=3), RunConfig.of(task="mbpp", num_fewshot=3)
+    raw = strategy_for(raw_config).request(raw_config, task, p, 0)
+    chat = strategy_for(chat_config).request(chat_config, task, p, 0)
     assert raw.stop == ("```\n\n",) and chat.stop == ()
     assert raw.prompt.count("```python\n") == 3 and p.row["text"] in raw.prompt.rsplit("```", 1)[1]
 

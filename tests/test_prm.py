@@ -386,7 +386,7 @@ def test_a_request_vllm_reports_as_errored_fails_alone():
 def test_failed_scores_are_recorded_per_candidate_and_counted_in_metrics():
     from tteval.backends.base import Completion
     from tteval.metrics import compute_metrics
-    from tteval.workers import _score_pool
+    from tteval.engine_host import _score_pool
 
     prm = VLLMPRMScorer("tiny-prm", "last", engine=RecordingEngine(max_len=40))
     outputs = [[Completion("good", 1, "stop"), Completion("\n\n".join(["ok good"] * 12), 24, "length")]]

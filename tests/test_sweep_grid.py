@@ -9,7 +9,7 @@ import pytest
 import helpers
 
 from tteval.errors import TtevalError
-from tteval.runner import RunConfig
+from tteval.config import RunConfig
 from tteval.sweep import grid_configs, parse_budgets
 
 GRID = ["sweep", "--task", "gsm8k", "--limit", "1", "--budgets", "1,2", "-s", "sample", "-s", "particle-filter",
@@ -22,7 +22,7 @@ tteval = partial(helpers.tteval, timeout=900)  # a sweep runs several tteval run
 def test_grid_is_one_pool_per_selector_and_one_run_per_searcher_budget():
     configs = grid_configs(RunConfig(), ["a.gguf", "b.gguf"], ["gsm8k"], [0.5, 1.0], ["sample", "particle-filter"], [1, 4, 2])
     assert len(configs) == 2 * 2 * (1 + 3)
-    assert [c.n for c in configs[:4]] == [4, 1, 2, 4] and configs[0].strategy == "sample"
+    assert [c.sampling.n for c in configs[:4]] == [4, 1, 2, 4] and configs[0].strategy.name == "sample"
     assert [c.model for c in configs] == ["a.gguf"] * 8 + ["b.gguf"] * 8  # grouped by engine
     assert len({c.run_id() for c in configs}) == len(configs)
 

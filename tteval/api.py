@@ -58,18 +58,13 @@ def summarize(values: Sequence[float], seed: int = 0) -> dict[str, float | int |
 
 
 def evaluate(**options: Any) -> dict[str, Any]:
-    """Run what `tteval run` runs (keyword options as RunConfig's fields, e.g. task, n, limit, strategy) and return
+    """Run what `tteval run` runs (keyword options as `tteval run`'s, RunConfig.of's flat names, e.g. task, n, limit, strategy) and return
     its metrics.json as a dict, with the run folder under "run_dir". Resumes like the CLI when re-run."""
-    from dataclasses import fields
-
+    from tteval.config import RunConfig
     from tteval.jsonl import read_json
-    from tteval.runner import RunConfig, execute
+    from tteval.runner import execute
 
-    known = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise TtevalError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    run = execute(RunConfig(**options))
+    run = execute(RunConfig.of(**options))  # an unknown option is one line naming the known ones
     metrics = read_json(Path(run.path) / "metrics.json")
     return {**metrics, "run_dir": str(run.path)}
 

@@ -53,9 +53,12 @@ CURVE_FAMILIES: dict[str, tuple[Curve, ...]] = {"pool": POOL_CURVES, "search": S
 
 
 def curve_family(strategy: str) -> str:
-    """"pool", "search" or "pass_until": the one place metrics reads a strategy's name (until the strategy
-    registry declares its family)."""
-    return {"particle-filter": "search", "pass-until": "pass_until"}.get(strategy, "pool")
+    """"pool", "search" or "pass_until": the family the strategy registry declares for `strategy` (an unknown
+    name, e.g. a scored pool's, is a pool)."""
+    from tteval.strategies.registry import STRATEGIES
+
+    known = STRATEGIES.get(strategy)
+    return known.curves if known is not None else "pool"
 
 
 def curves_for(strategy: str) -> tuple[Curve, ...]:
@@ -72,12 +75,12 @@ def compute_metrics(
     `strategy` (else `config.strategy`, the run's RunConfig, else "sample") picks the curves: particle filtering's
     own selections, PassUntil's sequential estimate (with `config`'s r), or every pool curve the samples support.
     `genrm_lambda` fixes GenRM's lambda (tokens per verification / tokens per solution) instead of measuring it."""
-    family = curve_family(strategy or (config.strategy if config is not None else "sample"))
+    family = curve_family(strategy or (config.strategy.name if config is not None else "sample"))
     pr = Problems.of(samples, seed, genrm_lambda)
     if not pr.groups:
         return {"task": task, "num_problems": 0, "n": 0, "curves": {}, "summary": {}}
     if family == "pass_until":
-        return pass_until_metrics(task, pr.groups, config.until_successes, int(config.n), seed)
+        return pass_until_metrics(task, pr.groups, config.strategy.until_successes, int(config.sampling.n), seed)
     curves: dict[str, Points] = {}
     for curve in CURVE_FAMILIES[family]:
         if curve.applies(pr):
