@@ -92,7 +92,10 @@ def params_from_name(name: str) -> float | None:
 def resolve_params(
     meta: Mapping[str, Any], model: str, raw_model: str, override: float | Mapping[str | None, float] | None
 ) -> tuple[float, str]:
-    """(parameter count, where it came from): run.json `model_params`, else --params, else by name, else NaN."""
+    """(parameter count, where it came from): run.json `model_params`, else --params, else by name, else NaN.
+    `meta` is run.json as a dict or a `records.RunMeta`."""
+    if hasattr(meta, "to_dict"):
+        meta = meta.to_dict()
     for holder in (meta, meta.get("config") or {}, meta.get("backend") or {}):
         if isinstance(holder, Mapping) and holder.get("model_params") is not None:
             try:

@@ -11,7 +11,6 @@ The statistics are pure numpy/scipy functions; reading run folders is `compare_r
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -136,7 +135,7 @@ def problem_outcome(group: Sequence[Mapping[str, Any]], metric: Metric) -> float
             return None
         return 1.0 if chosen[0].get("correct") is True else 0.0
     if metric.family == "genrm":  # best-of-k by GenRM's solution score over the samples with verification chains
-        from tteval.metrics import genrm_scores
+        from tteval.metrics.pool_curves import genrm_scores
 
         verified = [i for i, s in enumerate(group) if isinstance(s.get("verifier_chain_scores"), list)]
         if len(verified) < metric.k:
@@ -231,31 +230,19 @@ def compare_outcomes(metric: str, a: Mapping[str, float], b: Mapping[str, float]
 
 
 def _read_run(folder: Path) -> tuple[str, dict[str, list[dict[str, Any]]]]:
-    """(task, samples grouped by problem) of a run folder, or a one-line error."""
-    from tteval.metrics import group_by_problem
-    from tteval.results import read_json
+    """(task, samples grouped by problem) of a run folder, through the run-folder readers, or a one-line error."""
+    from tteval.records import group_by_problem, read_run_meta, read_samples
 
     folder = Path(folder)
     if not folder.is_dir():
         raise TtevalError(f"no such run folder: {folder}")
-    meta = read_json(folder / "run.json")
-    config = meta.get("config") if isinstance(meta, dict) else None
-    if not isinstance(config, dict):
+    config = read_run_meta(folder).config
+    if not isinstance(config, dict) or not config:
         raise TtevalError(f"{folder / 'run.json'} is not a tteval run.json (no config)")
     path = folder / "samples.jsonl"
     if not path.is_file():
         raise TtevalError(f"{folder} has no samples.jsonl: nothing to compare problem by problem")
-    samples = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a torn last line (a run still going, or interrupted): resume repairs it
-            if isinstance(record, dict) and "task_id" in record:
-                samples.append(record)
+    samples = [r.to_dict() for r in read_samples(path, lenient=True).records]  # a torn last line is left out
     return str(config.get("task", "?")), group_by_problem(samples)
 
 
