@@ -115,7 +115,10 @@ SHARED: tuple[Option, ...] = (
     Option("prompt_format", ("--prompt-format",), PromptFormatChoice, "chat",
            "chat: the task's messages through the model's chat template; raw: their text as one plain prompt "
            "(base models), on every backend.", TASK),
-    Option("max_tokens", ("--max-tokens",), int, 256, "Maximum generated tokens per candidate.", SAMPLING),
+    Option("num_fewshot", ("--num-fewshot",), int, 0, "Worked examples before each question (the task YAML's fewshot "
+           "file): chat turns, or text blocks in raw format.", TASK),
+    Option("max_tokens", ("--max-tokens",), Optional[int], None, "Maximum generated tokens per candidate (default "
+           "256; a particle: --pf-max-steps x --pf-step-tokens, the authors').", SAMPLING),
     Option("top_p", ("--top-p",), float, 1.0, "Nucleus sampling mass.", SAMPLING),
     Option("seed", ("--seed",), int, 0, "Run seed; each problem's samples depend only on it and the problem id.",
            SAMPLING),
