@@ -15,7 +15,7 @@ from tteval.metrics import POOL_CURVES, SEARCH_CURVES, compute_metrics, curves_f
 from tteval.records import RunMeta, SampleRecord, SampleRules, group_by_problem, read_run_meta, read_samples
 from tteval.results import RunDir
 from tteval.tasks import Problem, load_task
-from tteval.workers import sample_records
+from tteval.engine_host import sample_records
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(ROOT.glob("results/**/samples.jsonl"))
@@ -103,7 +103,7 @@ def test_run_meta_reads_any_run_json_and_resume_needs_an_identity(tmp_path):
     assert meta.extra == {"new": 1} and list(meta.to_dict()) == ["config", "status", "model_params", "new"]
     with pytest.raises(TtevalError, match="not a tteval run record"):
         read_run_meta(tmp_path, resumable=True)
-    from tteval.leaderboard import resolve_params
+    from tteval.collect import resolve_params
 
     backend = RunMeta.from_dict({"backend": {"model_params": 134515008}})
     assert resolve_params(backend, "m", "m", None) == (134515008.0, "run.json")

@@ -11,7 +11,6 @@ The statistics are pure numpy/scipy functions; reading run folders is `compare_r
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -232,30 +231,19 @@ def compare_outcomes(metric: str, a: Mapping[str, float], b: Mapping[str, float]
 
 def _read_run(folder: Path) -> tuple[str, dict[str, list[dict[str, Any]]]]:
     """(task, samples grouped by problem) of a run folder, or a one-line error."""
-    from tteval.metrics import group_by_problem
-    from tteval.results import read_json
+    from tteval.records import group_by_problem, read_run_meta, read_samples
 
     folder = Path(folder)
     if not folder.is_dir():
         raise TtevalError(f"no such run folder: {folder}")
-    meta = read_json(folder / "run.json")
-    config = meta.get("config") if isinstance(meta, dict) else None
-    if not isinstance(config, dict):
+    config = read_run_meta(folder).config
+    if not config:
         raise TtevalError(f"{folder / 'run.json'} is not a tteval run.json (no config)")
     path = folder / "samples.jsonl"
     if not path.is_file():
         raise TtevalError(f"{folder} has no samples.jsonl: nothing to compare problem by problem")
-    samples = []
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a torn last line (a run still going, or interrupted): resume repairs it
-            if isinstance(record, dict) and "task_id" in record:
-                samples.append(record)
+    # unreadable lines are skipped (a torn last line: a run still going, or interrupted; resume repairs it)
+    samples = [r.to_dict() for r in read_samples(path, lenient=True).records]
     return str(config.get("task", "?")), group_by_problem(samples)
 
 

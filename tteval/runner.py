@@ -142,7 +142,7 @@ def run_folder(config: RunConfig) -> Path:
     path, legacy = out / config.run_id(), out / config.legacy_run_id()
     if not path.exists() and (legacy / "run.json").is_file():
         try:
-            recorded = read_run_meta(legacy / "run.json")["config"]["identity"]
+            recorded = read_run_meta(legacy / "run.json", resumable=True).config["identity"]
         except TtevalError:
             return path
         if config.matches(recorded):
