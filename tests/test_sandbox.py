@@ -372,7 +372,7 @@ def test_private_tmp_and_hidden_root_home():
         print(sorted(os.listdir(os.path.expanduser("~root"))) if os.path.isdir("/root") else "no /root")
     """)
     lines = result.stdout.splitlines()
-    from tteval.verifiers.sandbox import _interpreter_paths_under_tmp
+    from tteval.verifiers.sandbox_plan import interpreter_paths_under_tmp as _interpreter_paths_under_tmp
 
     # /tmp holds the program's own folder, plus the interpreter's folders when the venv itself lives under /tmp
     extra = {p.split("/")[2] for p in _interpreter_paths_under_tmp() if p.startswith("/tmp/")}

@@ -91,10 +91,11 @@ def params_from_name(name: str) -> float | None:
 
 
 def resolve_params(
-    meta: RunMeta, model: str, raw_model: str, override: float | Mapping[str | None, float] | None
+    meta: RunMeta | Mapping[str, Any], model: str, raw_model: str, override: float | Mapping[str | None, float] | None
 ) -> tuple[float, str]:
-    """(parameter count, where it came from): run.json `model_params`, else --params, else by name, else NaN."""
-    recorded = meta.params()
+    """(parameter count, where it came from): run.json `model_params`, else --params, else by name, else NaN.
+    `meta` is run.json as a `records.RunMeta` or as a dict."""
+    recorded = (meta if isinstance(meta, RunMeta) else RunMeta.from_dict(meta)).params()
     if recorded is not None:
         return recorded, "run.json"
     if isinstance(override, (int, float)):

@@ -135,7 +135,7 @@ def problem_outcome(group: Sequence[Mapping[str, Any]], metric: Metric) -> float
             return None
         return 1.0 if chosen[0].get("correct") is True else 0.0
     if metric.family == "genrm":  # best-of-k by GenRM's solution score over the samples with verification chains
-        from tteval.metrics import genrm_scores
+        from tteval.metrics.pool_curves import genrm_scores
 
         verified = [i for i, s in enumerate(group) if isinstance(s.get("verifier_chain_scores"), list)]
         if len(verified) < metric.k:
@@ -230,20 +230,19 @@ def compare_outcomes(metric: str, a: Mapping[str, float], b: Mapping[str, float]
 
 
 def _read_run(folder: Path) -> tuple[str, dict[str, list[dict[str, Any]]]]:
-    """(task, samples grouped by problem) of a run folder, or a one-line error."""
+    """(task, samples grouped by problem) of a run folder, through the run-folder readers, or a one-line error."""
     from tteval.records import group_by_problem, read_run_meta, read_samples
 
     folder = Path(folder)
     if not folder.is_dir():
         raise TtevalError(f"no such run folder: {folder}")
     config = read_run_meta(folder).config
-    if not config:
+    if not isinstance(config, dict) or not config:
         raise TtevalError(f"{folder / 'run.json'} is not a tteval run.json (no config)")
     path = folder / "samples.jsonl"
     if not path.is_file():
         raise TtevalError(f"{folder} has no samples.jsonl: nothing to compare problem by problem")
-    # unreadable lines are skipped (a torn last line: a run still going, or interrupted; resume repairs it)
-    samples = [r.to_dict() for r in read_samples(path, lenient=True).records]
+    samples = [r.to_dict() for r in read_samples(path, lenient=True).records]  # a torn last line is left out
     return str(config.get("task", "?")), group_by_problem(samples)
 
 
