@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pandas as pd
 
 from tteval.errors import TtevalError
+from tteval.records import RunMeta, read_run_meta
 from tteval.formatting import metric_kind
 
 # Parameter counts of models known by name (lower-case substrings, longest first wins).
@@ -90,20 +91,13 @@ def params_from_name(name: str) -> float | None:
 
 
 def resolve_params(
-    meta: Mapping[str, Any], model: str, raw_model: str, override: float | Mapping[str | None, float] | None
+    meta: RunMeta | Mapping[str, Any], model: str, raw_model: str, override: float | Mapping[str | None, float] | None
 ) -> tuple[float, str]:
     """(parameter count, where it came from): run.json `model_params`, else --params, else by name, else NaN.
-    `meta` is run.json as a dict or a `records.RunMeta`."""
-    if hasattr(meta, "to_dict"):
-        meta = meta.to_dict()
-    for holder in (meta, meta.get("config") or {}, meta.get("backend") or {}):
-        if isinstance(holder, Mapping) and holder.get("model_params") is not None:
-            try:
-                value = float(holder["model_params"])
-            except (TypeError, ValueError):
-                continue
-            if value > 0:
-                return value, "run.json"
+    `meta` is run.json as a `records.RunMeta` or as a dict."""
+    recorded = (meta if isinstance(meta, RunMeta) else RunMeta.from_dict(meta)).params()
+    if recorded is not None:
+        return recorded, "run.json"
     if isinstance(override, (int, float)):
         return float(override), "override"
     if override:
@@ -187,17 +181,18 @@ def _wall_seconds(timings: Any) -> float:
 
 def run_rows(folder: Path, override: float | Mapping[str | None, float] | None = None) -> list[dict[str, Any]]:
     """The tidy rows of one run folder; raises ValueError/KeyError/TypeError/TtevalError when its files are bad."""
-    meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    run_meta = read_run_meta(folder)
+    meta = run_meta.to_dict()
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    if not isinstance(meta, dict) or not isinstance(metrics, dict):
-        raise ValueError("run.json and metrics.json must hold JSON objects")
+    if not isinstance(metrics, dict):
+        raise ValueError("metrics.json must hold a JSON object")
     config = meta.get("config") or {}
     if not isinstance(config, dict):
         raise ValueError("run.json 'config' is not an object")
     raw_model = str(config.get("model") or (meta.get("backend") or {}).get("model") or "?")
     model = display_model(raw_model)
     task = str(metrics.get("task") or config.get("task") or "?")
-    params, source = resolve_params(meta, model, raw_model, override)
+    params, source = resolve_params(run_meta, model, raw_model, override)
     settings = json.dumps(run_settings(config), sort_keys=True)
     problems = _num(metrics.get("num_problems"))
     curves = metrics.get("curves")
@@ -281,7 +276,7 @@ def collect_runs(
 
 def _peek_status(folder: Path) -> str:
     try:
-        return str(json.loads((folder / "run.json").read_text(encoding="utf-8")).get("status", "unknown"))
+        return read_run_meta(folder).status
     except Exception:  # noqa: BLE001 - only for a warning's wording
         return "unreadable run.json"
 

@@ -4,32 +4,19 @@ right, to find where runs disagree. Data only: `tteval.drilldown` renders it."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from tteval.records import group_by_problem
+from tteval.records import read_samples as read_sample_lines
+
 
 def read_samples(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The sample records of a samples.jsonl and the number of unreadable lines (skipped)."""
-    records, bad = [], 0
-    if not path.is_file():
-        return records, bad
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except (ValueError, RecursionError):
-                bad += 1
-                continue
-            if isinstance(r, dict) and "task_id" in r:
-                records.append(r)
-            else:
-                bad += 1
-    return records, bad
+    lines = read_sample_lines(path, lenient=True)
+    return [r.to_dict() for r in lines.records], lines.skipped
 
 
 def class_key(s: Mapping[str, Any]) -> Any:
@@ -89,12 +76,8 @@ class ProblemView:
 
 def problem_views(records: Sequence[Mapping[str, Any]]) -> list[ProblemView]:
     """Group candidates by problem (sorted by task id, candidates by sample index) and count votes per class."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault(str(r["task_id"]), []).append(dict(r))
     views = []
-    for tid in sorted(groups):
-        cands = sorted(groups[tid], key=lambda s: s.get("sample_index") if isinstance(s.get("sample_index"), int) else 0)
+    for tid, cands in group_by_problem((dict(r) for r in records), key=lambda r: str(r["task_id"])).items():
         votes: dict[Any, int] = {}
         for s in cands:
             key = class_key(s)
