@@ -39,7 +39,13 @@ def _choice(name: str, values: tuple[str, ...]) -> type[Enum]:
     return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
 
 
-BackendChoice = _choice("BackendChoice", BACKENDS)
+def _backend_name(value: str) -> str:
+    """--backend: a built-in backend's name or a `module:factory` plug-in."""
+    if value in BACKENDS or ":" in value:
+        return value
+    raise typer.BadParameter(f"{value!r} is not one of {', '.join(repr(b) for b in BACKENDS)} (or MODULE:FACTORY)")
+
+
 StrategyChoice = _choice("StrategyChoice", STRATEGIES)
 VerifierChoice = _choice("VerifierChoice", VERIFIERS)
 DataSourceChoice = _choice("DataSourceChoice", DATA_SOURCES)
@@ -111,8 +117,11 @@ def run(
         help="More sampling parameters of the candidates: vllm.SamplingParams fields (vllm), or the API's (openai: "
         "top_k, min_p, presence_penalty, ...), e.g. top_k=20,min_p=0.05.",
     ),
-    backend: BackendChoice = typer.Option(
-        "llamacpp", "--backend", "-b", rich_help_panel=BACKEND, help="Sampling backend: llamacpp (CPU), vllm (GPU), openai (HTTP)."
+    backend: str = typer.Option(
+        "llamacpp", "--backend", "-b", rich_help_panel=BACKEND, callback=_backend_name,
+        metavar="<" + "|".join(BACKENDS) + "|MODULE:FACTORY>",
+        help="Sampling backend: llamacpp (CPU), vllm (GPU), openai (HTTP), or a plug-in: a factory taking the run "
+        "config and returning a Backend (tteval/backends/plugin.py).",
     ),
     model_args: Optional[str] = typer.Option(
         None, "--model-args", metavar="KEY=VALUE,...", rich_help_panel=BACKEND,

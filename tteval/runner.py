@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tteval.backends.base import Backend
+from tteval.backends.plugin import is_plugin, load_factory, make_plugin_backend
 from tteval.bounds import RUN_BOUNDS, check_fields
 from tteval.errors import TtevalError
 from tteval.results import RunDir, SampleRules, json_bytes, read_json, write_atomic, write_json_atomic
@@ -93,7 +94,9 @@ class RunConfig:
         return self.genrm_score or ("normalized" if self.strategy == "particle-filter" else "hybrid")
 
     def validate(self) -> None:
-        if self.backend not in BACKENDS:
+        if is_plugin(self.backend):
+            load_factory(self.backend)  # a plug-in that cannot be imported fails before a run folder is made
+        elif self.backend not in BACKENDS:
             raise TtevalError(f"unknown backend '{self.backend}'; choose one of: {', '.join(BACKENDS)}")
         if self.strategy not in STRATEGIES:
             raise TtevalError(f"unknown strategy '{self.strategy}'; choose one of: {', '.join(STRATEGIES)}")
@@ -123,8 +126,9 @@ class RunConfig:
             raise TtevalError("particle Gibbs (--pf-iterations > 1) needs -n of at least 2 (a reference plus a free particle)")
         from tteval.passthrough import check_gen_kwargs, check_model_args
 
-        check_model_args(self.backend, self.model_args)
-        check_gen_kwargs(self.backend, self.gen_kwargs)
+        if not is_plugin(self.backend):  # a plug-in's factory owns its options
+            check_model_args(self.backend, self.model_args)
+            check_gen_kwargs(self.backend, self.gen_kwargs)
         if self.backend == "openai" and not self.base_url:
             raise TtevalError("the openai backend needs --base-url (e.g. http://127.0.0.1:8000/v1)")
 
@@ -249,6 +253,8 @@ def make_backend(config: RunConfig) -> Backend:
 
 def _raw_backend(config: RunConfig) -> Backend:
     """Instantiate the configured backend (imports are lazy: vLLM is optional and heavy)."""
+    if is_plugin(config.backend):
+        return make_plugin_backend(config.backend, config)
     if config.backend == "llamacpp":
         from tteval.backends.llamacpp import LlamaCppBackend
 
@@ -314,7 +320,7 @@ def worst_case_tokens(config: RunConfig, problems: int) -> TokenBudget:
 def default_batch_problems(config: RunConfig) -> int:
     if config.batch_problems:
         return config.batch_problems
-    return {"llamacpp": max(1, 16 // config.n), "openai": 32, "vllm": 256}[config.backend]
+    return {"openai": 32, "vllm": 256}.get(config.backend, max(1, 16 // config.n))  # llamacpp and plug-ins
 
 
 def open_run(config: RunConfig, run: RunDir, task: Task, model_file: str | None = None) -> dict[str, Any]:
