@@ -30,6 +30,8 @@ from tteval.tasks import Problem, Task, load_problems, load_task
 _SEED_MASK = (1 << 63) - 1
 _TOKEN = re.compile(r"\s*\S+|\s+")  # a token: leading whitespace and one word, so tokens join back to the text
 _CHANCES = (0.0, 0.25, 0.5, 0.75, 1.0)  # per-problem chance of a right answer
+_OPENINGS = ("Let us work it out step by step.", "First, read the question carefully.", "We set up the problem.",
+             "Start from what is given.", "Think about each quantity in turn.")  # so particles' first steps differ
 
 
 class FakeBackend:
@@ -102,14 +104,16 @@ class FakeBackend:
     def _sample(self, r: Request, problem: tuple[str, tuple[str, str]] | None, seed: int, index: int,
                 prompt_tokens: int) -> Completion:  # fmt: skip
         rng = np.random.default_rng([seed & _SEED_MASK, index])
+        opening = _OPENINGS[int(rng.integers(len(_OPENINGS)))]
         if problem is None:
-            right, text = False, "I am not sure.\n\nThe answer is \\boxed{0}."
+            right, text = False, f"{opening}\n\nI am not sure.\n\nThe answer is \\boxed{{0}}."
         else:
             question, (kind, gold) = problem
             chance = _CHANCES[int.from_bytes(hashlib.sha256(question.encode("utf-8", "surrogatepass")).digest()[:2],
                                              "little") % len(_CHANCES)]  # fmt: skip
             right = bool(rng.random() < chance)
-            text = _code_text(gold, right) if kind == "code" else _math_text(gold, right, int(rng.integers(2)))
+            text = (_code_text(gold, right) if kind == "code" else
+                    _math_text(gold, right, int(rng.integers(2)), opening))  # fmt: skip
         tokens = _TOKEN.findall(text)
         finish, stop_reason = "stop", None
         cut = _first_stop(text, r.stop)
@@ -128,10 +132,10 @@ class FakeBackend:
                           stop_reason=stop_reason)  # fmt: skip
 
 
-def _math_text(gold: str, right: bool, which: int) -> str:
+def _math_text(gold: str, right: bool, which: int, opening: str) -> str:
     """A short worked solution ending in the gold answer, or in one of two distractors of it."""
     answer = gold if right else _distractors(gold)[which]
-    return f"Let us work it out step by step.\n\nWe combine the given numbers.\n\nThe answer is \\boxed{{{answer}}}."
+    return f"{opening}\n\nWe combine the given numbers.\n\nThe answer is \\boxed{{{answer}}}."
 
 
 def _distractors(gold: str) -> tuple[str, str]:
