@@ -287,9 +287,8 @@ def test_particle_filter_identity_changes_so_old_folders_do_not_mix():
     assert "pf_particle_max_tokens" not in RunConfig().identity()
 
 
-def test_max_tokens_caps_each_particle_and_the_budget_is_printed(tmp_path, fake_backend):
-    """On the in-memory fake backend: the cap is tteval's, whatever the model writes."""
-    r = tteval("run", "--backend", fake_backend, "--limit", "1", "-n", "2", "--strategy", "particle-filter", "--max-tokens", "20",
+def test_max_tokens_caps_each_particle_and_the_budget_is_printed(tmp_path):
+    r = tteval("run", "--limit", "1", "-n", "2", "--strategy", "particle-filter", "--max-tokens", "20",
                "--pf-step-tokens", "12", "--pf-max-steps", "6", "--verifier-max-tokens", "4", "--out", str(tmp_path),
                "--no-cache", timeout=1800)  # fmt: skip
     assert r.returncode == 0, r.stderr
