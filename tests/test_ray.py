@@ -30,8 +30,9 @@ def test_sharded_run_equals_unsharded_run(tmp_path):
     assert meta["backend"]["ray_actors"] == 2 and meta["usage"]["completion_tokens"] > 0
 
 
-def test_sweep_on_ray_reuses_the_same_actors_for_every_run(tmp_path):
-    args = ["sweep", "--task", "gsm8k", "--limit", "2", "--budgets", "2", "--temperature", "0.5", "--temperature", "1.0",
+def test_sweep_on_ray_reuses_the_same_actors_for_every_run(tmp_path, fake_backend):
+    """On the in-memory fake backend (a real-model Ray run: above): which actors serve which run is tteval's."""
+    args = ["sweep", "--backend", fake_backend, "--task", "gsm8k", "--limit", "2", "--budgets", "2", "--temperature", "0.5", "--temperature", "1.0",
             "--max-tokens", "12", "--no-cache", "--no-plots", "--ray", "local", "--ray-actors", "2",
             "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "sweep")]  # fmt: skip
     r = subprocess.run([sys.executable, "-m", "tteval.cli", *args], capture_output=True, text=True, timeout=900)
