@@ -159,11 +159,17 @@ def _first_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
     return min(hits) if hits else None
 
 
+def _setting(config: Any, section: str, name: str) -> Any:
+    """A config field, flat (`config.tasks_dir`) or in its section (`config.execution.tasks_dir`)."""
+    value = getattr(config, name, None)
+    return value if value is not None else getattr(getattr(config, section, None), name, None)
+
+
 def make(config: Any) -> FakeBackend:
     """A backend factory for a run config (`--backend fake_backend:make`): a fake that knows the gold of the config's
     task; `--model-args delay_s=S` makes each call take S seconds."""
-    tasks_dir = getattr(config, "tasks_dir", None)
-    options = dict(getattr(config, "model_args", None) or {})
+    tasks_dir = _setting(config, "execution", "tasks_dir")
+    options = dict(_setting(config, "backend", "model_args") or {})
     fake = FakeBackend(model=str(getattr(config, "model", None) or "fake-model"),
                        delay_s=float(options.pop("delay_s", 0.0)))  # fmt: skip
     if options:
