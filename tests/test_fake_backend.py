@@ -61,7 +61,7 @@ def test_a_plugin_that_cannot_load_is_one_line(tmp_path, fake_backend):
     with pytest.raises(TtevalError, match="not a Backend"):
         make_plugin_backend("json:loads", "{}")
     assert_one_line_error(tteval("run", "--backend", "no_such_module:make", "--out", str(tmp_path)),
-                          "--backend no_such_module:make: cannot import no_such_module")  # fmt: skip
+                          "--backend 'no_such_module:make': cannot import no_such_module")  # fmt: skip
     assert run_dirs(tmp_path) == []
 
 

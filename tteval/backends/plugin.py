@@ -25,14 +25,14 @@ def load_factory(spec: str) -> Callable[[Any], Backend]:
     """The factory a `module:factory` spec names; a one-line error when it cannot be imported or called."""
     module, _, attr = spec.partition(":")
     if not module or not attr:
-        raise TtevalError(f"--backend {spec}: a plug-in is MODULE:FACTORY, e.g. mypkg.backend:make")
+        raise TtevalError(f"--backend {spec!r}: a plug-in is MODULE:FACTORY, e.g. mypkg.backend:make")
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
-        raise TtevalError(f"--backend {spec}: cannot import {module} ({exc})") from None
+        raise TtevalError(f"--backend {spec!r}: cannot import {module} ({exc})") from None
     factory = getattr(mod, attr, None)
     if not callable(factory):
-        raise TtevalError(f"--backend {spec}: {module} has no callable {attr}")
+        raise TtevalError(f"--backend {spec!r}: {module} has no callable {attr}")
     return factory
 
 
@@ -41,5 +41,5 @@ def make_plugin_backend(spec: str, config: Any) -> Backend:
     backend = load_factory(spec)(config)
     missing = [m for m in PROTOCOL if not hasattr(backend, m)]
     if missing:
-        raise TtevalError(f"--backend {spec}: the factory's object is not a Backend (no {', '.join(missing)})")
+        raise TtevalError(f"--backend {spec!r}: the factory's object is not a Backend (no {', '.join(missing)})")
     return backend
