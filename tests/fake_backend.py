@@ -177,3 +177,6 @@ def make(config: Any) -> FakeBackend:
     task = load_task(getattr(config, "task", None) or "gsm8k", Path(tasks_dir) if tasks_dir else None)
     fake.add_task(task, data_source=getattr(config, "data_source", None) or "local")
     return fake
+
+
+make.model_args = ("delay_s",)  # the --model-args keys the plug-in takes (tteval refuses others in one line)

@@ -20,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from tteval.backends.base import Backend
-from tteval.backends.plugin import is_plugin, load_factory, make_plugin_backend
+from tteval.backends.plugin import check_plugin_options, is_plugin, load_factory, make_plugin_backend
 from tteval.bounds import RUN_BOUNDS, check_fields
 from tteval.errors import TtevalError
 from tteval.results import RunDir, SampleRules, json_bytes, read_json, write_atomic, write_json_atomic
@@ -126,7 +126,9 @@ class RunConfig:
             raise TtevalError("particle Gibbs (--pf-iterations > 1) needs -n of at least 2 (a reference plus a free particle)")
         from tteval.passthrough import check_gen_kwargs, check_model_args
 
-        if not is_plugin(self.backend):  # a plug-in's factory owns its options
+        if is_plugin(self.backend):
+            check_plugin_options(self.backend, self.model_args, self.gen_kwargs)
+        else:
             check_model_args(self.backend, self.model_args)
             check_gen_kwargs(self.backend, self.gen_kwargs)
         if self.backend == "openai" and not self.base_url:

@@ -1,9 +1,10 @@
 """Backends from outside tteval: `--backend package.module:factory` names a callable that takes the run's config and
 returns a Backend (`tteval/backends/base.py`), e.g. a client for an in-house server, or an in-memory fake in tests.
 
-The factory owns its model and options (tteval does not check `--model-args` for it); the run id hashes the
-`module:factory` string like a built-in backend's name. The module must be importable (installed, or on
-PYTHONPATH)."""
+The factory owns its model; the `--model-args` and `--gen-kwargs` keys it takes are those it lists in its own
+`model_args` / `gen_kwargs` attributes (none unless it lists them), so a typo is one line before anything runs. The
+run id hashes the `module:factory` string like a built-in backend's name. The module must be importable (installed,
+or on PYTHONPATH)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,16 @@ def make_plugin_backend(spec: str, config: Any) -> Backend:
     if missing:
         raise TtevalError(f"--backend {spec!r}: the factory's object is not a Backend (no {', '.join(missing)})")
     return backend
+
+
+def option_keys(spec: str, what: str) -> set[str]:
+    """The `--model-args` (what="model_args") or `--gen-kwargs` (what="gen_kwargs") keys a plug-in's factory takes."""
+    return set(getattr(load_factory(spec), what, None) or ())
+
+
+def check_plugin_options(spec: str, model_args: dict[str, Any] | None, gen_kwargs: dict[str, Any] | None) -> None:
+    """Refuse in one line an option key the plug-in's factory does not list."""
+    for flag, what, given in (("--model-args", "model_args", model_args), ("--gen-kwargs", "gen_kwargs", gen_kwargs)):
+        unknown = sorted(set(given or ()) - option_keys(spec, what))
+        if unknown:
+            raise TtevalError(f"{flag}: the plug-in {spec!r} does not take {', '.join(unknown)}")
