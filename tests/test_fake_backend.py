@@ -62,8 +62,8 @@ def test_a_plugin_that_cannot_load_is_one_line(tmp_path, fake_backend):
         make_plugin_backend("json:loads", "{}")
     assert_one_line_error(tteval("run", "--backend", "no_such_module:make", "--out", str(tmp_path)),
                           "--backend 'no_such_module:make': cannot import no_such_module")  # fmt: skip
-    assert_one_line_error(tteval("run", "--backend", fake_backend, "--model-args", "delay=1", "--out", str(tmp_path)),
-                          "--model-args: the plug-in 'fake_backend:make' does not take delay")  # fmt: skip
+    r = tteval("run", "--backend", fake_backend, "--model-args", "delay=1", "--out", str(tmp_path))
+    assert "delay" in assert_one_line_error(r, "--model-args: ")  # a key the factory does not list
     assert run_dirs(tmp_path) == []
 
 
