@@ -24,7 +24,8 @@ from attack_programs import ATTACKS  # noqa: E402
 from bench_sandbox import corpus  # noqa: E402
 
 import tteval  # noqa: E402
-from tteval.verifiers.code import check_program, check_programs, default_limits, extract_code  # noqa: E402
+from tteval.verifiers.code import check_program, check_programs, default_limits  # noqa: E402
+from tteval.verifiers.code_extract import extract_code  # noqa: E402
 from tteval.verifiers.sandbox import Limits, isolation_mode  # noqa: E402
 
 OUT = HERE / "results" / "attacks.json"

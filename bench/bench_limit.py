@@ -111,11 +111,13 @@ def run_tteval(backend, messages, n: int) -> dict:
 
 
 def main() -> None:
-    from tteval.backends.llamacpp import LlamaCppBackend, idle_threads, resolve_model_path
+    from tteval.backends.llamacpp import LlamaCppBackend
+    from tteval.backends.model_files import resolve_model_path
+    from tteval.backends.threads import default_threads
 
     exe = build()
     model = resolve_model_path("smollm2")
-    threads = int(os.environ.get("TTEVAL_LLAMA_THREADS") or idle_threads())
+    threads = int(os.environ.get("TTEVAL_LLAMA_THREADS") or default_threads())
     backend = LlamaCppBackend(n_threads=threads, max_parallel=max(PARALLEL))
     messages = gsm8k_prompt()
     pp = len(backend.tokenize(backend.apply_chat_template(messages)))

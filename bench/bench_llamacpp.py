@@ -24,7 +24,8 @@ from pathlib import Path
 from machine import cpu_name  # bench/machine.py (the script's folder is on sys.path)
 
 from tteval.backends.base import Request
-from tteval.backends.llamacpp import DEFAULT_MODEL, LlamaCppBackend, resolve_model_path
+from tteval.backends.llamacpp import DEFAULT_MODEL, LlamaCppBackend
+from tteval.backends.model_files import resolve_model_path
 
 OUT = Path(__file__).parent / "results" / "llamacpp.json"
 QUESTION = (

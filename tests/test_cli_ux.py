@@ -1,5 +1,5 @@
 """lm-eval habits in `tteval run`: --limit (all, N, or a fraction), and what a run folder records. The runs go
-to the real scripted OpenAI-compatible server of test_robustness (a real HTTP server on 127.0.0.1)."""
+to the real scripted OpenAI-compatible server of tests/helpers.py (a real HTTP server on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_robustness import assert_one_line_error, chat_completion, run_dirs, tteval
+from helpers import assert_one_line_error, chat_completion, run_dirs, tteval
 
 from tteval.errors import TtevalError
 from tteval.tasks import limit_count, parse_limit
@@ -85,10 +85,11 @@ def test_bad_limit_is_one_line(server, tiny, tmp_path, limit, message):
 
 
 def test_an_old_run_id_is_unchanged_by_the_new_default():
-    from tteval.runner import RunConfig
+    from tteval.config import RunConfig
 
     # the id of `tteval run --limit 4` (the old default) as tteval 0.1 computed it: old run folders still resume
-    assert RunConfig(limit=4).run_id() == "gsm8k_smollm2_sample_n4_" + _old_digest()
+    # there (tteval.runner.run_folder looks for it; tests/test_config.py resumes such a folder)
+    assert RunConfig.of(limit=4).legacy_run_id() == "gsm8k_smollm2_sample_n4_" + _old_digest()
 
 
 def _old_digest() -> str:
@@ -211,7 +212,7 @@ def test_gen_kwargs_reach_the_server_and_are_recorded(server, tiny, tmp_path):
     assert bodies and all(b["top_k"] == 20 and b["min_p"] == 0.05 for b in bodies)
     (run,) = run_dirs(tmp_path / "out")
     config = json.loads((run / "run.json").read_text())["config"]
-    assert config["gen_kwargs"] == {"top_k": 20, "min_p": 0.05} and config["identity"]["gen_kwargs"] == config["gen_kwargs"]
+    assert config["gen_kwargs"] == {"top_k": 20, "min_p": 0.05} and config["identity"]["sampling"]["gen_kwargs"] == config["gen_kwargs"]
     assert tiny_run(srv.url, tiny, tmp_path / "out", "--limit", "1").returncode == 0
     assert len(run_dirs(tmp_path / "out")) == 2  # other sampling settings: another run
     assert "top_k" not in bodies[-1]
@@ -264,27 +265,28 @@ def test_vllm_passthrough_is_checked_against_vllms_own_classes():
 
 # ------------------------------------------------------------------------------ particle filtering's token cap
 def test_worst_case_budget_counts_candidates_steps_and_chains():
-    from tteval.runner import RunConfig, worst_case_tokens
+    from tteval.config import RunConfig
+    from tteval.runner import worst_case_tokens
 
-    plain = worst_case_tokens(RunConfig(n=4, max_tokens=256), 10)
+    plain = worst_case_tokens(RunConfig.of(n=4, max_tokens=256), 10)
     assert (plain.policy, plain.verifier) == (10 * 4 * 256, 0)
     assert plain.line() == "worst case: 10,240 generated tokens (10 problems x 4 candidates x 256 tokens)"
-    genrm = worst_case_tokens(RunConfig(n=4, max_tokens=256, verifier="genrm", verifications=2, verifier_max_tokens=64), 10)
+    genrm = worst_case_tokens(RunConfig.of(n=4, max_tokens=256, verifier="genrm", verifications=2, verifier_max_tokens=64), 10)
     assert genrm.verifier == 10 * 4 * 2 * 65
-    pf = worst_case_tokens(RunConfig(strategy="particle-filter", n=2, max_tokens=96, pf_step_tokens=128, pf_max_steps=40,
+    pf = worst_case_tokens(RunConfig.of(strategy="particle-filter", n=2, max_tokens=96, pf_step_tokens=128, pf_max_steps=40,
                                      pf_iterations=3, verifier_max_tokens=16), 1)  # fmt: skip
     assert (pf.candidates, pf.per_candidate, pf.policy) == (6, 96, 6 * 96)
     assert pf.verifier == 6 * 40 * 1 * 17  # a verification after each of at most 40 steps
-    short = worst_case_tokens(RunConfig(strategy="particle-filter", n=2, max_tokens=5000, pf_step_tokens=10,
+    short = worst_case_tokens(RunConfig.of(strategy="particle-filter", n=2, max_tokens=5000, pf_step_tokens=10,
                                         pf_max_steps=3), 1)  # fmt: skip
     assert short.per_candidate == 30  # steps x step tokens, when below --max-tokens
 
 
 def test_particle_filter_identity_changes_so_old_folders_do_not_mix():
-    from tteval.runner import RunConfig
+    from tteval.config import RunConfig
 
-    assert "pf_particle_max_tokens" in RunConfig(strategy="particle-filter").identity()
-    assert "pf_particle_max_tokens" not in RunConfig().identity()
+    assert "pf_particle_max_tokens" in RunConfig.of(strategy="particle-filter").legacy_identity()
+    assert "pf_particle_max_tokens" not in RunConfig().legacy_identity()
 
 
 def test_max_tokens_caps_each_particle_and_the_budget_is_printed(tmp_path):
@@ -318,10 +320,11 @@ def test_cache_keys_of_requests_without_gen_kwargs_are_unchanged():
 def test_raw_prompt_format_sends_plain_text_on_the_cpu_model(tmp_path):
     import hashlib
 
-    from tteval.runner import RunConfig
+    from tteval.config import RunConfig
     from tteval.tasks import load_problems, load_task
 
-    assert "prompt_format" not in RunConfig().identity()  # chat, the default: old run ids unchanged
+    assert "prompt_format" not in RunConfig().legacy_identity()  # chat, the default: old run ids unchanged
+    assert "prompt_format" not in RunConfig().identity() and RunConfig.of(prompt_format="raw").identity()["prompt_format"] == "raw"
     task = load_task("gsm8k")
     (p,) = load_problems(task, 1)
     raw = task.raw_prompt(p)

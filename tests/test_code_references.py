@@ -17,17 +17,17 @@ from pathlib import Path
 import pytest
 
 from tteval.errors import TtevalError
-from tteval.verifiers import code as codecheck
+from tteval.estimators import hodges_lehmann
 from tteval.verifiers.code import (
     DEFAULT_UNCALIBRATED_S,
     behaviour_signatures,
     calibrate_time_limit,
     check_programs,
     default_limits,
-    hodges_lehmann,
     reference_runtimes,
     reference_times,
 )
+from tteval.verifiers.code_tests import test_calls
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIRS = (REPO / "tasks" / "data", Path("/work/shared/datasets"))
@@ -93,7 +93,7 @@ def test_a_sample_of_references(corpus):
 @pytest.mark.parametrize("corpus", sorted(CORPORA))
 def test_every_test_suite_parses_into_calls(corpus):
     _, tests = CORPORA[corpus][0]()
-    calls = [codecheck.test_calls(t) for t in tests]
+    calls = [test_calls(t) for t in tests]
     assert all(calls)  # every suite has at least one checked expression
     if corpus != "humaneval":  # MBPP: three asserts, each on a call of the solution
         assert all(len(c) >= 3 for c in calls)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from scipy.stats import beta, hypergeom, nbinom, norm
 
 from tteval import estimators as E
+from tteval.estimators import majority, order
 from tteval.errors import TtevalError
 
 PROPERTY = settings(max_examples=300, deadline=None)
@@ -192,7 +193,7 @@ def test_eff_at_k_toys():
 
 def test_eff_weights_match_binomial_form_n200():
     ks = [1, 2, 7, 50, 199, 200]
-    w = E._order_weights(200, np.array(ks))
+    w = order._order_weights(200, np.array(ks))
     for i, k in enumerate(ks):
         exact = [Fraction(math.comb(r - 1, k - 1), math.comb(200, k)) for r in range(1, 201)]
         assert np.max(np.abs(w[i] - np.array([float(x) for x in exact]))) <= 1e-12
@@ -372,7 +373,7 @@ def test_maj_at_k_large_pool_uses_tilted_bands_exactly():
     a = np.array([0] * mg + [1] * (n - mg))
     y = (a == 0).astype(float)
     ks = [1, 2, 3, 60, 301]
-    assert len(E._bands(n, tuple(ks))) > 1 or E._bands(n, tuple(ks))[0][0] != 0.5
+    assert len(majority._bands(n, tuple(ks))) > 1 or majority._bands(n, tuple(ks))[0][0] != 0.5
     got = E.maj_at_k_curve(a, y, ks)
     for k, g in zip(ks, got):
         i = np.arange(k + 1)

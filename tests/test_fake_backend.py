@@ -7,7 +7,7 @@ import json
 
 import pytest
 from fake_backend import FakeBackend
-from test_robustness import assert_one_line_error, run_dirs, tteval
+from helpers import assert_one_line_error, run_dirs, tteval
 
 from tteval.backends.base import Request
 from tteval.backends.plugin import load_factory, make_plugin_backend

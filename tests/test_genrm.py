@@ -134,11 +134,13 @@ def test_genrm_on_the_cpu_model_scores_chains_seeded_by_their_key(cpu_backend):
 def test_when_to_solve_when_to_verify_default_score_mode_is_hybrid_and_part_of_the_run_id():
     # the authors' GPQA (and Qwen, QwQ) configs use hybrid; particle filtering's process reward keeps the forced,
     # normalised verdict (a partial solution has no verdict of its own); GenRM runs of tteval 0.1 get new run ids
-    from tteval.runner import RunConfig
+    from tteval.config import RunConfig
 
-    genrm = RunConfig(verifier="genrm")
-    assert genrm.genrm_mode() == "hybrid" and genrm.identity()["genrm_score"] == "hybrid"
-    assert RunConfig(strategy="particle-filter").genrm_mode() == "normalized"
-    assert RunConfig(verifier="genrm", genrm_score="binary").run_id() != genrm.run_id()
+    genrm = RunConfig.of(verifier="genrm")
+    assert genrm.genrm_mode() == "hybrid" and genrm.identity()["verifier"]["genrm_score"] == "hybrid"
+    assert genrm.legacy_identity()["genrm_score"] == "hybrid"
+    assert RunConfig.of(strategy="particle-filter").genrm_mode() == "normalized"
+    assert RunConfig.of(verifier="genrm", genrm_score="binary").run_id() != genrm.run_id()
     plain = RunConfig()
-    assert plain.genrm_mode() is None and "genrm_score" not in plain.identity()  # other runs keep their ids
+    assert plain.genrm_mode() is None and "genrm_score" not in plain.legacy_identity()  # other runs keep their ids
+    assert "verifier" not in plain.identity()  # a run without a scorer hashes no verifier settings

@@ -92,7 +92,7 @@ def test_the_committed_gpqa_example_is_what_the_command_writes(metrics):
 def test_the_compute_plot_keeps_every_curve_above_light_bands():
     # the paper's figure type: coverage, majority voting and GenRM at each V against C = S(1 + lambda V); with eight
     # curves in one panel their 95% bands, stacked, stay light and are drawn under every curve
-    from tteval.leaderboard import collect_runs
+    from tteval.collect import collect_runs
     from tteval.plots import scaling_figure
 
     df = collect_runs(EXAMPLE)

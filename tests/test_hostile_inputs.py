@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from test_robustness import SPEC, TINY_DATA, assert_one_line_error, tteval
+from helpers import SPEC, TINY_DATA, assert_one_line_error, tteval
 
 
 def samples_file(tmp_path: Path) -> Path:

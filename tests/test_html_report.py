@@ -1,17 +1,15 @@
 """The offline HTML report, loaded in a real headless Chromium: tables, plots, drill-down, and escaped model text."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from helpers import tteval
 
-TTEVAL = [sys.executable, "-m", "tteval.cli"]
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium not on PATH (apt-get install chromium chromium-driver)"
@@ -21,11 +19,6 @@ XSS_COMPLETION = "Let me think.\n<script>document.title='pwned'</script>\nThe an
 XSS_ANSWER = "<img src=x onerror=\"document.title='img-pwned'\">"
 XSS_TASK = "q2</summary><script>document.title='task-pwned'</script>"
 LONG_COMPLETION = "step " * 1000  # 5000 characters
-
-
-def tteval(*args):
-    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([*TTEVAL, *args], capture_output=True, text=True, timeout=300, env=env)
 
 
 def sample(task_id, i, answer, correct, cls, completion="The answer is 7.", **extra):
@@ -173,13 +166,13 @@ def test_report_in_headless_chromium(report, tmp_path):
     assert dom.tags.get("script", 0) == 0
     assert dom.tags.get("svg", 0) >= 2  # samples and tokens scaling plots (and FLOPs: smollm2 is a known model)
     # leaderboard: every run's curves at their largest budget, best first
-    rows = {(r[2], r[3]): r for r in dom.board_rows}
+    rows = {(r[2], r[4]): r for r in dom.board_rows}
     assert len(dom.board_rows) == 5
-    assert rows[("pass@k", "4")][:5] == ["smollm2", "gsm8k", "pass@k", "4", "100.0 [80.0, 100.0]"]
-    assert rows[("maj@k", "4")][4:6] == ["50.0 [30.0, 70.0]", "100"]
-    assert rows[("bon@k[genrm]", "4")][4:6] == ["50.0 [30.0, 70.0]", "140"]
-    assert rows[("pf@k", "3")][4:6] == ["100.0 [20.0, 100.0]", "300"]
-    assert [r[8] for r in dom.board_rows].count("gsm8k_smollm2_pf") == 2
+    assert rows[("pass@k", "4")][:6] == ["smollm2", "gsm8k", "pass@k", "coverage", "4", "100.0% [80.0, 100.0]"]
+    assert rows[("maj@k", "4")][5:7] == ["50.0% [30.0, 70.0]", "100"]
+    assert rows[("bon@k[genrm]", "4")][5:7] == ["50.0% [30.0, 70.0]", "140"]
+    assert rows[("pf@k", "3")][5:7] == ["100.0% [n/a]", "300"]  # one problem: no interval, not [100.0, 100.0]
+    assert [r[9] for r in dom.board_rows].count("gsm8k_smollm2_pf") == 2
     # the drill-down shows the injected completion as text, inside a <pre>
     assert any("<script>document.title='pwned'</script>" in p for p in dom.pre)
     text = "".join(dom.text)
@@ -305,3 +298,57 @@ def test_report_filters_and_sorts_in_chromium(tmp_path):
     assert mbpp(f"run{run}-f-dis run{run}-s-idx") == ["mbpp/2"]
     assert mbpp(f"run{run}-f-all run{run}-s-acc") == ["mbpp/1", "mbpp/2", "mbpp/3"]  # 0/2, 1/2, 1/1 correct
     assert mbpp(f"run{run}-f-all run{run}-s-cls") == ["mbpp/2", "mbpp/1", "mbpp/3"]  # 2 answer classes first
+
+
+def add_second_mbpp_run(root: Path) -> None:
+    """The mbpp run again at another temperature: right where the first is wrong on mbpp/1, wrong on mbpp/2."""
+    second = [sample("mbpp/1", i, "def f(xs): return [2 * x for x in xs]", True, 0, question="Q1", gold="ref")
+              for i in range(2)]
+    second += [sample("mbpp/2", i, "y", False, 0, question="Q2", gold="x") for i in range(2)]
+    second += [sample("mbpp/3", 0, "z", True, 0, question="Q3", gold="z")]
+    config = {"task": "mbpp", "model": "smollm2", "strategy": "sample", "n": 2, "temperature": 0.3, "max_tokens": 256,
+              "seed": 0, "verifier": "genrm"}  # fmt: skip
+    write_run(root / "mbpp_run_t03", "smollm2", "mbpp", "sample", 2,
+              {"maj@k": [{"k": 2, "value": 0.67, "lower": 0.2, "upper": 0.9, "tokens": 40}]}, second,
+              extra_meta={"config": config})  # fmt: skip
+
+
+@needs_chromium
+def test_report_shows_where_runs_disagree_in_chromium(tmp_path):
+    """Two runs of one task: the page lists the problems where one run is right and the other wrong, and each
+    run's 'runs disagree' filter shows exactly those (checked in the real browser)."""
+    root = make_explaining_run(tmp_path / "results")
+    add_second_mbpp_run(root)
+    out = tmp_path / "r.html"
+    r = tteval("report", str(root), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    page = out.read_text(encoding="utf-8")
+    dom = DomSummary(page)
+    text = "".join(dom.text)
+    assert "mbpp: 2 problems where the runs disagree" in text
+    header = page[page.index("<table class=\"leaderboard\">"):].split("</thead>")[0]
+    assert "<th>temperature</th>" in header  # the setting that tells the two mbpp runs apart
+    runs = [i for i in range(3) if "mbpp/1" in page[page.index(f"id='run-{i}'"):].split("</section>")[0]]
+    assert len(runs) == 2
+    page = page.replace(page[page.index("<meta http-equiv='Content-Security-Policy'"):].split(">", 1)[0] + ">", "")
+    probe = ("<script>window.onload=function(){var out=[];document.querySelectorAll('section.run').forEach("
+             "function(s){s.querySelectorAll('details.problem').forEach(function(d){"
+             "if(getComputedStyle(d).display!=='none')out.push(s.id+':'+d.querySelector('summary').textContent."
+             "split(' ')[0]);});});document.title=out.join(',');};</script>")  # fmt: skip
+    variant = page
+    for run in runs:
+        variant = variant.replace(f"id='run{run}-f-xdis'", f"id='run{run}-f-xdis' checked")
+        variant = variant.replace(f"id='run{run}-f-all' class='f-all' checked", f"id='run{run}-f-all' class='f-all'")
+    path = tmp_path / "xdis.html"
+    path.write_text(variant.replace("</body>", probe + "</body>"), encoding="utf-8")
+    shown = DomSummary(dump_dom(path, tmp_path)).title.split(",")
+    for run in runs:
+        assert [x.split(":")[1] for x in shown if x.startswith(f"run-{run}:")] == ["mbpp/1", "mbpp/2"]
+    shot = tmp_path / "xdis.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+           f"--user-data-dir={tmp_path / 'shot-profile'}", f"--screenshot={shot}", "--window-size=1400,2000",
+           out.resolve().as_uri()]  # fmt: skip
+    subprocess.run(cmd, capture_output=True, timeout=120)
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    if os.environ.get("TTEVAL_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["TTEVAL_KEEP_SCREENSHOT"])

@@ -3,35 +3,24 @@
 import io
 import json
 import math
-import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
+from functools import partial
 from pathlib import Path
 
+import matplotlib.colors as mpl_colors
 import matplotlib.image as mpimg
 import pandas as pd
 import pytest
+import helpers
 
+from tteval.collect import RunFolderWarning, collect_runs, parse_param_count, parse_params_option, params_from_name
 from tteval.errors import TtevalError
-from tteval.leaderboard import (
-    RunFolderWarning,
-    collect_runs,
-    compute_optimal,
-    leaderboard_frame,
-    parse_param_count,
-    parse_params_option,
-    params_from_name,
-    sweep_table,
-)
+from tteval.tables import compute_optimal, leaderboard_frame, sweep_table
 
-TTEVAL = [sys.executable, "-m", "tteval.cli"]
 SMOL = 135e6
 
 
-def tteval(*args, cwd=None):
-    env = {**os.environ, "COLUMNS": "250", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([*TTEVAL, *args], capture_output=True, text=True, cwd=cwd, timeout=300, env=env)
+tteval = partial(helpers.tteval, columns=250)  # wide enough for the leaderboard's table on one line
 
 
 def pt(k, value, lower, upper, tokens, **extra):
@@ -205,8 +194,9 @@ def check_board_records(records):
     for r in records:
         budget, acc, lo, hi, tokens, flops, wall = EXPECTED_MAX[(r["run_id"], r["strategy"])]
         assert int(r["budget"]) == budget
-        assert float(r["accuracy"]) == pytest.approx(acc)
-        assert float(r["lower"]) == pytest.approx(lo) and float(r["upper"]) == pytest.approx(hi)
+        # machine-readable values are fractions, like sweep.csv and metrics.json
+        assert 100 * float(r["value"]) == pytest.approx(acc)
+        assert 100 * float(r["lower"]) == pytest.approx(lo) and 100 * float(r["upper"]) == pytest.approx(hi)
         assert float(r["tokens"]) == pytest.approx(tokens)
         if math.isnan(flops):
             assert r["flops"] in (None, "") or math.isnan(float(r["flops"]))
@@ -218,9 +208,9 @@ def check_board_records(records):
 def test_leaderboard_frame_default_sort_and_numbers(runs):
     board = leaderboard_frame(collect(runs))
     check_board_records(board.to_dict("records"))
-    # default order: task ascending, then accuracy descending
+    # default order: task ascending, then value descending
     assert list(board["task"]) == ["gsm8k"] * 8 + ["math"] * 4
-    assert list(board[board.task == "gsm8k"]["accuracy"]) == sorted(board[board.task == "gsm8k"]["accuracy"], reverse=True)
+    assert list(board[board.task == "gsm8k"]["value"]) == sorted(board[board.task == "gsm8k"]["value"], reverse=True)
     assert board.iloc[0][["strategy", "run_id"]].tolist() == ["pass@k", "A"]
 
 
@@ -231,15 +221,16 @@ def test_leaderboard_filters_budget_and_sort(runs):
     board = leaderboard_frame(df, strategy="pf*")
     assert sorted(board["strategy"]) == ["pf-vote@k", "pf-vote@k", "pf@k", "pf@k"]
     at2 = leaderboard_frame(df, budget=2)
-    assert sorted(zip(at2["run_id"], at2["strategy"], at2["accuracy"].round(9))) == [
-        ("A", "bon@k[genrm]", 40.0), ("A", "maj@k", 35.0), ("A", "pass@k", 45.0), ("A", "rpc@k", 33.0),
-        ("B", "maj@k", 55.0), ("B", "pass@k", 70.0), ("PF2", "pf-vote@k", 20.0), ("PF2", "pf@k", 42.0),
+    assert sorted(zip(at2["run_id"], at2["strategy"], at2["value"].round(9))) == [
+        ("A", "bon@k[genrm]", 0.40), ("A", "maj@k", 0.35), ("A", "pass@k", 0.45), ("A", "rpc@k", 0.33),
+        ("B", "maj@k", 0.55), ("B", "pass@k", 0.70), ("PF2", "pf-vote@k", 0.20), ("PF2", "pf@k", 0.42),
     ]  # fmt: skip
     assert len(leaderboard_frame(df, budget="all")) == 22
     assert list(leaderboard_frame(df, sort="tokens")["tokens"]) == sorted(leaderboard_frame(df)["tokens"])
     assert list(leaderboard_frame(df, sort="-tokens")["tokens"]) == sorted(leaderboard_frame(df)["tokens"], reverse=True)
-    assert list(leaderboard_frame(df, sort="accuracy")["accuracy"])[:2] == pytest.approx([70.0, 60.0])
-    assert list(leaderboard_frame(df, sort="+accuracy")["accuracy"])[:2] == pytest.approx([5.0, 5.0])
+    assert list(leaderboard_frame(df, sort="value")["value"])[:2] == pytest.approx([0.70, 0.60])
+    assert list(leaderboard_frame(df, sort="accuracy")["value"])[:2] == pytest.approx([0.70, 0.60])  # 0.1's name
+    assert list(leaderboard_frame(df, sort="+value")["value"])[:2] == pytest.approx([0.05, 0.05])
     with pytest.raises(TtevalError, match="cannot sort by 'speed'"):
         leaderboard_frame(df, sort="speed")
     with pytest.raises(TtevalError, match="--budget"):
@@ -265,29 +256,29 @@ def test_cli_leaderboard_markdown(runs):
     assert r.returncode == 0, r.stderr
     lines = [line for line in r.stdout.splitlines() if line.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header == ["model", "task", "strategy", "budget", "accuracy % [95% CI]", "tokens/problem", "FLOPs/problem",
-                      "wall time", "run"]  # fmt: skip
+    assert header == ["model", "task", "strategy", "metric", "budget", "value [95% CI]", "tokens/problem",
+                      "FLOPs/problem", "wall time", "run"]  # fmt: skip
     rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
     assert len(rows) == 8 and {r["task"] for r in rows} == {"gsm8k"}
     assert [int(r["tokens/problem"].replace(",", "")) for r in rows] == [400, 400, 400, 500, 500, 600, 1000, 1000]
     bon = next(r for r in rows if r["strategy"] == "bon@k[genrm]")
-    assert bon["accuracy % [95% CI]"] == "50.0 [45.0, 52.0]" and bon["budget"] == "4"
+    assert bon["value [95% CI]"] == "50.0% [45.0, 52.0]" and bon["budget"] == "4" and bon["metric"] == "accuracy"
     assert bon["FLOPs/problem"] == f"{2 * SMOL * 600:.2e}" and bon["wall time"] == "12.5 s" and bon["run"] == "A"
     pf4 = next(r for r in rows if r["strategy"] == "pf@k" and r["run"] == "PF4")
-    assert pf4["accuracy % [95% CI]"] == "55.0 [53.0, 57.0]" and pf4["wall time"] == "1m 00s"
+    assert pf4["value [95% CI]"] == "55.0% [53.0, 57.0]" and pf4["wall time"] == "1m 00s"
 
 
 def test_cli_leaderboard_rich_and_html(runs):
     r = tteval("leaderboard", str(runs), "--model", "Qwen*", "--budget", "1")
     assert r.returncode == 0, r.stderr
-    assert "50.0 [40.0, 60.0]" in r.stdout and "Qwen/Qwen2.5-Math-1.5B-Instruct" in r.stdout
+    assert "50.0% [40.0, 60.0]" in r.stdout and "Qwen/Qwen2.5-Math-1.5B-Instruct" in r.stdout
     assert "smollm2" not in r.stdout and "2m 00s" in r.stdout
     r = tteval("leaderboard", str(runs), "--format", "html", "--strategy", "maj@k", "--sort", "-accuracy")
     assert r.returncode == 0, r.stderr
     table = ET.fromstring(r.stdout)
     cells = [[td.text for td in tr] for tr in table.iter("tr")][1:]
-    assert [(c[8], c[4]) for c in cells] == [("B", "55.0 [45.0, 65.0]"), ("A", "40.0 [30.0, 50.0]"),
-                                             ("M", "5.0 [1.0, 20.0]")]  # fmt: skip
+    assert [(c[9], c[5]) for c in cells] == [("B", "55.0% [45.0, 65.0]"), ("A", "40.0% [30.0, 50.0]"),
+                                             ("M", "5.0% [1.0, 20.0]")]  # fmt: skip
 
 
 def test_cli_leaderboard_errors(runs, tmp_path):
@@ -449,3 +440,137 @@ def test_plots_flops_unknown_panel_and_dollar_names(tmp_path):
     root = ET.fromstring(svg)
     assert root.tag.endswith("svg") and "<!--" not in svg
     ET.fromstring(scaling_svg(df, "samples"))
+
+
+# ------------------------------------------------------------------------------------------ settings and units
+
+
+def settings_runs(root: Path) -> Path:
+    """Two pools of one model, task and strategy at T = 0.3 and T = 0.7, and a copy of the T = 0.7 run on fewer
+    problems (the same settings: its points collapse into the larger run's)."""
+    for run_id, temperature, problems, maj in (("T03", 0.3, 10, 0.60), ("T07", 0.7, 10, 0.40), ("T07-small", 0.7, 4, 0.9)):
+        write_run(
+            root / run_id, run_id=run_id, model="smollm2", task="gsm8k", strategy="sample", n=2, problems=problems,
+            timings={"generation_s": 1.0},
+            extra_meta={"config": {"task": "gsm8k", "model": "smollm2", "strategy": "sample", "n": 2, "limit": problems,
+                                   "identity": {"task": "gsm8k", "model": "smollm2", "strategy": "sample", "n": 2,
+                                                "limit": problems, "temperature": temperature, "max_tokens": 256,
+                                                "seed": 0}}},
+            curves={"maj@k": [pt(1, maj - 0.1, maj - 0.2, maj, 100), pt(2, maj, maj - 0.1, maj + 0.1, 200)]},
+        )  # fmt: skip
+    return root
+
+
+def test_sweep_and_leaderboard_keep_runs_that_differ_in_a_setting(tmp_path):
+    root = settings_runs(tmp_path / "runs")
+    out = tmp_path / "sweep"
+    r = tteval("sweep", str(root), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "keeping T07 " in warnings[0] and "dropping T07-small" in warnings[0]
+    table = pd.read_csv(out / "sweep.csv")
+    assert "temperature" in table.columns and "seed" not in table.columns  # only the settings that differ
+    got = sorted(zip(table["temperature"], table["budget"], table["value"], table["run_id"]))
+    assert got == [(0.3, 1, 0.5, "T03"), (0.3, 2, 0.6, "T03"), (0.7, 1, pytest.approx(0.3), "T07"), (0.7, 2, 0.4, "T07")]
+    # two curves in the plot, told apart by the setting
+    from tteval.plots import scaling_figure
+
+    df = collect_runs(root)
+    labels = sorted(line.get_label() for line in scaling_figure(df, "samples").axes[0].get_lines())
+    assert labels == ["maj@k [temperature=0.3]", "maj@k [temperature=0.7]"]
+    r = tteval("leaderboard", str(root), "--format", "markdown")
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[-2:] == ["temperature", "run"] and "limit" not in header
+    rows = {c[-1]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in lines[2:])}
+    assert rows["T03"][-2] == "0.3" and rows["T07"][-2] == "0.7" and rows["T07-small"][-2] == "0.7"
+    r = tteval("leaderboard", str(root), "--format", "csv")
+    board = pd.read_csv(io.StringIO(r.stdout))
+    assert sorted(zip(board["run_id"], board["temperature"])) == [("T03", 0.3), ("T07", 0.7), ("T07-small", 0.7)]
+
+
+def test_units_scores_and_intervals_over_one_problem(tmp_path):
+    """eff@k is a score (it can pass 1), never under an accuracy %; one problem gives no interval, never [x, x]."""
+    root = tmp_path / "runs"
+    write_run(root / "enamel", run_id="E", model="smollm2", task="enamel", strategy="sample", n=1, problems=1,
+              timings={}, curves={"eff@k": [pt(1, 1.104, 1.104, 1.104, 50)], "pass@k": [pt(1, 1.0, 1.0, 1.0, 50)]})
+    write_run(root / "gsm", run_id="G", model="smollm2", task="gsm8k", strategy="sample", n=1, problems=10,
+              timings={}, curves={"maj@k": [pt(1, 0.4, 0.2, 0.6, 50)]})  # fmt: skip
+    r = tteval("leaderboard", str(root), "--format", "markdown")
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if line.startswith("|")]
+    rows = {c[2]: c for c in ([x.strip() for x in line.strip("|").split("|")] for line in lines[2:])}
+    assert rows["eff@k"][3:6] == ["score", "1", "1.104 [n/a]"]
+    assert rows["pass@k"][3:6] == ["coverage", "1", "100.0% [n/a]"]
+    assert rows["maj@k"][3:6] == ["accuracy", "1", "40.0% [20.0, 60.0]"]
+    assert "n/a: no interval for a mean over fewer than 2 problems" in r.stdout
+    r = tteval("leaderboard", str(root), "--format", "csv")
+    board = pd.read_csv(io.StringIO(r.stdout)).set_index("strategy")
+    assert board.loc["eff@k", "value"] == 1.104 and board.loc["eff@k", "metric"] == "score"
+    assert math.isnan(board.loc["eff@k", "lower"]) and math.isnan(board.loc["pass@k", "upper"])
+    assert board.loc["maj@k", ["value", "lower", "upper"]].tolist() == [0.4, 0.2, 0.6]  # fractions, as sweep.csv
+    out = tmp_path / "sweep"
+    r = tteval("sweep", str(root), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    table = pd.read_csv(out / "sweep.csv").set_index("strategy")
+    assert table.loc["maj@k", ["value", "lower", "upper"]].tolist() == [0.4, 0.2, 0.6]
+    assert math.isnan(table.loc["eff@k", "lower"]) and table.loc["eff@k", "metric"] == "score"
+    r = tteval("leaderboard", str(root))  # the rich table's caption says what the units are
+    assert r.returncode == 0 and "1.104 [n/a]" in r.stdout and "eff@k a score" in r.stdout
+
+
+def curve_contrast(fig) -> dict[str, float]:
+    """Render the figure and measure, per curve, how much it stands out from what is drawn around it (its bands
+    and the other curves' bands): at the middle of every segment, the line's own colour must be found on the
+    curve, and the median colour distance between it and the pixels 7 px above and below is returned."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    img = np.asarray(canvas.buffer_rgba())[:, :, :3].astype(float) / 255
+    height = img.shape[0]
+    out = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            rgb = np.array(mpl_colors.to_rgb(line.get_color()))
+            x, y = np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+            mids = ax.transData.transform(np.column_stack([x, y]))
+            mids = (mids[1:] + mids[:-1]) / 2
+            found, around = [], []
+            for px, py in mids:
+                col, row = int(round(px)), int(round(height - py))
+                patch = img[row - 2 : row + 3, col - 2 : col + 3].reshape(-1, 3)
+                found.append(float(np.min(np.linalg.norm(patch - rgb, axis=1))))
+                for dy in (-7, 7):
+                    around.append(float(np.linalg.norm(img[row + dy, col] - rgb)))
+            assert max(found) < 0.1, f"{line.get_label()} is not drawn where its data are"
+            out[line.get_label()] = float(np.median(around))
+    return out
+
+
+def test_scaling_bands_never_hide_the_curves(runs, monkeypatch):
+    """Four strategies with overlapping 95% bands in one panel: every curve stays visible above the bands, in the
+    rendered pixels. Control: with nearly opaque bands the same measure fails."""
+    from tteval import plots
+
+    df = collect(runs)
+    one_run = df[df.run_id == "A"]  # pass@k, maj@k, bon@k[genrm], rpc@k: bands that overlap at every k
+    contrast = curve_contrast(plots.scaling_figure(one_run, "samples"))
+    assert len(contrast) == 4 and min(contrast.values()) > 0.6, contrast
+    monkeypatch.setattr(plots, "BAND_ALPHA", 0.97)
+    dark = curve_contrast(plots.scaling_figure(one_run, "samples"))
+    assert min(dark.values()) < 0.6, dark
+
+
+def test_settings_columns_only_where_runs_of_one_model_and_task_differ(tmp_path):
+    """Runs of different tasks are told apart by the task: their different settings add no columns."""
+    root = settings_runs(tmp_path / "runs")
+    write_run(root / "math", run_id="MATH", model="smollm2", task="math", strategy="sample", n=2, problems=10,
+              timings={}, extra_meta={"config": {"task": "math", "model": "smollm2", "identity": {"seed": 7, "top_p": 0.9}}},
+              curves={"maj@k": [pt(1, 0.1, 0.0, 0.3, 10)]})  # fmt: skip
+    board = leaderboard_frame(collect_runs(root))
+    assert board.attrs["settings"] == ["temperature"]
+    assert board[board.task == "math"]["temperature"].isna().all()  # not set by that run
+    assert leaderboard_frame(collect_runs(root / "math")).attrs["settings"] == []

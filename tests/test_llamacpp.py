@@ -10,16 +10,10 @@ import numpy as np
 import pytest
 
 from tteval.backends.base import Request
-from tteval.backends.llamacpp import (
-    DEFAULT_MODEL,
-    LlamaCppBackend,
-    idle_threads,
-    inverse_cdf,
-    resolve_model_path,
-    row_stats,
-    sample_token,
-    top_logprob_ids,
-)
+from tteval.backends.llamacpp import DEFAULT_MODEL, LlamaCppBackend
+from tteval.backends.model_files import resolve_model_path
+from tteval.backends.sampling import inverse_cdf, row_stats, sample_token, top_logprob_ids
+from tteval.backends.threads import default_threads
 from tteval.errors import TtevalError
 
 QUESTION = "Natalia sold clips to 48 of her friends in April, and half as many in May. How many clips did she sell?"
@@ -219,7 +213,7 @@ def test_thread_count_comes_from_the_environment_unless_given(monkeypatch):
     monkeypatch.delenv("TTEVAL_LLAMA_THREADS")
     with LlamaCppBackend(max_parallel=1) as b:  # automatic: the CPUs other processes leave idle, at least one
         assert b._auto_threads and 1 <= b.n_threads <= len(os.sched_getaffinity(0))
-        assert 1 <= idle_threads() <= len(os.sched_getaffinity(0))
+        assert default_threads() == len(os.sched_getaffinity(0)) == b.n_threads
     monkeypatch.setenv("TTEVAL_LLAMA_THREADS", "none")
     with pytest.raises(TtevalError, match="TTEVAL_LLAMA_THREADS"):
         LlamaCppBackend(max_parallel=1)
@@ -228,7 +222,7 @@ def test_thread_count_comes_from_the_environment_unless_given(monkeypatch):
 def test_multibyte_text_round_trips_through_token_pieces(backend):
     text = "héllo wörld — 日本語 🙂 ok"
     ids = backend.tokenize(text)
-    assert b"".join(backend._piece(t) for t in ids).decode("utf-8") == text
+    assert b"".join(backend._vocab.piece(t) for t in ids).decode("utf-8") == text
 
 
 # ------------------------------------------------------------------------------------------ prefix reuse
@@ -457,3 +451,21 @@ def test_kv_cells_are_kept_between_calls_and_reused_bit_for_bit():
         want = cold.generate([follow])[0]
         assert cold.usage.extra.get("prompt_tokens_reused", 0) == 0
     assert [(c.text, c.token_logprobs) for c in got] == [(c.text, c.token_logprobs) for c in want]
+
+
+def test_libgomp_barrier_spinning_is_bounded_unless_the_user_chose():
+    """llama.cpp's OpenMP threads spin GOMP_SPINCOUNT times at each barrier; the default (300,000) made two threads
+    beside busy processes ~20x slower. libgomp reads it when loaded, so it must be set before llama_cpp's import."""
+    import subprocess
+    import sys
+
+    code = ("import os; from tteval.backends.llama_glue import llama_cpp; llama_cpp(); "
+            "print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    from tteval.backends.llama_glue import GOMP_SPINCOUNT
+
+    run = lambda extra: subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True,
+                                       text=True, check=True).stdout.split()  # fmt: skip
+    assert run({}) == [GOMP_SPINCOUNT, "None"]
+    assert run({"OMP_WAIT_POLICY": "active"}) == ["None", "active"]
+    assert run({"GOMP_SPINCOUNT": "5"}) == ["5", "None"]

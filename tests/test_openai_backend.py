@@ -2,25 +2,22 @@
 
 - llama-cpp-python's OpenAI-compatible server on the default SmolLM2 GGUF (it ignores `n`, so the fill-up path
   runs for real);
-- a small stdlib HTTP server whose answers each test scripts (503s, dropped connections, capped `n`, slow answers).
+- the scripted stdlib HTTP server of tests/helpers.py (the `scripted` fixture), whose answers each test scripts
+  (503s, dropped connections, capped `n`, slow answers).
 """
 
 from __future__ import annotations
 
 import importlib.resources
-import json
 import math
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
 
 import httpx
 import pytest
@@ -173,79 +170,6 @@ def test_chat_template_from_a_file(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- scripted stdlib server
-class Scripted:
-    """A real HTTP server on 127.0.0.1 whose POST answers come from `answer(call_number, path, body)`.
-
-    An answer is (status, json_body, headers), or None to drop the connection without answering."""
-
-    def __init__(self, answer: Callable[[int, str, dict], tuple[int, Any, dict] | None], get_status: int = 200,
-                 keep_alive: bool = True):  # fmt: skip
-        self.answer, self.get_status = answer, get_status
-        self.bodies: list[dict] = []
-        self.inflight = self.max_inflight = 0
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                self.send(outer.get_status, {"object": "list", "data": [{"id": "scripted", "object": "model"}]}, {})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.bodies.append(body)
-                    call = len(outer.bodies)
-                    outer.inflight += 1
-                    outer.max_inflight = max(outer.max_inflight, outer.inflight)
-                try:
-                    reply = outer.answer(call, self.path, body)
-                finally:
-                    with outer.lock:
-                        outer.inflight -= 1
-                if reply is None:
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                self.send(*reply)
-
-            def send(self, status, payload, headers):
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in headers.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def scripted():
-    servers: list[Scripted] = []
-
-    def start(answer, **kw) -> Scripted:
-        servers.append(Scripted(answer, **kw))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.stop()
-
-
 def completion(texts: list[str], tokens_each: int = 1) -> dict:
     return {
         "choices": [{"index": i, "text": t, "finish_reason": "stop"} for i, t in enumerate(texts)],

@@ -3,7 +3,7 @@
 Before, `-n 10^23` went on to the server, `--temperature inf` was an internal error when writing JSON, and
 `--pf-softmax-temp nan`, negative `--tensor-parallel` / `--pf-step-tokens` / `--pf-max-steps` /
 `--verifier-max-tokens`, an unknown `--prm-aggregation`, `--max-concurrency 10^9` and `score --workers 10^6`
-were accepted. The CLI cases run the real command against the scripted server of test_robustness.
+were accepted. The CLI cases run the real command against the scripted server of tests/helpers.py.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import json
 import math
 
 import pytest
-from test_robustness import assert_one_line_error, healthy, run_args, run_dirs, tteval
+from helpers import assert_one_line_error, healthy, run_args, run_dirs, tteval
 
 from tteval.bounds import RUN_BOUNDS, Bound, check
 from tteval.errors import TtevalError
-from tteval.runner import RunConfig
+from tteval.config import RunConfig
 
 BIG = str(10**23)
 RUN_CASES = [
@@ -55,7 +55,7 @@ def test_a_resumed_run_json_is_held_to_the_same_bounds(server, tmp_path):
     assert r.returncode == 0, r.stderr
     (run,) = run_dirs(tmp_path)
     meta = json.loads((run / "run.json").read_text())
-    meta["config"]["max_tokens"] = meta["config"]["identity"]["max_tokens"] = 10**12  # edited consistently
+    meta["config"]["max_tokens"] = meta["config"]["identity"]["sampling"]["max_tokens"] = 10**12  # edited consistently
     (run / "run.json").write_text(json.dumps(meta))
     assert_one_line_error(tteval("run", "--resume", str(run)), "--max-tokens must be at most 1048576")
 
@@ -98,8 +98,8 @@ def test_every_bounded_field_refuses_what_is_outside_and_takes_its_ends(name):
         with pytest.raises(TtevalError, match=f"^{b.flag} must be "):
             check(b, value)
         with pytest.raises(TtevalError, match=f"^{b.flag} must be "):
-            RunConfig(**{name: value}).validate()
+            RunConfig.of(**{name: value}).validate()
     ends = [b.hi] if b.lo_open else [b.lo, b.hi]
     for value in ends:
         check(b, value)
-    RunConfig(**{name: b.hi}).validate()
+    RunConfig.of(**{name: b.hi}).validate()

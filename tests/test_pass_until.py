@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tteval.metrics import compute_metrics
-from tteval.runner import RunConfig
+from tteval.config import RunConfig
+from tteval.strategies.registry import strategy_for
 
 EASY_TASK = """\
 name: say_four
@@ -20,7 +21,15 @@ math: {gold: "{answer}", extract: gsm8k}
 
 
 def pu_config(**kw) -> RunConfig:
-    return RunConfig(strategy="pass-until", n=kw.pop("n", 8), until_successes=kw.pop("r", 2), **kw)
+    return RunConfig.of(strategy="pass-until", n=kw.pop("n", 8), until_successes=kw.pop("r", 2), **kw)
+
+
+def finished(config: RunConfig, records) -> bool:
+    return strategy_for(config).finished(config, records)
+
+
+def kept(config: RunConfig, records) -> int:
+    return strategy_for(config).kept_on_resume(config, records)
 
 
 def rec(task_id, i, correct):
@@ -29,21 +38,25 @@ def rec(task_id, i, correct):
 
 def test_a_problem_is_finished_at_the_rth_success_or_the_cap():
     c = pu_config(n=8, r=2, round_size=4)
-    assert not c.finished([rec("a", i, i == 1) for i in range(4)])
-    assert c.finished([rec("a", i, i in (1, 3)) for i in range(4)])
-    assert c.finished([rec("a", i, False) for i in range(8)])
-    assert RunConfig(n=4).finished([rec("a", i, False) for i in range(4)])
+    assert not finished(c, [rec("a", i, i == 1) for i in range(4)])
+    assert finished(c, [rec("a", i, i in (1, 3)) for i in range(4)])
+    assert finished(c, [rec("a", i, False) for i in range(8)])
+    assert finished(RunConfig.of(n=4), [rec("a", i, False) for i in range(4)])
 
 
 def test_resume_keeps_whole_rounds_only():
     c = pu_config(n=10, r=2, round_size=4)
-    assert [c.kept_on_resume([rec("a", i, False) for i in range(m)]) for m in (0, 3, 4, 7, 8, 10)] == [0, 0, 4, 4, 8, 10]
-    assert RunConfig(n=4).kept_on_resume([rec("a", i, False) for i in range(3)]) == 0
+    assert [kept(c, [rec("a", i, False) for i in range(m)]) for m in (0, 3, 4, 7, 8, 10)] == [0, 0, 4, 4, 8, 10]
+    assert kept(RunConfig.of(n=4), [rec("a", i, False) for i in range(3)]) == 0
 
 
 def test_identity_of_older_runs_is_unchanged_by_the_new_options():
-    assert "pf_iterations" not in RunConfig().identity() and "until_successes" not in RunConfig().identity()
-    assert RunConfig(strategy="pass-until", until_successes=3).identity()["until_successes"] == 3
+    old = RunConfig().legacy_identity()  # identity 1: older run folders keep their ids
+    assert "pf_iterations" not in old and "until_successes" not in old
+    assert RunConfig.of(strategy="pass-until", until_successes=3).legacy_identity()["until_successes"] == 3
+    # identity 2 hashes a strategy's knobs only when that strategy runs
+    assert RunConfig.of(strategy="pass-until", until_successes=3).identity()["strategy"]["until_successes"] == 3
+    assert RunConfig().identity()["strategy"] == {"name": "sample"}
 
 
 def test_metrics_use_the_rth_success_and_report_censored_problems():

@@ -17,9 +17,9 @@ from types import SimpleNamespace
 import pytest
 
 from tteval.errors import TtevalError
-from tteval.verifiers import genrm, scorer
+from tteval.verifiers import genrm, reward
 from tteval.verifiers.prm import SYSTEM, VLLMPRMScorer, make_prm_scorer, prm_prompt, prm_steps, step_probabilities
-from tteval.verifiers.scorer import ScoreResult, aggregate_steps, split_steps
+from tteval.verifiers.reward import ScoreResult, aggregate_steps, split_steps
 
 try:
     import torch
@@ -49,7 +49,7 @@ def test_aggregation_modes_on_hand_built_step_scores(how, expected):
 def test_aggregation_depends_on_step_order_only_for_last():
     assert aggregate_steps([0.75, 0.25, 0.5], "last") == 0.5
     assert [aggregate_steps([0.75, 0.25, 0.5], h) for h in ("min", "prod", "mean")] == [0.25, 0.09375, 0.5]
-    assert [aggregate_steps([0.6], h) for h in scorer.AGGREGATIONS] == [0.6] * 4
+    assert [aggregate_steps([0.6], h) for h in reward.AGGREGATIONS] == [0.6] * 4
     assert aggregate_steps([0.5, 0.5]) == 0.5  # "last" by default
     assert aggregate_steps([1, 0]) == 0.0 and isinstance(aggregate_steps([1, 0], "mean"), float)
 
@@ -59,7 +59,7 @@ def test_unknown_aggregation_and_empty_step_list_are_clear_errors():
         aggregate_steps([0.5], "median")
     with pytest.raises(TtevalError, match="unknown step aggregation 'model'"):  # the PRM scorer's mode, not a fold
         aggregate_steps([0.5], "model")
-    for how in scorer.AGGREGATIONS:
+    for how in reward.AGGREGATIONS:
         with pytest.raises(TtevalError, match="no step scores to aggregate"):
             aggregate_steps([], how)
 
@@ -386,7 +386,7 @@ def test_a_request_vllm_reports_as_errored_fails_alone():
 def test_failed_scores_are_recorded_per_candidate_and_counted_in_metrics():
     from tteval.backends.base import Completion
     from tteval.metrics import compute_metrics
-    from tteval.workers import _score_pool
+    from tteval.engine_host import _score_pool
 
     prm = VLLMPRMScorer("tiny-prm", "last", engine=RecordingEngine(max_len=40))
     outputs = [[Completion("good", 1, "stop"), Completion("\n\n".join(["ok good"] * 12), 24, "length")]]

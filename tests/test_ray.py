@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from dataclasses import asdict
 
 import pytest
 
@@ -60,9 +59,9 @@ def test_actors_that_cannot_all_start_hit_the_start_up_deadline(monkeypatch):
     """The cluster has the CPUs on paper, but one is held by another actor: the second of our actors never starts."""
     import ray
 
-    from tteval.distributed import RayWorkers
+    from tteval.config import RunConfig
+    from tteval.distributed import RayEngines
     from tteval.errors import TtevalError
-    from tteval.runner import RunConfig
 
     monkeypatch.setenv("TTEVAL_RAY_START_TIMEOUT_S", "8")  # the test waits out the whole deadline
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -75,8 +74,8 @@ def test_actors_that_cannot_all_start_hit_the_start_up_deadline(monkeypatch):
 
         blocker = Blocker.remote()
         ray.get(blocker.ready.remote())
-        config = asdict(RunConfig(n=1, limit=1, cache=False))
+        config = RunConfig.of(n=1, limit=1, cache=False)
         with pytest.raises(TtevalError, match=r"^\d of 2 Ray actors started within 8 s \(the others wait for resources"):
-            RayWorkers(config, 2)
+            RayEngines(config, 2)
     finally:
         ray.shutdown()

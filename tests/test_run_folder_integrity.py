@@ -3,7 +3,7 @@
 Sample lines read back are validated (duplicates, unknown task ids, bad sample indices: one line naming file:line;
 a torn last line: cut with a warning); a run.json that is not tteval's, or was edited, stops with one line; a
 read-only folder, a file as --out and a full disk are one line and leave no file inconsistent with another.
-The model is the scripted OpenAI-compatible server of test_robustness (no model is loaded). The full-disk cases
+The model is the scripted OpenAI-compatible server of tests/helpers.py (no model is loaded). The full-disk cases
 mount a small tmpfs (root only; skipped elsewhere); the file-size-limit case (RLIMIT_FSIZE) runs anywhere.
 """
 
@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_robustness import (
+from helpers import (
     TTEVAL, ChatServer, assert_one_line_error, error_lines, healthy, only_run_dir, read_samples,
     run_args, run_dirs, snapshot, tteval,
 )  # fmt: skip

@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 
-from test_robustness import (
+from helpers import (
     GSM8K, PROBLEMS, TTEVAL, assert_one_line_error, healthy, only_run_dir, read_samples, run_args, tteval,
 )  # fmt: skip
 

@@ -24,9 +24,9 @@ from tteval.verifiers.code import (
     behaviour_signatures,
     check_program,
     check_programs,
-    extract_code,
-    test_calls,
 )
+from tteval.verifiers.code_extract import extract_code
+from tteval.verifiers.code_tests import test_calls
 from tteval.verifiers.sandbox import (
     ExecResult,
     Limits,
@@ -372,7 +372,7 @@ def test_private_tmp_and_hidden_root_home():
         print(sorted(os.listdir(os.path.expanduser("~root"))) if os.path.isdir("/root") else "no /root")
     """)
     lines = result.stdout.splitlines()
-    from tteval.verifiers.sandbox import _interpreter_paths_under_tmp
+    from tteval.verifiers.sandbox_plan import interpreter_paths_under_tmp as _interpreter_paths_under_tmp
 
     # /tmp holds the program's own folder, plus the interpreter's folders when the venv itself lives under /tmp
     extra = {p.split("/")[2] for p in _interpreter_paths_under_tmp() if p.startswith("/tmp/")}
@@ -684,3 +684,22 @@ def test_unprivileged_user_gets_the_user_namespace_sandbox(listener):
         assert leftovers.strip() == ""
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_result_line_is_the_last_one_carrying_this_runs_nonce():
+    """One finder for both harnesses' result lines: the last line with the marker and this run's nonce, read by
+    the harness's own decoder; a line that does not decode to a dict (even one nested past any parser) is None."""
+    import ast
+    import json
+
+    from tteval.verifiers.result_line import find_result
+
+    lines = [("n1", '{"a": 1}'), ("n1", '{"a": 2}'), ("n2", '{"a": 3}'), ("n3", "[" * 100_000), ("n4", '{"a": 4}'),
+             ("n4", "not a dict"), ("n5", "[1, 2]")]
+    program = "".join("print(%r)\n" % ("\x1eMARK " + nonce + " " + text) for nonce, text in lines)
+    result = run_python(program, FAST)
+    assert result.status == "ok", result
+    for decode in (json.loads, ast.literal_eval):
+        found = {n: find_result(result, "\x1eMARK ", n, decode) for n in ("n1", "n2", "n3", "n4", "n5", "n6")}
+        assert found == {"n1": {"a": 2}, "n2": {"a": 3}, "n3": None, "n4": None, "n5": None, "n6": None}
+    assert find_result(result, "\x1eOTHER ", "n1", json.loads) is None

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import tteval
 
 from tteval.scoring import score_file
 from tteval.tasks import load_problems, load_task
@@ -18,10 +19,6 @@ def write_jsonl(path, rows):
 
 def read_samples(run):
     return [json.loads(line) for line in (run / "samples.jsonl").read_text(encoding="ascii").splitlines()]
-
-
-def tteval(*args):
-    return subprocess.run([sys.executable, "-m", "tteval.cli", *map(str, args)], capture_output=True, text=True)
 
 
 def test_score_gsm8k_completions(tmp_path):

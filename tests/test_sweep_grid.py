@@ -2,28 +2,27 @@
 finished runs skipped on a re-run, an interrupted run resumed, and one loaded engine shared by all runs."""
 
 import json
-import subprocess
-import sys
+from functools import partial
 
 import pandas as pd
 import pytest
+import helpers
 
 from tteval.errors import TtevalError
-from tteval.runner import RunConfig
+from tteval.config import RunConfig
 from tteval.sweep import grid_configs, parse_budgets
 
 GRID = ["sweep", "--task", "gsm8k", "--limit", "1", "--budgets", "1,2", "-s", "sample", "-s", "particle-filter",
         "--max-tokens", "16", "--pf-step-tokens", "12", "--pf-max-steps", "2", "--no-plots", "--no-cache"]  # fmt: skip
 
 
-def tteval(*args):
-    return subprocess.run([sys.executable, "-m", "tteval.cli", *args], capture_output=True, text=True, timeout=900)
+tteval = partial(helpers.tteval, timeout=900)  # a sweep runs several tteval runs
 
 
 def test_grid_is_one_pool_per_selector_and_one_run_per_searcher_budget():
     configs = grid_configs(RunConfig(), ["a.gguf", "b.gguf"], ["gsm8k"], [0.5, 1.0], ["sample", "particle-filter"], [1, 4, 2])
     assert len(configs) == 2 * 2 * (1 + 3)
-    assert [c.n for c in configs[:4]] == [4, 1, 2, 4] and configs[0].strategy == "sample"
+    assert [c.sampling.n for c in configs[:4]] == [4, 1, 2, 4] and configs[0].strategy.name == "sample"
     assert [c.model for c in configs] == ["a.gguf"] * 8 + ["b.gguf"] * 8  # grouped by engine
     assert len({c.run_id() for c in configs}) == len(configs)
 

@@ -349,9 +349,10 @@ def test_failed_candidates_are_graded_wrong_counted_in_metrics_and_reported(gen_
     when its text holds the right answer, and metrics.json counts every failed candidate with its reason."""
     from tteval.grading import Grader
     from tteval.metrics import compute_metrics
-    from tteval.runner import RunConfig, _warn_failures
+    from tteval.config import RunConfig
+    from tteval.engine_host import Chunk, chunk_records
+    from tteval.runner import _warn_failures
     from tteval.tasks import load_problems, load_task
-    from tteval.workers import Chunk, chunk_records
 
     tasks = tmp_path / "tasks"
     tasks.mkdir()
@@ -359,7 +360,7 @@ def test_failed_candidates_are_graded_wrong_counted_in_metrics_and_reported(gen_
     (tasks / "d.jsonl").write_text('{"q": "1 + 1 =", "a": "2"}\n{"q": "' + "yes " * 20 + '", "a": "2"}\n')
     task = load_task("t", tasks)
     problems = load_problems(task)
-    config = RunConfig(task="t", tasks_dir=str(tasks), backend="vllm", n=4, temperature=0.7)
+    config = RunConfig.of(task="t", tasks_dir=str(tasks), backend="vllm", n=4, temperature=0.7)
     backend = VLLMBackend("tiny", engine=ScriptedEngine(model_config(tmp_path / "m", "generate", 16)))
     grader = Grader(task, workers=1)
     try:

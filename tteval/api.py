@@ -1,6 +1,6 @@
 """tteval's Python API: the estimators on plain Python values, a run from Python, and run folders as a DataFrame.
 
-`from tteval import pass_at_k, maj_at_k, best_of_k, eff_at_k, summarize, evaluate, load_runs` (imported lazily by
+`from tteval import pass_at_k, maj_at_k, best_of_k, eff_at_k, summarize, evaluate, load_runs, compare_runs` (imported lazily by
 `tteval/__init__.py`, so `import tteval` stays cheap). The estimators are those of `tteval.estimators`; here answers
 may be any hashable values (strings, numbers, tuples), with None or "" meaning "no valid answer".
 """
@@ -58,25 +58,28 @@ def summarize(values: Sequence[float], seed: int = 0) -> dict[str, float | int |
 
 
 def evaluate(**options: Any) -> dict[str, Any]:
-    """Run what `tteval run` runs (keyword options as RunConfig's fields, e.g. task, n, limit, strategy) and return
+    """Run what `tteval run` runs (keyword options as `tteval run`'s, RunConfig.of's flat names, e.g. task, n, limit, strategy) and return
     its metrics.json as a dict, with the run folder under "run_dir". Resumes like the CLI when re-run."""
-    from dataclasses import fields
+    from tteval.config import RunConfig
+    from tteval.jsonl import read_json
+    from tteval.runner import execute
 
-    from tteval.results import read_json
-    from tteval.runner import RunConfig, execute
-
-    known = {f.name for f in fields(RunConfig)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise TtevalError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    run = execute(RunConfig(**options))
+    run = execute(RunConfig.of(**options))  # an unknown option is one line naming the known ones
     metrics = read_json(Path(run.path) / "metrics.json")
     return {**metrics, "run_dir": str(run.path)}
 
 
 def load_runs(paths: str | Path | Iterable[str | Path]) -> Any:
     """One tidy pandas row per curve point of every run folder below `paths` (what `tteval leaderboard` reads)."""
-    from tteval.leaderboard import collect_runs
+    from tteval.collect import collect_runs
 
     roots = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     return collect_runs(roots)
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, metrics: Sequence[str] = ("pass@1",), seed: int = 0) -> Any:
+    """Compare two run folders problem by problem (what `tteval compare` prints): per metric ('pass@1', 'maj@8',
+    'bon@4[genrm]'), B - A with a seeded paired-bootstrap 95% interval and an exact McNemar or Wilcoxon p-value."""
+    from tteval.compare import compare_runs as compare
+
+    return compare(run_a, run_b, metrics, seed=seed)

@@ -39,6 +39,7 @@ class CachedBackend:
     def __init__(self, backend: Backend, path: Path | None = None):
         self.backend = backend
         self.name, self.model, self.usage = backend.name, backend.model, backend.usage
+        self.model_params = getattr(backend, "model_params", None)
         self.path = Path(path) if path else default_cache_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, timeout=60)

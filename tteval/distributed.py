@@ -1,6 +1,6 @@
 """Scale out on Ray: chunks of problems are sharded over long-lived actors, each holding one loaded backend.
 
-An actor is a `tteval.workers.Worker`: it loads its engine once (a llama.cpp model per CPU actor; a vLLM engine per
+An actor is a `tteval.engine_host.EngineHost`: it loads its engine once (a llama.cpp model per CPU actor; a vLLM engine per
 GPU actor, tensor-parallel inside the actor if asked) and serves every chunk, every round and every run of a sweep
 sent to it. Results stream back to the driver, which files them in the same run folder as a local run, so resume
 works the same way. More actors than the cluster has CPUs or GPUs for is refused in one line before any is made
@@ -13,16 +13,17 @@ from typing import Any, Iterator, Sequence
 
 from tteval.bounds import env_seconds
 from tteval.errors import TtevalError, first_line
-from tteval.workers import Chunk, ChunkResult, Worker
+from tteval.config import RunConfig
+from tteval.engine_host import Chunk, ChunkResult, EngineHost
 
 
 START_TIMEOUT_S = 900.0  # an actor loads its engine within this (a large vLLM model takes minutes)
 
 
-class RayWorkers:
+class RayEngines:
     """A fixed set of actors; `map` keeps each busy with one chunk and yields results as they finish."""
 
-    def __init__(self, config_dict: dict[str, Any], num_actors: int, address: str | None = None, gpus_per_actor: float = 0):
+    def __init__(self, config: RunConfig, num_actors: int, address: str | None = None, gpus_per_actor: float = 0):
         try:
             import ray
         except ImportError:
@@ -40,8 +41,8 @@ class RayWorkers:
             except Exception as exc:  # ray raises ConnectionError and several of its own types
                 raise TtevalError(f"cannot start or reach Ray at {address or 'local'}: {exc}") from None
         check_resources(ray.cluster_resources(), num_actors, gpus_per_actor, address or "local")
-        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_actor)(Worker)
-        self.actors = [actor.remote(config_dict) for _ in range(num_actors)]
+        actor = ray.remote(num_cpus=1, num_gpus=gpus_per_actor)(EngineHost)
+        self.actors = [actor.remote(config) for _ in range(num_actors)]
         refs = [a.describe.remote() for a in self.actors]
         try:
             described = ray.get(refs, timeout=timeout)
@@ -59,7 +60,7 @@ class RayWorkers:
     def describe(self) -> dict[str, Any]:
         return {**self._described, "ray_actors": len(self.actors)}
 
-    def map(self, config_dict: dict[str, Any], chunks: Sequence[Chunk]) -> Iterator[ChunkResult]:
+    def map(self, config: RunConfig, chunks: Sequence[Chunk]) -> Iterator[ChunkResult]:
         """Keep every actor busy with one chunk; yield results as they finish (the driver files them in any order)."""
         ray = self.ray
         pending: dict[Any, Any] = {}
@@ -68,7 +69,7 @@ class RayWorkers:
         while queue or pending:
             while queue and free:
                 a = free.pop()
-                pending[a.process.remote(config_dict, queue.pop(0))] = a
+                pending[a.process.remote(config, queue.pop(0))] = a
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 free.append(pending.pop(ref))

@@ -72,7 +72,8 @@ class Grader:
         ]
 
     def _grade_code(self, problems: Sequence[Problem], completions: Sequence[Sequence[str]]) -> list[list[Verdict]]:
-        from tteval.verifiers.code import behaviour_signatures, check_programs, extract_code
+        from tteval.verifiers.code import behaviour_signatures, check_programs
+        from tteval.verifiers.code_extract import extract_code
         from tteval.verifiers.efficiency import is_enamel_task
 
         if is_enamel_task(self.task):

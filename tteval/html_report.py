@@ -5,24 +5,28 @@ scripts and remote loads. All model text (completions, answers, names) is untrus
 html.escape. The drill-down is capped (problems per run, candidates per problem, characters per completion) so
 that a 500 x 64 pool still gives a page a browser opens. Each problem shows its question, gold answer, every
 candidate's extracted answer, grading detail and completion (line breaks kept); radio buttons filter the problems
-(majority wrong, none correct, selectors disagree) and sort them, in CSS alone (`:checked ~`, `order`).
+(majority wrong, none correct, selectors disagree, runs disagree) and sort them, in CSS alone (`:checked ~`,
+`order`). This module assembles the page; the problems are `tteval.problem_views` (data) and `tteval.drilldown`
+(HTML).
 """
 
 from __future__ import annotations
 
-import html
-import json
 import math
-import re
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from tteval.drilldown import DrillLimits, controls, disagreements_html, problem_html
 from tteval.errors import TtevalError
+from tteval.formatting import NUMERIC_HEADERS, display_frame, fmt_budget, fmt_seconds, fmt_value
+from tteval.html_parts import e, html_table
+from tteval.problem_views import ProblemView, cross_run_answers, load_views
+from tteval.records import read_run_meta
+from tteval.tables import compute_optimal, leaderboard_frame
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 
@@ -32,7 +36,7 @@ h1{font-size:1.6rem;margin:.2rem 0}h2{margin-top:2rem;border-bottom:1px solid #d
 h3{margin-bottom:.3rem}.muted{color:#666}.note{background:#fff8e1;border-left:3px solid #f0b400;padding:.3rem .6rem}
 table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:13px}
 th,td{border:1px solid #e3e3e3;padding:.25rem .5rem;vertical-align:top;text-align:left}
-th{background:#f5f5f7;position:sticky;top:0}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f5f5f7;position:sticky;top:0}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.num{white-space:nowrap}
 tr:nth-child(even) td{background:#fafafa}.ok{color:#137333;font-weight:600}.bad{color:#b3261e;font-weight:600}
 .plots{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start}.plot svg{max-width:100%;height:auto}.plot{margin:.5rem 0 1rem;max-width:100%}
 details.problem{border:1px solid #e3e3e3;border-radius:4px;margin:.3rem 0;padding:.2rem .6rem}
@@ -44,286 +48,11 @@ pre.answer,pre.grading{background:none;padding:0;margin:0;max-height:12rem}
 .drill{display:flex;flex-direction:column}.controls{margin:.3rem 0}.controls label{margin-right:.8rem;cursor:pointer}
 .controls input:checked+label{font-weight:600;text-decoration:underline}
 .f-fail:checked~.drill>.problem:not(.fail),.f-none:checked~.drill>.problem:not(.none),
-.f-dis:checked~.drill>.problem:not(.disagree){display:none}
+.f-dis:checked~.drill>.problem:not(.disagree),.f-xdis:checked~.drill>.problem:not(.xdis){display:none}
+.across{margin:.2rem 0}
 .s-acc:checked~.drill>.problem{order:var(--acc)}.s-cls:checked~.drill>.problem{order:var(--cls)}
 .picks{font-weight:400;color:#444}
 """
-
-
-# Characters a page must not carry raw: C0/C1 controls (but tab, newline, CR) and lone surrogates (not encodable).
-_UNSHOWABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-# Answers longer than this are cut in the vote and candidate tables (a runaway answer must not bloat the page).
-MAX_ANSWER_SHOWN = 200
-
-
-def _visible(match: re.Match) -> str:
-    c = match.group()
-    return "\ufffd" if "\ud800" <= c <= "\udfff" else f"\\x{ord(c):02x}"
-
-
-def e(x: Any) -> str:
-    """HTML-escape any value (quotes included): every string that reaches the page goes through here.
-
-    Control characters are shown as `\\xNN` and lone surrogates as U+FFFD, so any model output gives valid UTF-8."""
-    return html.escape(_UNSHOWABLE.sub(_visible, "" if x is None else str(x)), quote=True)
-
-
-def _short(answer: Any, limit: int = MAX_ANSWER_SHOWN) -> str:
-    """An answer for a table cell, cut to `limit` characters with a note of its full length."""
-    text = "" if answer is None else str(answer)
-    return text if len(text) <= limit else f"{text[:limit]}… [{len(text):,} chars]"
-
-
-def html_table(frame: pd.DataFrame, numeric: Iterable[str] = (), cls: str = "") -> str:
-    """An escaped <table> of a DataFrame's values (columns named in `numeric` are right-aligned)."""
-    numeric = set(numeric)
-    head = "".join(f'<th class="num">{e(c)}</th>' if c in numeric else f"<th>{e(c)}</th>" for c in frame.columns)
-    body = []
-    for row in frame.itertuples(index=False):
-        cells = "".join(
-            f'<td class="num">{e(v)}</td>' if c in numeric else f"<td>{e(v)}</td>" for c, v in zip(frame.columns, row)
-        )
-        body.append(f"<tr>{cells}</tr>")
-    return f'<table class="{e(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-
-
-@dataclass
-class DrillLimits:
-    """Caps that keep the page small for big pools."""
-
-    max_problems: int = 500
-    max_candidates: int = 64
-    max_chars: int = 2000
-
-
-# ---------------------------------------------------------------------------------------------- samples
-
-
-def read_samples(path: Path) -> tuple[list[dict[str, Any]], int]:
-    """The sample records of a samples.jsonl and the number of unreadable lines (skipped)."""
-    records, bad = [], 0
-    if not path.is_file():
-        return records, bad
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                r = json.loads(line)
-            except (ValueError, RecursionError):
-                bad += 1
-                continue
-            if isinstance(r, dict) and "task_id" in r:
-                records.append(r)
-            else:
-                bad += 1
-    return records, bad
-
-
-def _class_key(s: Mapping[str, Any]) -> Any:
-    """The voting class of a candidate: its answer_class (>= 0), else its answer text; None for no answer."""
-    cls = s.get("answer_class")
-    if isinstance(cls, (int, float)) and not isinstance(cls, bool):
-        return ("class", int(cls)) if cls >= 0 else None
-    ans = s.get("answer")
-    return None if ans in (None, "") else ("answer", str(ans))
-
-
-@dataclass
-class ProblemView:
-    """One problem's candidates with the vote count of each one's answer class."""
-
-    task_id: str
-    candidates: list[dict[str, Any]]
-    votes: dict[Any, int]
-    majority: Any
-    num_correct: int
-
-    @property
-    def question(self) -> str | None:
-        """The problem's text, as its samples recorded it (tteval >= 0.2)."""
-        return next((str(s["question"]) for s in self.candidates if s.get("question") is not None), None)
-
-    @property
-    def gold(self) -> str | None:
-        """The gold answer: the samples' `gold` field, else a math grading's `gold`."""
-        for s in self.candidates:
-            grading = s.get("grading") if isinstance(s.get("grading"), Mapping) else {}
-            for value in (s.get("gold"), grading.get("gold")):
-                if value is not None:
-                    return str(value)
-        return None
-
-    def picks(self) -> dict[str, bool]:
-        """Whether each selector's pick is correct: the majority vote, the top candidate of each score (and the
-        particle filter's selection), and coverage (any candidate correct)."""
-        out: dict[str, bool] = {}
-        if self.majority is not None:
-            out["maj"] = _representative(self, self.majority)[1] is True
-        else:
-            out["maj"] = False
-        names = sorted({k for s in self.candidates if isinstance(s.get("scores"), Mapping) for k in s["scores"]})
-        for name in names:
-            scored = [s for s in self.candidates if _number(s.get("scores", {}).get(name))]
-            if scored:
-                best = max(scored, key=lambda s: s["scores"][name])  # the first of equal scores
-                out[f"best {name}"] = best.get("correct") is True
-        selected = [s for s in self.candidates if s.get("selected")]
-        if selected:
-            out["selected"] = selected[0].get("correct") is True
-        out["any"] = self.num_correct > 0
-        return out
-
-
-def problem_views(records: Sequence[Mapping[str, Any]]) -> list[ProblemView]:
-    """Group candidates by problem (sorted by task id, candidates by sample index) and count votes per class."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault(str(r["task_id"]), []).append(dict(r))
-    views = []
-    for tid in sorted(groups):
-        cands = sorted(groups[tid], key=lambda s: s.get("sample_index") if isinstance(s.get("sample_index"), int) else 0)
-        votes: dict[Any, int] = {}
-        for s in cands:
-            key = _class_key(s)
-            if key is not None:
-                votes[key] = votes.get(key, 0) + 1
-        majority = max(votes, key=lambda k: votes[k]) if votes else None
-        views.append(ProblemView(tid, cands, votes, majority, sum(1 for s in cands if s.get("correct") is True)))
-    return views
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _verdict(correct: Any) -> str:
-    if correct is True:
-        return '<span class="ok">✓</span>'
-    if correct is False:
-        return '<span class="bad">✗</span>'
-    return '<span class="muted">?</span>'
-
-
-def _fmt_scores(scores: Any) -> str:
-    if not isinstance(scores, Mapping) or not scores:
-        return "–"
-    parts = []
-    for name, v in scores.items():
-        parts.append(f"{name}={v:.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{name}={v}")
-    return ", ".join(parts)
-
-
-def _grading_cell(grading: Any) -> str:
-    """A candidate's grading detail (status, the error of a failed test, runtimes), one field a line."""
-    if not isinstance(grading, Mapping) or not grading:
-        return "–"
-    lines = []
-    for key, value in grading.items():
-        if value in (None, "") or key == "gold":
-            continue
-        shown = f"{value:.3g}" if _number(value) and isinstance(value, float) else _short(value, 600)
-        lines.append(f"{key}: {shown}")
-    return f"<pre class='grading'>{e(chr(10).join(lines))}</pre>" if lines else "–"
-
-
-def _answer_cell(answer: Any) -> str:
-    """An extracted answer with its line breaks (code answers are programs)."""
-    if answer is None or answer == "":
-        return "<span class='muted'>(none)</span>"
-    return f"<pre class='answer'>{e(_short(answer))}</pre>"
-
-
-def _completion_cell(text: Any, max_chars: int) -> str:
-    text = "" if text is None else str(text)
-    shown = text[:max_chars]
-    more = len(text) - len(shown)
-    tail = f'<span class="muted">… [{more:,} more characters not shown]</span>' if more > 0 else ""
-    return f"<details><summary>{len(text):,} chars</summary><pre>{e(shown)}</pre>{tail}</details>"
-
-
-def _representative(p: ProblemView, key: Any) -> tuple[str, Any]:
-    """(answer text, correct) of the first candidate in a vote class."""
-    for s in p.candidates:
-        if _class_key(s) == key:
-            return str(s.get("answer")), s.get("correct")
-    return "", None
-
-
-def problem_html(p: ProblemView, limits: DrillLimits, index: int = 0, question: str | None = None) -> str:
-    """One collapsible problem: question and gold, vote table, and the candidate table (extracted answer, grading
-    detail, collapsible completion). Its classes and CSS variables drive the page's filters and sorts."""
-    n = len(p.candidates)
-    if p.majority is not None:
-        maj_answer, maj_ok = _representative(p, p.majority)
-        maj = f"majority {e(_short(maj_answer))} {_verdict(maj_ok)} ({p.votes[p.majority]}/{n} votes)"
-    else:
-        maj = '<span class="muted">no extracted answers</span>'
-    picks = p.picks()
-    shown_picks = " · ".join(f"{e(k)} {_verdict(v)}" for k, v in picks.items())
-    summary = (f"{e(p.task_id)} — {p.num_correct}/{n} correct · {maj} · {len(p.votes)} answer classes "
-               f"<span class='picks'>[{shown_picks}]</span>")  # fmt: skip
-    flags = [c for c, on in (("fail", not picks["maj"]), ("none", not picks["any"]),
-                              ("disagree", len(set(picks.values())) > 1)) if on]  # fmt: skip
-    question = question if question is not None else p.question
-    facts = [("question", question), ("gold", p.gold)]
-    about = "".join(f"<dt>{k}</dt><dd><pre>{e(_short(v, limits.max_chars))}</pre></dd>" for k, v in facts if v is not None)
-    about = f"<dl class='kv'>{about}</dl>" if about else ""
-    vote_rows = []
-    for key, count in sorted(p.votes.items(), key=lambda kv: -kv[1]):
-        ans, ok = _representative(p, key)
-        vote_rows.append(f"<tr><td>{_answer_cell(ans)}</td><td class='num'>{count}</td><td>{_verdict(ok)}</td></tr>")
-    no_answer = sum(1 for s in p.candidates if _class_key(s) is None)
-    if no_answer:
-        vote_rows.append(f"<tr><td class='muted'>(no answer)</td><td class='num'>{no_answer}</td><td></td></tr>")
-    votes = ("<table class='votes'><thead><tr><th>answer</th><th class='num'>votes</th><th>correct</th></tr></thead>"
-             f"<tbody>{''.join(vote_rows)}</tbody></table>")  # fmt: skip
-    rows = []
-    for s in p.candidates[: limits.max_candidates]:
-        key = _class_key(s)
-        mark = " ★" if s.get("selected") else ""
-        rows.append(
-            "<tr>"
-            f"<td class='num'>{e(s.get('sample_index'))}{mark}</td><td>{_answer_cell(s.get('answer'))}</td>"
-            f"<td>{_verdict(s.get('correct'))}</td><td class='num'>{p.votes.get(key, 0) if key is not None else 0}</td>"
-            f"<td>{e(_fmt_scores(s.get('scores')))}</td><td class='num'>{e(s.get('num_tokens'))}</td>"
-            f"<td>{e(s.get('finish_reason'))}</td><td>{_grading_cell(s.get('grading'))}</td>"
-            f"<td>{_completion_cell(s.get('completion'), limits.max_chars)}</td>"
-            "</tr>"
-        )
-    more = n - min(n, limits.max_candidates)
-    more_note = f"<p class='muted'>{more} more candidates not shown (--max-candidates)</p>" if more > 0 else ""
-    cands = ("<table class='candidates'><thead><tr><th class='num'>#</th><th>answer</th><th>correct</th>"
-             "<th class='num'>votes</th><th>scores</th><th class='num'>tokens</th><th>finish</th><th>grading</th>"
-             "<th>completion</th>"
-             f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{more_note}")  # fmt: skip
-    acc = round(1000 * p.num_correct / n) if n else 0
-    style = f"--acc:{acc};--cls:{-len(p.votes)};--idx:{index}"
-    return (f"<details class='{' '.join(['problem', *flags])}' style='{style}'><summary>{summary}</summary>{about}"
-            f"{votes}{cands}</details>")  # fmt: skip
-
-
-def _controls(index: int, shown: Sequence[ProblemView]) -> str:
-    """The filter and sort radio buttons of one run's drill-down (siblings before its `.drill` list)."""
-    count = {"fail": 0, "none": 0, "disagree": 0}
-    for p in shown:
-        picks = p.picks()
-        count["fail"] += not picks["maj"]
-        count["none"] += not picks["any"]
-        count["disagree"] += len(set(picks.values())) > 1
-    parts = []
-    for group, options in (
-        ("f", [("all", f"all ({len(shown)})"), ("fail", f"majority wrong ({count['fail']})"),
-               ("none", f"none correct ({count['none']})"), ("dis", f"selectors disagree ({count['disagree']})")]),
-        ("s", [("idx", "by task id"), ("acc", "fewest correct first"), ("cls", "most answer classes first")]),
-    ):  # fmt: skip
-        parts.append("<span class='muted'>show:</span> " if group == "f" else "<br><span class='muted'>sort:</span> ")
-        for i, (key, label) in enumerate(options):
-            rid = f"run{index}-{group}-{key}"
-            checked = " checked" if i == 0 else ""
-            parts.append(f"<input type='radio' name='run{index}-{group}' id='{rid}' class='{group}-{key}'{checked}>"
-                         f"<label for='{rid}'>{e(label)}</label>")  # fmt: skip
-    return "".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -331,22 +60,19 @@ def _controls(index: int, shown: Sequence[ProblemView]) -> str:
 
 def _read_meta(folder: Path) -> dict[str, Any]:
     try:
-        meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-        return meta if isinstance(meta, dict) else {}
-    except (OSError, ValueError):
+        return read_run_meta(folder).to_dict()
+    except TtevalError:
         return {}
 
 
 def _curves_table(rows: pd.DataFrame) -> str:
-    from tteval.leaderboard import fmt_interval
-
     ks = sorted(set(rows["budget"].astype(int)))
     head = "<th>curve</th>" + "".join(f"<th class='num'>k={k}</th>" for k in ks)
     body = []
     for strategy, g in rows.groupby("strategy", sort=False):
         by_k = {int(r.budget): r for r in g.itertuples(index=False)}
         cells = "".join(
-            f"<td class='num'>{e(fmt_interval(100 * by_k[k].value, 100 * by_k[k].lower, 100 * by_k[k].upper))}</td>"
+            f"<td class='num'>{e(fmt_value(by_k[k].metric, by_k[k].value, by_k[k].lower, by_k[k].upper))}</td>"
             if k in by_k else "<td></td>"
             for k in ks
         )  # fmt: skip
@@ -354,10 +80,11 @@ def _curves_table(rows: pd.DataFrame) -> str:
     return f"<table class='curves'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def run_section(index: int, folder: Path, rows: pd.DataFrame, limits: DrillLimits) -> str:
-    """A run's header, curve table and per-problem drill-down."""
-    from tteval.leaderboard import fmt_seconds
-
+def run_section(index: int, folder: Path, rows: pd.DataFrame, limits: DrillLimits,
+                loaded: tuple[list[ProblemView], int] | None = None,
+                across: Mapping[str, Mapping[int, tuple[bool, int]]] | None = None) -> str:  # fmt: skip
+    """A run's header, curve table and per-problem drill-down. `loaded`: its (problem views, unreadable lines),
+    read here when not given; `across`: per task id, every run's answer on it (see cross_run_answers)."""
     meta = _read_meta(folder)
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     first = rows.iloc[0]
@@ -370,9 +97,9 @@ def run_section(index: int, folder: Path, rows: pd.DataFrame, limits: DrillLimit
         "wall time": fmt_seconds(float(first["wall_s"])), "finished": meta.get("finished", ""),
     }  # fmt: skip
     kv = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in facts.items() if v not in ("", None))
-    records, bad = read_samples(folder / "samples.jsonl")
-    views = problem_views(records)
-    parts = [f"<section class='run' id='run-{index}'>", f"<h3>{e(first['task'])} · {e(first['model'])} · "
+    views, bad = loaded if loaded is not None else load_views(folder)
+    across = across or {}
+    parts = [f"<section class='run' id='run-{index}'>", f"<h3>run {index}: {e(first['task'])} · {e(first['model'])} · "
              f"{e(config.get('strategy', ''))} · <code>{e(first['run_id'])}</code></h3>",
              f"<dl class='kv'>{kv}</dl>", _curves_table(rows)]  # fmt: skip
     if bad:
@@ -386,9 +113,10 @@ def run_section(index: int, folder: Path, rows: pd.DataFrame, limits: DrillLimit
         parts.append("<p class='muted'>Selector picks in brackets: maj (majority vote), best NAME (top candidate by "
                      "that score), selected (the particle filter's answer), any (coverage). Filters and sorts need "
                      "no script.</p>")  # fmt: skip
-        parts.append(f"<div class='controls'>{_controls(index, shown)}")
+        parts.append(f"<div class='controls'>{controls(index, shown, across)}")
         parts.append("<div class='drill'>")
-        parts.extend(problem_html(p, limits, i, questions.get(p.task_id)) for i, p in enumerate(shown))
+        parts.extend(problem_html(p, limits, i, questions.get(p.task_id), index, across.get(p.task_id))
+                     for i, p in enumerate(shown))  # fmt: skip
         parts.append("</div></div>")
         if len(views) > len(shown):
             parts.append(f"<p class='muted'>{len(views) - len(shown)} more problems not shown (--max-problems).</p>")
@@ -413,8 +141,6 @@ def _task_questions(config: Mapping[str, Any], task_ids: Sequence[str]) -> dict[
 
 
 def _optimal_html(opt: pd.DataFrame) -> str:
-    from tteval.leaderboard import fmt_budget
-
     if opt.empty:
         return "<p class='muted'>Not enough strategies to compare.</p>"
     shown = pd.DataFrame(
@@ -435,8 +161,7 @@ def build_report(
 ) -> str:
     """The whole report page as one HTML string, from collect_runs() rows."""
     from tteval import __version__
-    from tteval.leaderboard import compute_optimal, display_frame, leaderboard_frame
-    from tteval.plots import scaling_svg
+    from tteval.plots import scaling_svg  # matplotlib: imported only when a report is built
 
     limits = limits or DrillLimits()
     if df.empty:
@@ -462,10 +187,11 @@ def build_report(
         parts.append(f"<div class='note'>Skipped run folders (missing or malformed files):<ul>{items}</ul></div>")
     parts.append("<h2 id='leaderboard'>Leaderboard</h2>")
     parts.append("<p class='muted'>Each run's curves at their largest budget. Accuracy in % with its 95% interval; "
-                 "pass@k is coverage (an oracle upper bound), not a deployable strategy.</p>")  # fmt: skip
+                 "pass@k is coverage (an oracle upper bound), not a deployable strategy; eff@k is a score, not a %; "
+                 "n/a: no interval for a mean over fewer than 2 problems. Extra columns name the settings that "
+                 "differ between the runs.</p>")  # fmt: skip
     shown = display_frame(board)
-    parts.append(html_table(shown, numeric={"budget", "accuracy % [95% CI]", "tokens/problem", "FLOPs/problem",
-                                            "wall time"}, cls="leaderboard"))  # fmt: skip
+    parts.append(html_table(shown, numeric=NUMERIC_HEADERS, cls="leaderboard"))
     parts.append("<h2 id='plots'>Scaling plots</h2>")
     parts.append("<div class='plots'>")
     for axis in axes:
@@ -477,13 +203,24 @@ def build_report(
     parts.append("<p class='muted'>Oracle curves left out. Margin: best minus runner-up in percentage points; "
                  "* when the 95% intervals do not overlap.</p>")  # fmt: skip
     parts.append(_optimal_html(pd.concat([compute_optimal(df, a) for a in axes], ignore_index=True)))
+    loaded = {p: load_views(Path(p)) for p in folders}
+    runs = {run_index[p]: (str(df[df["path"] == p].iloc[0]["task"]), loaded[p][0]) for p in folders}
+    across = cross_run_answers(runs, limits.max_problems)
+    disagreements = disagreements_html(runs, across)
+    if disagreements:
+        parts.append("<h2 id='disagreements'>Where runs disagree</h2>")
+        parts.append("<p class='muted'>Problems where one run's answer (the particle filter's selection, else the "
+                     "majority vote) is right and another's wrong; ✓/✗ link to the problem in each run's drill-down, "
+                     "where the filter 'runs disagree' shows the same problems.</p>")  # fmt: skip
+        parts.append(disagreements)
     parts.append("<h2 id='runs'>Runs</h2><ul>")
     for p in folders:
         r = df[df["path"] == p].iloc[0]
-        parts.append(f"<li><a href='#run-{run_index[p]}'>{e(r['task'])} · {e(r['model'])} · {e(r['run_id'])}</a></li>")
+        parts.append(f"<li><a href='#run-{run_index[p]}'>run {run_index[p]}: {e(r['task'])} · {e(r['model'])} · "
+                     f"{e(r['run_id'])}</a></li>")  # fmt: skip
     parts.append("</ul>")
     for p in folders:
-        parts.append(run_section(run_index[p], Path(p), df[df["path"] == p], limits))
+        parts.append(run_section(run_index[p], Path(p), df[df["path"] == p], limits, loaded[p], across[run_index[p]]))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 

@@ -1,379 +1,21 @@
-"""Gather run folders into one tidy table (a row per curve point) and render leaderboards and sweep summaries.
-
-Every curve point of every run becomes a row: model, task, strategy (the curve name), budget k, value with its
-interval, tokens and FLOPs per problem, wall time. Leaderboards, sweeps, plots and the HTML report are all views
-of that one DataFrame.
-"""
+"""Render the leaderboard (rich, markdown, csv, json, html) and write a sweep's files (sweep.csv/.parquet,
+compute_optimal.csv, scaling plots), from the views in `tteval.tables`."""
 
 from __future__ import annotations
 
-import fnmatch
-import json
 import math
-import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from tteval.errors import TtevalError
+from tteval.formatting import NUMERIC_HEADERS, VALUE_LEGEND, display_frame, fmt_budget
+from tteval.html_parts import html_table
+from tteval.tables import compute_optimal, sweep_table
 
-# Parameter counts of models known by name (lower-case substrings, longest first wins).
-KNOWN_PARAMS: dict[str, float] = {
-    "smollm2-1.7b": 1.7e9,
-    "smollm2-360m": 360e6,
-    "smollm2-135m": 135e6,
-    "smollm2": 135e6,
-}
-# Curves that score the pool by an oracle (any of k correct) rather than a deployable selection.
-ORACLE_PREFIXES = ("pass@",)
-
-COLUMNS = [
-    "model", "task", "strategy", "metric", "budget", "value", "lower", "upper", "tokens", "flops",
-    "params", "params_source", "verifier_tokens", "mc_se", "compute", "wall_s", "n", "num_problems",
-    "run_strategy", "status", "finished", "run_id", "path",
-]  # fmt: skip
-SWEEP_COLUMNS = ["model", "task", "strategy", "budget", "metric", "value", "lower", "upper", "tokens", "flops",
-                 "params", "n", "num_problems", "run_id"]  # fmt: skip
-LEADERBOARD_COLUMNS = ["model", "task", "strategy", "budget", "accuracy", "lower", "upper", "tokens", "flops",
-                       "wall_s", "n", "problems", "run_id"]  # fmt: skip
-DESCENDING_BY_DEFAULT = {"accuracy", "lower", "upper", "value"}
 FORMATS = ("rich", "markdown", "csv", "json", "html")
-
-
-class RunFolderWarning(UserWarning):
-    """A run folder was skipped because its files are missing or malformed."""
-
-
-# ---------------------------------------------------------------------------------------------- parameters
-
-
-def parse_param_count(text: str) -> float:
-    """'135e6', '1.5e9', '1.5B', '135M', '7b' -> a parameter count (float)."""
-    s = text.strip().replace("_", "").replace(",", "")
-    m = re.fullmatch(r"(\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)\s*([kKmMbBtT]?)", s)
-    if not m:
-        raise TtevalError(f"cannot read a parameter count from '{text}' (use e.g. 135e6, 1.5B or 360M)")
-    scale = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "t": 1e12}[m.group(2).lower()]
-    value = float(m.group(1)) * scale
-    if not value > 0:
-        raise TtevalError(f"a parameter count must be positive, got '{text}'")
-    return value
-
-
-def parse_params_option(values: Sequence[str] | None) -> dict[str | None, float]:
-    """The --params option: 'COUNT' for every model, or 'MODEL=COUNT' (repeatable); None keys the default."""
-    out: dict[str | None, float] = {}
-    for v in values or ():
-        if "=" in v:
-            name, count = v.rsplit("=", 1)
-            if not name.strip():
-                raise TtevalError(f"--params '{v}': the model name before '=' is empty")
-            out[name.strip()] = parse_param_count(count)
-        else:
-            out[None] = parse_param_count(v)
-    return out
-
-
-def params_from_name(name: str) -> float | None:
-    """A parameter count from the known-model table, else from a size in the name ('Qwen2.5-1.5B' -> 1.5e9)."""
-    low = name.lower()
-    for key in sorted(KNOWN_PARAMS, key=len, reverse=True):
-        if key in low:
-            return KNOWN_PARAMS[key]
-    if re.search(r"\d+x\d+", low):  # mixture of experts ("8x7b"): the total is not the active count
-        return None
-    m = re.search(r"(?<![\w.])(?:[a-z]*-)?(\d+(?:\.\d+)?)([mb])(?![a-z0-9])", low.replace("_", "-"))
-    if m:
-        return float(m.group(1)) * (1e6 if m.group(2) == "m" else 1e9)
-    return None
-
-
-def resolve_params(
-    meta: Mapping[str, Any], model: str, raw_model: str, override: float | Mapping[str | None, float] | None
-) -> tuple[float, str]:
-    """(parameter count, where it came from): run.json `model_params`, else --params, else by name, else NaN."""
-    for holder in (meta, meta.get("config") or {}, meta.get("backend") or {}):
-        if isinstance(holder, Mapping) and holder.get("model_params") is not None:
-            try:
-                value = float(holder["model_params"])
-            except (TypeError, ValueError):
-                continue
-            if value > 0:
-                return value, "run.json"
-    if isinstance(override, (int, float)):
-        return float(override), "override"
-    if override:
-        for key in (model, raw_model):
-            if key in override:
-                return float(override[key]), "override"
-        if None in override:
-            return float(override[None]), "override"
-    for name in (raw_model, model):
-        known = params_from_name(name)
-        if known is not None:
-            return known, "table" if any(k in name.lower() for k in KNOWN_PARAMS) else "name"
-    return math.nan, "unknown"
-
-
-def display_model(raw: str) -> str:
-    """A short model label: a GGUF path becomes its file name, other names are kept."""
-    if raw.lower().endswith(".gguf"):
-        return Path(raw.split(":")[-1]).name
-    return raw
-
-
-def metric_kind(curve: str) -> str:
-    """'coverage' for oracle curves (pass@k: any of k is correct), 'accuracy' for a selected answer."""
-    return "coverage" if curve.startswith(ORACLE_PREFIXES) else "accuracy"
-
-
-# ---------------------------------------------------------------------------------------------- collecting
-
-
-def find_run_folders(root: Path) -> list[Path]:
-    """Every folder at or below `root` holding a run.json, sorted."""
-    root = Path(root)
-    if (root / "run.json").is_file():
-        found = {root}
-    else:
-        found = set()
-    if root.is_dir():
-        found.update(p.parent for p in root.rglob("run.json") if p.is_file())
-    return sorted(found)
-
-
-def _num(x: Any) -> float:
-    """A JSON number as float; None/missing as NaN; anything else is malformed."""
-    if x is None:
-        return math.nan
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise ValueError(f"expected a number, got {type(x).__name__}")
-    return float(x)
-
-
-def _wall_seconds(timings: Any) -> float:
-    if not isinstance(timings, Mapping):
-        return math.nan
-    values = [float(v) for v in timings.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return float(sum(values)) if values else math.nan
-
-
-def run_rows(folder: Path, override: float | Mapping[str | None, float] | None = None) -> list[dict[str, Any]]:
-    """The tidy rows of one run folder; raises ValueError/KeyError/TypeError/TtevalError when its files are bad."""
-    meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    if not isinstance(meta, dict) or not isinstance(metrics, dict):
-        raise ValueError("run.json and metrics.json must hold JSON objects")
-    config = meta.get("config") or {}
-    if not isinstance(config, dict):
-        raise ValueError("run.json 'config' is not an object")
-    raw_model = str(config.get("model") or (meta.get("backend") or {}).get("model") or "?")
-    model = display_model(raw_model)
-    task = str(metrics.get("task") or config.get("task") or "?")
-    params, source = resolve_params(meta, model, raw_model, override)
-    curves = metrics.get("curves")
-    if not isinstance(curves, dict):
-        raise ValueError("metrics.json has no 'curves' object")
-    base = {
-        "model": model, "task": task, "params": params, "params_source": source,
-        "wall_s": _wall_seconds(meta.get("timings")), "n": _num(metrics.get("n", config.get("n"))),
-        "num_problems": _num(metrics.get("num_problems")), "run_strategy": str(config.get("strategy", "")),
-        "status": str(meta.get("status", "")), "finished": str(meta.get("finished", "")),
-        "run_id": str(meta.get("run_id") or folder.name), "path": str(folder),
-    }  # fmt: skip
-    rows = []
-    for name, points in curves.items():
-        if not isinstance(points, list):
-            raise ValueError(f"curve '{name}' is not a list of points")
-        for p in points:
-            k = p["k"]
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise ValueError(f"curve '{name}' has a bad budget k={k!r}")
-            value = _num(p["value"])
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"curve '{name}' has value {value} outside [0, 1]")
-            tokens = _num(p.get("tokens"))
-            rows.append(
-                {
-                    **base, "strategy": str(name), "metric": metric_kind(str(name)), "budget": k, "value": value,
-                    "lower": _num(p.get("lower")), "upper": _num(p.get("upper")), "tokens": tokens,
-                    "flops": 2.0 * params * tokens, "verifier_tokens": _num(p.get("verifier_tokens")),
-                    "mc_se": _num(p.get("mc_se")), "compute": _num(p.get("compute")),
-                }  # fmt: skip
-            )
-    return rows
-
-
-def _default_warn(message: str) -> None:
-    warnings.warn(message, RunFolderWarning, stacklevel=3)
-
-
-def collect_runs(
-    root: Path | Iterable[Path],
-    params: float | Mapping[str | None, float] | None = None,
-    on_warning: Callable[[str], None] | None = None,
-) -> pd.DataFrame:
-    """One tidy row per curve point of every run folder below `root` (or each of several roots).
-
-    Folders with missing or malformed files are skipped with a one-line warning (via `on_warning`, else
-    `warnings.warn` with RunFolderWarning); `df.attrs["skipped"]` lists them.
-    """
-    warn = on_warning or _default_warn
-    roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
-    folders: list[Path] = []
-    for r in roots:
-        if not r.exists():
-            raise TtevalError(f"no such folder: {r}")
-        folders.extend(f for f in find_run_folders(r) if f not in folders)
-    rows: list[dict[str, Any]] = []
-    skipped: list[str] = []
-    for folder in folders:
-        if not (folder / "metrics.json").is_file():
-            status = _peek_status(folder)
-            warn(f"skipping {folder}: no metrics.json yet (run status: {status})")
-            skipped.append(str(folder))
-            continue
-        try:
-            rows.extend(run_rows(folder, params))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError, TtevalError) as exc:
-            reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-            warn(f"skipping {folder}: malformed run files ({reason})")
-            skipped.append(str(folder))
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    df["budget"] = df["budget"].astype("int64")
-    for col in ("n", "num_problems"):
-        df[col] = pd.to_numeric(df[col]).round().astype("Int64")
-    df.attrs["skipped"] = skipped
-    return df
-
-
-def _peek_status(folder: Path) -> str:
-    try:
-        return str(json.loads((folder / "run.json").read_text(encoding="utf-8")).get("status", "unknown"))
-    except Exception:  # noqa: BLE001 - only for a warning's wording
-        return "unreadable run.json"
-
-
-def require_rows(df: pd.DataFrame, where: str) -> None:
-    """Raise a one-line error when nothing was collected."""
-    if df.empty:
-        raise TtevalError(f"no run folders with run.json and metrics.json under {where}")
-
-
-# ---------------------------------------------------------------------------------------------- views
-
-
-def filter_rows(
-    df: pd.DataFrame, task: str | None = None, model: str | None = None, strategy: str | None = None
-) -> pd.DataFrame:
-    """Rows whose task, model and strategy match the given glob patterns (None keeps all)."""
-    mask = pd.Series(True, index=df.index)
-    for col, pattern in (("task", task), ("model", model), ("strategy", strategy)):
-        if pattern:
-            mask &= df[col].map(lambda v, p=pattern: fnmatch.fnmatchcase(str(v), p))
-    return df[mask]
-
-
-def select_budget(df: pd.DataFrame, budget: str | int | None = "max") -> pd.DataFrame:
-    """'max' (default): each run's curve at its largest budget; 'all': every point; an integer: that budget k."""
-    if budget is None or str(budget).lower() == "max":
-        if df.empty:
-            return df
-        top = df.groupby(["path", "strategy"])["budget"].transform("max")
-        return df[df["budget"] == top]
-    if str(budget).lower() == "all":
-        return df
-    try:
-        k = int(budget)
-    except (TypeError, ValueError):
-        raise TtevalError(f"--budget must be 'max', 'all' or an integer k, got '{budget}'") from None
-    return df[df["budget"] == k]
-
-
-def sort_rows(df: pd.DataFrame, sort: str | None, columns: Sequence[str]) -> pd.DataFrame:
-    """Sort by COL ('-COL' descending, '+COL' ascending; accuracy-like columns default to descending)."""
-    if not sort:
-        return df.sort_values(["task", "accuracy", "model", "strategy", "budget"],
-                              ascending=[True, False, True, True, True], kind="stable")  # fmt: skip
-    col, ascending = sort, None
-    if sort[0] in "+-":
-        col, ascending = sort[1:], sort[0] == "+"
-    if col not in columns:
-        raise TtevalError(f"cannot sort by '{col}'; choose one of: {', '.join(columns)}")
-    if ascending is None:
-        ascending = col not in DESCENDING_BY_DEFAULT
-    return df.sort_values(col, ascending=ascending, kind="stable", na_position="last")
-
-
-def leaderboard_frame(
-    df: pd.DataFrame,
-    task: str | None = None,
-    model: str | None = None,
-    strategy: str | None = None,
-    budget: str | int | None = "max",
-    sort: str | None = None,
-) -> pd.DataFrame:
-    """The leaderboard as numbers: accuracy, lower and upper in percent, tokens and FLOPs per problem."""
-    rows = select_budget(filter_rows(df, task, model, strategy), budget)
-    board = pd.DataFrame(
-        {
-            "model": rows["model"], "task": rows["task"], "strategy": rows["strategy"], "budget": rows["budget"],
-            "accuracy": 100.0 * rows["value"], "lower": 100.0 * rows["lower"], "upper": 100.0 * rows["upper"],
-            "tokens": rows["tokens"], "flops": rows["flops"], "wall_s": rows["wall_s"], "n": rows["n"],
-            "problems": rows["num_problems"], "run_id": rows["run_id"],
-        },  # fmt: skip
-        columns=LEADERBOARD_COLUMNS,
-    )
-    return sort_rows(board, sort, LEADERBOARD_COLUMNS).reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------------------------- formatting
-
-
-def fmt_interval(value: float, lower: float, upper: float) -> str:
-    """'41.2 [35.0, 47.9]' from percentages (the interval is left out when unknown)."""
-    if math.isnan(lower) or math.isnan(upper):
-        return f"{value:.1f}"
-    return f"{value:.1f} [{lower:.1f}, {upper:.1f}]"
-
-
-def fmt_tokens(x: float) -> str:
-    return "–" if x is None or math.isnan(x) else f"{x:,.0f}"
-
-
-def fmt_flops(x: float) -> str:
-    return "–" if x is None or math.isnan(x) else f"{x:.2e}"
-
-
-def fmt_seconds(x: float) -> str:
-    """'12.3 s', '4m 05s', '2h 03m'."""
-    if x is None or math.isnan(x):
-        return "–"
-    if x < 60:
-        return f"{x:.1f} s"
-    if x < 3600:
-        return f"{int(x // 60)}m {int(x % 60):02d}s"
-    return f"{int(x // 3600)}h {int(x % 3600 // 60):02d}m"
-
-
-DISPLAY_HEADERS = ["model", "task", "strategy", "budget", "accuracy % [95% CI]", "tokens/problem",
-                   "FLOPs/problem", "wall time", "run"]  # fmt: skip
-
-
-def display_frame(board: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard as display strings (for rich, markdown and HTML)."""
-    return pd.DataFrame(
-        [
-            [r.model, r.task, r.strategy, str(r.budget), fmt_interval(r.accuracy, r.lower, r.upper),
-             fmt_tokens(r.tokens), fmt_flops(r.flops), fmt_seconds(r.wall_s), r.run_id]  # fmt: skip
-            for r in board.itertuples(index=False)
-        ],
-        columns=DISPLAY_HEADERS,
-    )
 
 
 def render_leaderboard(board: pd.DataFrame, fmt: str, title: str = "tteval leaderboard"):
@@ -386,129 +28,36 @@ def render_leaderboard(board: pd.DataFrame, fmt: str, title: str = "tteval leade
         return board.to_json(orient="records", indent=2) + "\n"
     shown = display_frame(board)
     if fmt == "markdown":
-        return shown.to_markdown(index=False, disable_numparse=True) + "\n"
+        return shown.to_markdown(index=False, disable_numparse=True) + f"\n\n{VALUE_LEGEND}.\n"
     if fmt == "html":
-        from tteval.html_report import html_table
-
-        return html_table(shown, numeric={"budget", "accuracy % [95% CI]", "tokens/problem", "FLOPs/problem", "wall time"}) + "\n"
+        return html_table(shown, numeric=NUMERIC_HEADERS) + "\n"
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, caption="accuracy (pass@k: coverage) in %, 95% interval; tokens and FLOPs per problem")
-    for h in DISPLAY_HEADERS:
-        table.add_column(h, justify="right" if h in ("budget", "tokens/problem", "FLOPs/problem", "wall time") else "left",
+    table = Table(title=title, caption=VALUE_LEGEND + "; tokens and FLOPs per problem")
+    for h in shown.columns:
+        table.add_column(h, justify="right" if h in NUMERIC_HEADERS - {"value [95% CI]"} else "left",
                          style="bold" if h == "strategy" else None, overflow="fold")  # fmt: skip
     for row in shown.itertuples(index=False):
-        table.add_row(*(str(v) for v in row), end_section=False)
+        table.add_row(*(Text(str(v)) for v in row), end_section=False)  # cells are data: '[n/a]' is not markup
     return table
-
-
-# ---------------------------------------------------------------------------------------------- sweeps
-
-
-def sweep_points(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, task, strategy, budget): where several runs give the same point, keep the run with
-    the most problems, then the largest pool, then the latest finish."""
-    if df.empty:
-        return df.copy()
-    ranked = df.sort_values(["num_problems", "n", "finished", "path"], ascending=[False, False, False, True], kind="stable")
-    kept = ranked.drop_duplicates(["model", "task", "strategy", "budget"], keep="first")
-    return kept.sort_values(["model", "task", "strategy", "budget"], kind="stable").reset_index(drop=True)
-
-
-def sweep_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The tidy sweep table (SWEEP_COLUMNS) of deduplicated points."""
-    return sweep_points(df)[SWEEP_COLUMNS].reset_index(drop=True)
-
-
-OPTIMAL_COLUMNS = ["axis", "model", "task", "budget", "best", "value", "lower", "upper", "runner_up",
-                   "runner_up_value", "margin", "separated", "candidates"]  # fmt: skip
-
-
-def compute_optimal(
-    df: pd.DataFrame, axis: str = "samples", include_oracle: bool = False, across_models: bool | None = None
-) -> pd.DataFrame:
-    """The best strategy at each budget and its margin (value points, fractions) over the runner-up.
-
-    axis 'samples': budgets are the curves' k. axis 'tokens' / 'flops': budgets are powers of two (ten for
-    FLOPs) spanning the data, and each strategy is credited with its best point spending at most that much.
-    Oracle curves (pass@k) are left out unless include_oracle. Across models (default for FLOPs only) a
-    candidate is 'model · strategy' and rows are per task; otherwise candidates are strategies per model and task.
-    """
-    if axis not in ("samples", "tokens", "flops"):
-        raise TtevalError(f"unknown compute axis '{axis}'; choose samples, tokens or flops")
-    pts = sweep_points(df)
-    if not include_oracle:
-        pts = pts[pts["metric"] != "coverage"]
-    across = (axis == "flops") if across_models is None else across_models
-    pts = pts.assign(candidate=(pts["model"] + " · " + pts["strategy"]) if across else pts["strategy"])
-    group_keys = ["task"] if across else ["model", "task"]
-    records: list[dict[str, Any]] = []
-    for key, g in pts.groupby(group_keys, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        model = "(all)" if across else key[0]
-        task = key[-1]
-        for budget, cands in _budget_candidates(g, axis):
-            records.append(_rank(axis, model, task, budget, cands))
-    return pd.DataFrame(records, columns=OPTIMAL_COLUMNS)
-
-
-def _budget_candidates(g: pd.DataFrame, axis: str):
-    """Yield (budget, DataFrame of each candidate's best point within that budget)."""
-    if axis == "samples":
-        for k, at_k in g.groupby("budget", sort=True):
-            yield int(k), at_k
-        return
-    col, base = ("tokens", 2.0) if axis == "tokens" else ("flops", 10.0)
-    known = g[np.isfinite(g[col].to_numpy(dtype=float)) & (g[col] > 0)]
-    if known.empty:
-        return
-    lo = math.floor(math.log(float(known[col].min()), base) + 1e-9)
-    hi = math.ceil(math.log(float(known[col].max()), base) - 1e-9)
-    for e in range(lo, hi + 1):
-        edge = base**e
-        within = known[known[col] <= edge * (1 + 1e-9)]
-        if within.empty:
-            continue
-        best = within.sort_values(["value", col], ascending=[False, True], kind="stable").drop_duplicates("candidate")
-        yield edge, best
-
-
-def _rank(axis: str, model: str, task: str, budget: float, cands: pd.DataFrame) -> dict[str, Any]:
-    ordered = cands.sort_values(["value", "candidate"], ascending=[False, True], kind="stable")
-    best = ordered.iloc[0]
-    second = ordered.iloc[1] if len(ordered) > 1 else None
-    margin = float(best["value"] - second["value"]) if second is not None else math.nan
-    separated = bool(second is not None and best["lower"] > second["upper"])
-    return {
-        "axis": axis, "model": model, "task": task, "budget": budget, "best": best["candidate"],
-        "value": float(best["value"]), "lower": float(best["lower"]), "upper": float(best["upper"]),
-        "runner_up": second["candidate"] if second is not None else "",
-        "runner_up_value": float(second["value"]) if second is not None else math.nan,
-        "margin": margin, "separated": separated, "candidates": int(len(ordered)),
-    }  # fmt: skip
-
-
-def fmt_budget(axis: str, budget: float) -> str:
-    if axis == "samples":
-        return f"k={int(budget)}"
-    if axis == "tokens":
-        return f"≤{budget:,.0f} tok"
-    return f"≤{budget:.0e} FLOPs"
 
 
 def optimal_rich_table(opt: pd.DataFrame, title: str = "compute-optimal strategy per budget"):
     """A rich Table of compute_optimal() rows (values in %, margin in points)."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, caption="margin: best minus runner-up, percentage points; * = 95% intervals do not overlap")
     for h in ("axis", "model", "task", "budget", "best", "accuracy %", "runner-up", "runner-up %", "margin"):
         table.add_column(h, justify="right" if h in ("budget", "accuracy %", "runner-up %", "margin") else "left")
     for r in opt.itertuples(index=False):
-        table.add_row(
+        cells = (
             r.axis, r.model, r.task, fmt_budget(r.axis, r.budget), str(r.best), f"{100 * r.value:.1f}",
             str(r.runner_up) or "–", "–" if math.isnan(r.runner_up_value) else f"{100 * r.runner_up_value:.1f}",
             "–" if math.isnan(r.margin) else f"{100 * r.margin:+.1f}{'*' if r.separated else ''}",
         )  # fmt: skip
+        table.add_row(*(Text(c) for c in cells))  # names like 'maj@k [temperature=0.3]' are data, not markup
     return table
 
 

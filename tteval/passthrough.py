@@ -1,26 +1,20 @@
 """`--model-args` and `--gen-kwargs` (lm-eval's spelling): backend options passed through as key=value pairs.
 
 Keys are checked against what the backend takes before anything starts, so a typo is one line, not an option
-silently ignored: vLLM's engine arguments (vllm.EngineArgs) and sampling fields (vllm.SamplingParams), read
-lazily since vLLM is optional; llama.cpp's backend constructor; the OpenAI-compatible API's sampling fields.
+silently ignored: each backend's spec (`tteval.backends.registry`) says which keys it takes, or why none.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from typing import Any
 
+from tteval.backends.registry import backend_spec
 from tteval.errors import TtevalError
 
 # set by tteval's own options: passing them again would make two sources of one setting
 OWN_MODEL_ARGS = {"model": "--model", "seed": "--seed", "tensor_parallel_size": "--tensor-parallel"}
 OWN_GEN_KWARGS = {"n": "-n", "temperature": "--temperature", "top_p": "--top-p", "max_tokens": "--max-tokens",
                   "seed": "--seed", "logprobs": "(always on)", "prompt_logprobs": "(not used)"}  # fmt: skip
-# the OpenAI API's sampling fields beyond tteval's own, and the extra ones vLLM's and llama.cpp's servers take
-OPENAI_GEN_KWARGS = ("frequency_penalty", "presence_penalty", "logit_bias", "stop", "top_k", "min_p",
-                     "repetition_penalty", "min_tokens", "stop_token_ids", "ignore_eos", "skip_special_tokens",
-                     "spaces_between_special_tokens", "include_stop_str_in_output", "length_penalty")  # fmt: skip
 
 
 def parse_kv(text: str | None, flag: str) -> dict[str, Any] | None:
@@ -61,11 +55,10 @@ def check_model_args(backend: str, args: dict[str, Any] | None) -> None:
     own = sorted(k for k in args if k in OWN_MODEL_ARGS)
     if own:
         raise TtevalError(f"--model-args: {own[0]} is set by {OWN_MODEL_ARGS[own[0]]}")
-    if backend == "openai":
-        raise TtevalError("--model-args: the openai backend starts no engine (the server owns the model); "
-                          "start the server with the arguments instead")  # fmt: skip
-    known = _engine_args(backend)
-    unknown = sorted(set(args) - known)
+    known = backend_spec(backend).model_args
+    if isinstance(known, str):  # the backend takes none: why
+        raise TtevalError(f"--model-args: {known}")
+    unknown = sorted(set(args) - known())
     if unknown:
         raise TtevalError(f"--model-args: not {backend} engine arguments: {', '.join(unknown)}")
 
@@ -77,32 +70,9 @@ def check_gen_kwargs(backend: str, kwargs: dict[str, Any] | None) -> None:
     own = sorted(k for k in kwargs if k in OWN_GEN_KWARGS)
     if own:
         raise TtevalError(f"--gen-kwargs: {own[0]} is set by {OWN_GEN_KWARGS[own[0]]}")
-    if backend == "llamacpp":
-        raise TtevalError("--gen-kwargs: the llamacpp backend samples with temperature and top-p only; "
-                          "use the vllm or openai backend for other sampling settings")  # fmt: skip
-    known = _sampling_fields() if backend == "vllm" else set(OPENAI_GEN_KWARGS)
-    unknown = sorted(set(kwargs) - known)
+    known = backend_spec(backend).gen_kwargs
+    if isinstance(known, str):  # the backend takes none: why
+        raise TtevalError(f"--gen-kwargs: {known}")
+    unknown = sorted(set(kwargs) - known())
     if unknown:
         raise TtevalError(f"--gen-kwargs: not {backend} sampling parameters: {', '.join(unknown)}")
-
-
-def _engine_args(backend: str) -> set[str]:
-    if backend == "vllm":
-        from tteval.backends.vllm import import_vllm
-
-        vllm = import_vllm()
-        return {f.name for f in dataclasses.fields(vllm.EngineArgs)}
-    from tteval.backends.llamacpp import LlamaCppBackend
-
-    return set(inspect.signature(LlamaCppBackend.__init__).parameters) - {"self", "model"}
-
-
-def _sampling_fields() -> set[str]:
-    from tteval.backends.vllm import import_vllm
-
-    cls = import_vllm().SamplingParams
-    names = getattr(cls, "__struct_fields__", None)  # a msgspec Struct in vLLM >= 0.6
-    if names is None:
-        names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else list(
-            inspect.signature(cls).parameters)  # fmt: skip
-    return set(names)

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from tteval.errors import TtevalError
+from tteval.tables import sweep_points
 
 AXES = {
     "samples": ("budget", "samples per problem (k)", 2),
@@ -36,8 +37,9 @@ def _plain(text: str) -> str:
     return str(text).replace("$", r"\$")
 
 
-def _series_label(model: str, strategy: str, multi_model: bool) -> str:
-    return _plain(f"{model} · {strategy}" if multi_model else strategy)
+def _series_label(model: str, strategy: str, variant: str, multi_model: bool) -> str:
+    name = f"{strategy} [{variant}]" if variant else strategy
+    return _plain(f"{model} · {name}" if multi_model else name)
 
 
 def _natural(name: str) -> list:
@@ -56,8 +58,6 @@ def _tick_label(x: float, _pos: object = None) -> str:
 def scaling_figure(df: pd.DataFrame, axis: str = "samples", strategies: Sequence[str] | None = None) -> Figure:
     """A figure of accuracy (%) against the chosen budget axis, one panel per task; `strategies` (glob patterns)
     selects the curves. On the compute axis (GenRM's C = S(1 + λV)) a curve without a compute cost is at C = k."""
-    from tteval.leaderboard import sweep_points
-
     if axis not in AXES:
         raise TtevalError(f"unknown plot axis '{axis}'; choose one of: {', '.join(AXES)}")
     col, xlabel, base = AXES[axis]
@@ -68,7 +68,8 @@ def scaling_figure(df: pd.DataFrame, axis: str = "samples", strategies: Sequence
         pts = pts.assign(compute=pts["compute"].astype(float).fillna(pts["budget"].astype(float)))
     tasks = sorted(pts["task"].unique()) or ["(no runs)"]
     multi_model = pts["model"].nunique() > 1
-    series = sorted({(m, s) for m, s in zip(pts["model"], pts["strategy"])}, key=lambda ms: (_natural(ms[1]), ms[0]))
+    keys = ["model", "strategy", "variant"]  # runs that differ in a setting (temperature, ...) are separate curves
+    series = sorted(set(zip(pts["model"], pts["strategy"], pts["variant"])), key=lambda ms: (_natural(ms[1]), ms[2], ms[0]))
     cmap = mpl.colormaps["tab10"] if len(series) <= 10 else mpl.colormaps["tab20"]
     colors = {ms: cmap(i % cmap.N) for i, ms in enumerate(series)}
     fig = Figure(figsize=(2.0 + 4.8 * len(tasks), 4.8), layout="constrained")
@@ -76,18 +77,18 @@ def scaling_figure(df: pd.DataFrame, axis: str = "samples", strategies: Sequence
     handles: dict[str, object] = {}
     for ax, task in zip(axes, tasks):
         sub = pts[pts["task"] == task]
-        alpha = 1.0 - (1.0 - BAND_ALPHA) ** (1.0 / max(1, sub.groupby(["model", "strategy"]).ngroups))
+        alpha = 1.0 - (1.0 - BAND_ALPHA) ** (1.0 / max(1, sub.groupby(keys).ngroups))
         plotted = 0
-        groups = sorted(sub.groupby(["model", "strategy"]), key=lambda kg: (_natural(kg[0][1]), kg[0][0]))
-        for (model, strategy), g in groups:
+        groups = sorted(sub.groupby(keys), key=lambda kg: (_natural(kg[0][1]), kg[0][2], kg[0][0]))
+        for (model, strategy, variant), g in groups:
             g = g[np.isfinite(g[col].to_numpy(dtype=float)) & (g[col] > 0)].sort_values(col)
             if g.empty:
                 continue
             x = g[col].to_numpy(dtype=float)
             y, lo, hi = (100 * g[c].to_numpy(dtype=float) for c in ("value", "lower", "upper"))
             oracle = strategy.startswith("pass@")
-            color = colors[(model, strategy)]
-            label = _series_label(model, strategy, multi_model)
+            color = colors[(model, strategy, variant)]
+            label = _series_label(model, strategy, variant, multi_model)
             (line,) = ax.plot(x, y, marker="o", ms=4, lw=1.6, color=color, ls="--" if oracle else "-", label=label,
                               zorder=3)  # fmt: skip
             ok = np.isfinite(lo) & np.isfinite(hi)
@@ -118,8 +119,10 @@ def scaling_figure(df: pd.DataFrame, axis: str = "samples", strategies: Sequence
             ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
             ax.xaxis.set_minor_formatter(NullFormatter())
         lo_y, hi_y = ax.get_ylim()
-        ax.set_ylim(max(0.0, lo_y), min(100.0, hi_y) if hi_y > 0 else 1.0)
-    axes[0].set_ylabel("accuracy % (pass@k: coverage)")
+        cap = math.inf if (sub["metric"] == "score").any() else 102.0  # eff@k may exceed 1; a point at 100% shows whole
+        ax.set_ylim(max(0.0, lo_y), min(cap, hi_y) if hi_y > 0 else 1.0)
+    scores = " · eff@k: score × 100" if (pts["metric"] == "score").any() else ""
+    axes[0].set_ylabel(f"accuracy % (pass@k: coverage{scores})")
     if handles:
         fig.legend(list(handles.values()), list(handles.keys()), loc="outside right center", fontsize="small",
                    frameon=False)  # fmt: skip

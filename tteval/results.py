@@ -17,11 +17,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from tteval.errors import TtevalError
-from tteval.jsonl import json_object
 from tteval.locking import LOCK_NAME, held
-
-SAMPLE_FIELDS = ("task_id", "sample_index", "completion", "answer", "correct", "num_tokens", "logprob", "scores")
-
+from tteval.records import SampleLines, SampleRecord, SampleRules, group_by_problem, read_samples
 
 def json_bytes(obj: Any) -> bytes:
     """`obj` as indented JSON text, numpy values and paths included."""
@@ -87,20 +84,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON file, or raise a one-line TtevalError naming it."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TtevalError(f"file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise TtevalError(f"malformed JSON in {path}: {exc}") from None
-    except RecursionError:
-        raise TtevalError(f"malformed JSON in {path}: nested too deeply") from None
-    except OSError as exc:
-        raise TtevalError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
 def describe_file_kind(st: os.stat_result) -> str:
     """'a regular file', 'a folder', 'a symbolic link', 'a character device', ... for an lstat result."""
     mode = st.st_mode
@@ -124,14 +107,6 @@ def check_output_file(path: Path, option: str = "--out") -> None:
         raise TtevalError(f"{option} {path}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(st.st_mode):
         raise TtevalError(f"{option} {path} is {describe_file_kind(st)}; give a regular file or a new path")
-
-
-@dataclass(frozen=True)
-class SampleRules:
-    """What a run's sample lines may hold: one of the run's task ids, and a sample_index in [0, n) once per problem."""
-
-    task_ids: frozenset[str]
-    n: int
 
 
 @dataclass
@@ -174,55 +149,41 @@ class RunDir:
         with contextlib.suppress(OSError):
             self.path.rmdir()
 
+    def read_samples(self, rules: SampleRules | None = None) -> list[SampleRecord]:
+        """The samples written so far (`tteval.records.read_samples`); the file is not changed, and a torn last
+        line (a crash mid-write) is left out."""
+        return read_samples(self.samples_path, rules).records
+
     def recover_samples(self, rules: SampleRules | None = None,
-                        on_warning: Callable[[str], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
-        """Read the samples written so far; a half-written last line (a crash mid-write) is cut off the file.
+                        on_warning: Callable[[str], None] | None = None) -> list[SampleRecord]:  # fmt: skip
+        """Read the samples to resume from; a half-written last line (a crash mid-write) is cut off the file.
 
         With `rules`, every line is checked: a known task id, a sample_index in [0, n), no (task, index) twice;
         anything else is a one-line error naming file:line (the file is left as it is)."""
+        return self._repaired(rules, on_warning).records
+
+    def _repaired(self, rules: SampleRules | None, on_warning: Callable[[str], None] | None) -> SampleLines:
         p = self.samples_path
-        if not p.exists():
-            return []
-        try:
-            data = p.read_bytes()
-        except OSError as exc:
-            raise TtevalError(f"cannot read {p}: {exc.strerror or exc}") from None
-        end = data.rfind(b"\n") + 1
-        if end < len(data):
+        lines = read_samples(p, rules)
+        if lines.torn:
             try:
-                os.truncate(p, end)
+                os.truncate(p, os.path.getsize(p) - lines.torn)
             except OSError as exc:
                 raise TtevalError(f"cannot repair {p} (a half-written last line): {exc.strerror or exc}") from None
             if on_warning:
-                on_warning(f"{p}: cut off a half-written last line ({len(data) - end} bytes, a write torn by a crash);"
+                on_warning(f"{p}: cut off a half-written last line ({lines.torn} bytes, a write torn by a crash);"
                            " its samples are generated again")  # fmt: skip
-            data = data[:end]
-        records = []
-        seen: dict[tuple[str, int], int] = {}
-        for lineno, line in enumerate(data.split(b"\n"), 1):
-            if not line.strip():
-                continue
-            where = f"{p}:{lineno}"
-            record = json_object(line, f"{where}: malformed sample line")
-            if not isinstance(record.get("task_id"), str):
-                raise TtevalError(f"{where}: malformed sample line: no string 'task_id'")
-            if rules is not None:
-                _check_sample(record, where, rules, seen, lineno)
-            records.append(record)
-        return records
+        return lines
 
-    def trim(self, keep: Callable[[list[dict[str, Any]]], int], rules: SampleRules | None = None,
-             on_warning: Callable[[str], None] | None = None) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
-        """Keep the first keep(records) samples of each problem (in sample order), rewriting the file if any go.
-
-        Returns the kept samples per problem that has any: what a resumed run continues from."""
-        records = self.recover_samples(rules, on_warning)
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for r in records:
-            groups.setdefault(r["task_id"], []).append(r)
-        kept: dict[str, list[dict[str, Any]]] = {}
-        for task_id, group in groups.items():
-            group.sort(key=lambda r: r.get("sample_index", 0))
+    def trim(self, keep: Callable[[list[SampleRecord]], int], rules: SampleRules | None = None,
+             on_warning: Callable[[str], None] | None = None) -> dict[str, list[SampleRecord]]:  # fmt: skip
+        """Keep the first keep(records) samples of each problem (in sample order), rewriting the file if any go
+        (the kept lines byte for byte). Returns the kept samples per problem that has any: what a resumed run
+        continues from."""
+        lines = self._repaired(rules, on_warning)
+        raw = {id(r): line for r, line in zip(lines.records, lines.raw)}
+        kept: dict[str, list[SampleRecord]] = {}
+        for task_id, group in group_by_problem(lines.records).items():
             count = keep(group)
             if count > 0:
                 kept[task_id] = group[:count]
@@ -230,10 +191,10 @@ class RunDir:
                     have = [r["sample_index"] for r in group[:count]]
                     raise TtevalError(f"{self.samples_path}: problem {task_id} has samples {have[:8]}, not 0..{count - 1}:"
                                       " lines are missing from the file")  # fmt: skip
-        if sum(map(len, kept.values())) < len(records):
+        if sum(map(len, kept.values())) < len(lines.records):
             ids = {id(r) for g in kept.values() for r in g}
             self.forget_metrics()
-            write_atomic({self.samples_path: _jsonl(r for r in records if id(r) in ids)})
+            write_atomic({self.samples_path: b"".join(raw[id(r)] for r in lines.records if id(r) in ids)})
         return kept
 
     def forget_metrics(self) -> None:
@@ -243,7 +204,7 @@ class RunDir:
         except OSError as exc:
             raise TtevalError(f"cannot remove {self.metrics_json}: {exc.strerror or exc}") from None
 
-    def append_samples(self, records: Iterable[dict[str, Any]]) -> None:
+    def append_samples(self, records: Iterable[dict[str, Any] | SampleRecord]) -> None:
         """Append one JSON line per record and fsync, so that a batch is either on disk or re-generated.
 
         A write that fails part-way (a full disk) is cut back off, so the file never ends mid-batch."""
@@ -269,21 +230,6 @@ class RunDir:
             os.close(fd)
 
 
-def _jsonl(records: Iterable[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r, default=_json_default) + "\n" for r in records).encode("utf-8")
-
-
-def _check_sample(record: dict[str, Any], where: str, rules: SampleRules, seen: dict[tuple[str, int], int],
-                  lineno: int) -> None:  # fmt: skip
-    """One sample line against the run: its task id, its sample_index, and no earlier line with the same pair."""
-    task_id = record["task_id"]
-    if task_id not in rules.task_ids:
-        raise TtevalError(f"{where}: unknown task id '{task_id[:80]}': not one of this run's {len(rules.task_ids)} problems")
-    index = record.get("sample_index")
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < rules.n:
-        shown = json.dumps(index)[:40] if "sample_index" in record else "missing"
-        raise TtevalError(f"{where}: sample_index must be a whole number in [0, {rules.n}) (n = {rules.n}), got {shown}")
-    first = seen.setdefault((task_id, index), lineno)
-    if first != lineno:
-        raise TtevalError(f"{where}: duplicate sample: line {first} already holds problem {task_id[:80]} sample_index"
-                          f" {index} (remove one of the two lines)")  # fmt: skip
+def _jsonl(records: Iterable[dict[str, Any] | SampleRecord]) -> bytes:
+    rows = (r.to_dict() if isinstance(r, SampleRecord) else r for r in records)
+    return "".join(json.dumps(r, default=_json_default) + "\n" for r in rows).encode("utf-8")

@@ -24,8 +24,9 @@ from tteval.jsonl import json_object
 from tteval.locking import LOCK_NAME
 from tteval.metrics import compute_metrics
 from tteval.provenance import file_sha256
+from tteval.records import read_run_meta
 from tteval.bounds import MAX_SAMPLES, SCORE_WORKERS, check
-from tteval.results import RunDir, check_output_file, describe_file_kind, json_bytes, read_json, write_atomic
+from tteval.results import RunDir, check_output_file, describe_file_kind, json_bytes, write_atomic
 from tteval.tasks import load_problems, load_task
 from tteval.verifiers.efficiency import read_enamel_samples
 
@@ -267,7 +268,7 @@ def check_out_dir(out_dir: Path) -> None:
     if out_dir.is_dir() and any(p.name != LOCK_NAME for p in out_dir.iterdir()):
         if not run.run_json.is_file():
             raise TtevalError(f"--out {out_dir} is a folder with other files in it; give a new or empty folder")
-        if (read_json(run.run_json).get("config") or {}).get("source") != "tteval score":
+        if read_run_meta(run.run_json).config.get("source") != "tteval score":
             raise TtevalError(f"--out {out_dir} holds a `tteval run` run; give another folder")
 
 

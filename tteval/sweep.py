@@ -8,7 +8,6 @@ are run back to back on ONE loaded engine (a local backend, or the same Ray acto
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,11 +16,12 @@ from rich.markup import escape
 
 from tteval.bounds import MAX_SAMPLES
 from tteval.errors import TtevalError
-from tteval.runner import RunConfig, execute, log_lines, start_workers
-from tteval.workers import engine_key
+from tteval.backends.registry import engine_key
+from tteval.config import RunConfig
+from tteval.runner import execute, log_lines, run_folder, start_engines
+from tteval.strategies.registry import STRATEGIES
 
-SEARCHERS = ("particle-filter",)
-GRID_STRATEGIES = ("sample", "particle-filter")
+GRID_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.in_sweeps)
 
 
 def parse_budgets(text: str) -> list[int]:
@@ -48,9 +48,9 @@ def grid_configs(base: RunConfig, models: Sequence[str], tasks: Sequence[str], t
         for task in tasks:
             for temperature in temperatures:
                 for strategy in strategies:
-                    ns = sorted(set(budgets)) if strategy in SEARCHERS else [max(budgets)]
+                    ns = sorted(set(budgets)) if STRATEGIES[strategy].searcher else [max(budgets)]
                     for n in ns:
-                        configs.append(replace(base, model=model, task=task, temperature=temperature, strategy=strategy, n=n))
+                        configs.append(base.replace(model=model, task=task, temperature=temperature, strategy=strategy, n=n))
     for c in configs:
         c.validate()
     return configs
@@ -63,9 +63,9 @@ def run_grid(configs: Sequence[RunConfig], console: Console) -> list[Path]:
     key = None
     try:
         for i, config in enumerate(configs, 1):
-            folder = Path(config.out) / config.run_id()
-            label = escape(f"[{i}/{len(configs)}] {config.model} · {config.task} · {config.strategy} n={config.n} "
-                           f"T={config.temperature}")
+            folder = run_folder(config)
+            label = escape(f"[{i}/{len(configs)}] {config.model} · {config.task} · {config.strategy.name} "
+                           f"n={config.sampling.n} T={config.sampling.temperature}")
             if _finished(folder):
                 console.print(f"{label}: [green]done[/] ({escape(str(folder))})", highlight=False)
                 folders.append(folder)
@@ -74,9 +74,9 @@ def run_grid(configs: Sequence[RunConfig], console: Console) -> list[Path]:
                 if workers is not None:  # shut down, and say whether GPU memory came back, before the next starts
                     workers, old = None, workers
                     log_lines(old.close(), console)
-                workers, key = start_workers(config), engine_key(config)
+                workers, key = start_engines(config), engine_key(config)
             console.print(f"{label}: running", highlight=False)
-            folders.append(execute(config, console=console, workers=workers).path)
+            folders.append(execute(config, console=console, engines=workers).path)
     except KeyboardInterrupt:
         console.print(f"[yellow]sweep interrupted[/]: {len(folders)}/{len(configs)} runs finished; "
                       "re-run the same command to continue", highlight=False)  # fmt: skip
@@ -89,10 +89,9 @@ def run_grid(configs: Sequence[RunConfig], console: Console) -> list[Path]:
 
 def _finished(folder: Path) -> bool:
     """A run folder whose run.json says complete and whose metrics.json exists."""
-    import json
+    from tteval.records import read_run_meta
 
     try:
-        meta = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return read_run_meta(folder).status == "complete" and (folder / "metrics.json").is_file()
+    except TtevalError:
         return False
-    return isinstance(meta, dict) and meta.get("status") == "complete" and (folder / "metrics.json").is_file()

@@ -49,11 +49,3 @@ def make_plugin_backend(spec: str, config: Any) -> Backend:
 def option_keys(spec: str, what: str) -> set[str]:
     """The `--model-args` (what="model_args") or `--gen-kwargs` (what="gen_kwargs") keys a plug-in's factory takes."""
     return set(getattr(load_factory(spec), what, None) or ())
-
-
-def check_plugin_options(spec: str, model_args: dict[str, Any] | None, gen_kwargs: dict[str, Any] | None) -> None:
-    """Refuse in one line an option key the plug-in's factory does not list."""
-    for flag, what, given in (("--model-args", "model_args", model_args), ("--gen-kwargs", "gen_kwargs", gen_kwargs)):
-        unknown = sorted(set(given or ()) - option_keys(spec, what))
-        if unknown:
-            raise TtevalError(f"{flag}: the plug-in {spec!r} does not take {', '.join(unknown)}")

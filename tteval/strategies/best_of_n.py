@@ -3,7 +3,7 @@
 Best-of-N picks the single candidate with the highest reward (ties split evenly, the expectation of GenRM's
 random tie-breaking). Weighted best-of-N (search-and-learn; Snell et al. 2024) sums the rewards of each answer
 class and picks the largest sum. A PRM's per-step scores become one reward by
-`tteval.verifiers.scorer.aggregate_steps` (search-and-learn's "last", "min", "prod", plus "mean"), re-exported here.
+`tteval.verifiers.reward.aggregate_steps` (search-and-learn's "last", "min", "prod", plus "mean"), re-exported here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from tteval.strategies.pool import INVALID, IndexLike, Pool, indices
 from tteval.strategies.self_consistency import weighted_vote
-from tteval.verifiers.scorer import AGGREGATIONS, aggregate_steps
+from tteval.verifiers.reward import AGGREGATIONS, aggregate_steps
 
 __all__ = ["AGGREGATIONS", "aggregate_steps", "best_of_n", "weighted_best_of_n"]
 

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from tteval.backends.base import Backend, Request
-from tteval.verifiers.scorer import Scorer as StepScorer  # process reward: (question, partial solution) pairs
+from tteval.verifiers.reward import Scorer as StepScorer  # process reward: (question, partial solution) pairs
 
 STEP_END = "\n\n"
 EPS = float(np.finfo(float).eps)

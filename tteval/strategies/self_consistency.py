@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from tteval.errors import TtevalError
+from tteval.estimators import weighted_vote_credit
 from tteval.strategies.pool import INVALID, IndexLike, Pool, candidate_class_credit, indices
 
 INVALID_RULES = ("never", "compete", "last-resort")
@@ -63,14 +64,13 @@ def credit(pool: Pool, ix: np.ndarray, winners: np.ndarray, by_votes: bool = Fal
 
 def weighted_vote(pool: Pool, idx: IndexLike, weights: str | Sequence[float] | np.ndarray) -> float:
     """Credit of the answer class with the largest summed weight among candidates `idx`; `weights` are one
-    non-negative value per pool candidate (or a reward name in `pool.rewards`). Tied classes share the credit in
-    proportion to their votes (as `tteval.estimators.weighted_vote_credit`)."""
+    non-negative value per pool candidate (or a reward name in `pool.rewards`). The one weighted vote,
+    `tteval.estimators.weighted_vote_credit`: tied classes share the credit in proportion to their votes."""
     w = pool.reward(weights)
     if np.any(w < 0):
         raise TtevalError("vote weights must be non-negative")
     ix = indices(pool, idx)
-    classes, totals = class_totals(pool.answers[ix], w[ix])
-    return credit(pool, ix, winner_classes(classes, totals), by_votes=True)
+    return float(weighted_vote_credit(pool.answers, w, pool.correct, ix[None, :])[0])
 
 
 def majority_vote(pool: Pool, idx: IndexLike = None) -> float:

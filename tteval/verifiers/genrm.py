@@ -31,7 +31,7 @@ from typing import Sequence
 from tteval.backends.base import Backend, Completion, Request
 from tteval.errors import TtevalError
 from tteval.paths import shipped_dir
-from tteval.verifiers.scorer import ScoreResult  # defined there; still importable from here
+from tteval.verifiers.reward import ScoreResult  # defined there; still importable from here
 
 MODES = ("hybrid", "logprob", "binary", "normalized")
 VERDICT = "\nVerification: Is the answer correct (Yes/No)?"

@@ -4,31 +4,26 @@ math-verify's own timeout uses SIGALRM, which fails off the main thread and cann
 (power towers, huge factorials). So every check here runs in a small worker process of ours with math-verify's
 timeouts switched off; a check that passes its deadline gets its worker killed and replaced, and costs one
 verdict (False, counted as a timeout), never the run. Verdicts are cached by (normalised answer, normalised gold).
+The worker process (its handle and its loop) is `math_process.py`.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
-from typing import Any, Sequence
+from multiprocessing.connection import wait
+from typing import Sequence
 
 from tteval.errors import TtevalError
 from tteval.verifiers.answers import extract_answer, gsm8k_gold, normalize_answer
+from tteval.verifiers.math_process import MathVerifyProcess
 
 __all__ = ["CheckResult", "GraderStats", "MathGrader", "extract_answer", "gsm8k_gold", "normalize_answer"]
 
 # Answers longer than this are not sent to sympy at all (graded by string equality only).
 MAX_ANSWER_CHARS = 2_000
-# The folder holding the `tteval` package, put on the workers' PYTHONPATH.
-_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # How long a fresh worker may take to import math-verify and warm up before we give up on it.
 WORKER_START_TIMEOUT_S = 60.0
 _INTEGER_CHARS = frozenset("0123456789")
@@ -91,7 +86,7 @@ class MathGrader:
         self.cache = cache
         self.stats = GraderStats()
         self._cache: dict[tuple[str, str], CheckResult] = {}
-        self._pool: list[_Worker] = []
+        self._pool: list[MathVerifyProcess] = []
         self._lock = threading.RLock()
         self._closed = False
 
@@ -223,7 +218,7 @@ class MathGrader:
         if self._closed:
             raise TtevalError("this MathGrader was closed; create a new one")
         while len(self._pool) < min(self.workers, len(jobs)):
-            self._pool.append(_Worker(self.memory_limit_mb))
+            self._pool.append(MathVerifyProcess(self.memory_limit_mb))
         results: list[CheckResult | None] = [None] * len(jobs)
         # Jobs queue at the worker chosen by their gold, so each worker's parse memo sees the same golds; an idle
         # worker with an empty queue takes work from the longest other queue.
@@ -288,7 +283,7 @@ class MathGrader:
     def _replace(self, slot: int) -> None:
         """Kill the worker in `slot` and start a fresh one there."""
         self._pool[slot].stop(kill=True)
-        self._pool[slot] = _Worker(self.memory_limit_mb)
+        self._pool[slot] = MathVerifyProcess(self.memory_limit_mb)
         self.stats.worker_restarts += 1
 
 
@@ -308,128 +303,3 @@ def _shortcut(pred: str, gold: str, enabled: bool = True) -> CheckResult | None:
 def _is_integer(text: str) -> bool:
     digits = text[1:] if text.startswith("-") else text
     return 0 < len(digits) <= 100 and set(digits) <= _INTEGER_CHARS
-
-
-class _Worker:
-    """One `python -c` child running `_worker_main`, talked to over a socketpair with pickled messages.
-
-    A plain subprocess rather than multiprocessing's spawn: spawn re-runs the parent's `__main__` script in the
-    child, which breaks user scripts that build a MathGrader at top level without an `if __name__` guard.
-    """
-
-    def __init__(self, memory_limit_mb: int | None):
-        parent_sock, child_sock = socket.socketpair()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
-        code = "import sys; from tteval.verifiers.math import _worker_main; _worker_main(int(sys.argv[1]), sys.argv[2])"
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", code, str(child_sock.fileno()), str(memory_limit_mb or 0)],
-                pass_fds=(child_sock.fileno(),),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=env,
-            )
-        finally:
-            child_sock.close()
-        self.conn = Connection(parent_sock.detach())
-        self.started = time.monotonic()
-        self.is_ready = False
-
-    def ready(self, start_timeout_s: float) -> bool:
-        """True once the worker has imported math-verify; blocks for it (raising if it cannot start)."""
-        if self.is_ready:
-            return True
-        remaining = start_timeout_s - (time.monotonic() - self.started)
-        message: Any = None
-        try:
-            if self.conn.poll(max(0.0, remaining)):
-                message = self.conn.recv()
-        except (EOFError, OSError):
-            message = None
-        if isinstance(message, tuple) and message[0] == "ready":
-            self.is_ready = True
-            return True
-        self.stop(kill=True)
-        detail = message[1] if isinstance(message, tuple) and len(message) > 1 else "no reply"
-        raise TtevalError(f"math-verify worker failed to start ({detail}); is math-verify installed?")
-
-    def send(self, job: tuple[str, str]) -> bool:
-        try:
-            self.conn.send(job)
-            return True
-        except (OSError, ValueError):
-            return False
-
-    def poll(self) -> tuple[str, Any] | None:
-        """The worker's reply if one is waiting; ('died', ...) if the worker is gone."""
-        try:
-            if not self.conn.poll():
-                return None
-            return self.conn.recv()
-        except (EOFError, OSError) as exc:
-            return ("died", repr(exc))
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, kill: bool = False) -> None:
-        """Ask the worker to exit (or kill it outright) and reap it."""
-        if not kill and self.alive():
-            try:
-                self.conn.send(None)
-                self.proc.wait(timeout=2.0)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
-                pass
-        if self.alive():
-            self.proc.kill()
-        try:
-            self.proc.wait(timeout=10.0)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not get ignored
-            pass
-        self.conn.close()
-
-
-def _worker_main(fd: int, memory_limit_mb: str = "0") -> None:
-    """Child process loop on socket `fd`: receive (pred, gold), reply ('ok', verdict) or ('error', kind); None stops."""
-    conn = Connection(fd)
-    try:
-        if int(memory_limit_mb):
-            import resource
-
-            limit = int(memory_limit_mb) * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        logging.getLogger("math_verify").setLevel(logging.ERROR)
-        logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
-        from math_verify import parse, verify
-
-        parsed: dict[str, Any] = {}
-
-        def parsed_answer(text: str) -> Any:
-            if text not in parsed:
-                if len(parsed) > 4096:
-                    parsed.clear()
-                parsed[text] = parse("\\boxed{" + text + "}", parsing_timeout=None)
-            return parsed[text]
-
-        verify(parsed_answer("1"), parsed_answer("1"), timeout_seconds=None)  # warm sympy's first-call caches
-    except BaseException as exc:  # noqa: BLE001 - report any start-up failure to the parent
-        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
-        return
-    conn.send(("ready", os.getpid()))
-    while True:
-        try:
-            job = conn.recv()
-        except (EOFError, OSError, KeyboardInterrupt):
-            return
-        if job is None:
-            return
-        try:
-            pred, gold = job
-            conn.send(("ok", bool(verify(parsed_answer(gold), parsed_answer(pred), timeout_seconds=None))))
-        except BaseException as exc:  # noqa: BLE001 - one bad answer must not end the worker
-            try:
-                conn.send(("error", f"{type(exc).__name__}"))
-            except (OSError, ValueError):
-                return

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 from tteval.backends.vllm import _no_accelerator, import_vllm
 from tteval.backends.vllm_engine import close_engine, engine_max_len, gpu_memory_used, prompt_failure, start_engine
 from tteval.errors import TtevalError, first_line
-from tteval.verifiers.scorer import AGGREGATIONS, ScoreResult, aggregate_steps, split_steps
+from tteval.verifiers.reward import AGGREGATIONS, ScoreResult, aggregate_steps, split_steps
 
 SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 STEP_TAG = "<extra_0>"

@@ -3,7 +3,7 @@
 How a program runs (`run_python`):
 
     harness (this process)
-      └─ launcher: `python -I -S -c _LAUNCHER cfg`, a new session; sums the CPU time of the program's process
+      └─ launcher: `python -I -S launcher.py cfg`, a new session; sums the CPU time of the program's process
          tree every 0.1 s against the CPU limit, holds the wall-time backstop, reports over a pipe
            └─ program: `python -s -P main.py`, set up between fork and exec
 
@@ -65,9 +65,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from tteval.errors import TtevalError
+from tteval.verifiers.sandbox_plan import ARCH, interpreter_paths_under_tmp, nproc_limit, program_env, root_plan
+from tteval.verifiers.sandbox_zygote import LAUNCHER as _LAUNCHER
+from tteval.verifiers.sandbox_zygote import ForkedLauncher, spawn_forked, use_zygote
+
+_T = TypeVar("_T")
 
 STATUSES = ("ok", "error", "timeout", "killed", "sandbox_error")
 TAIL_BYTES = 4096  # kept from the end of a truncated stdout, where status lines go
@@ -167,16 +172,26 @@ def run_python(source: str, limits: Limits, stdin: str | None = None) -> ExecRes
     if not isinstance(source, str):
         raise TtevalError(f"run_python needs the program as a str, got {type(source).__name__}")
     mode = isolation_mode()
-    with _Run(source, limits, stdin, mode) as run:
-        first = run.result()
-    if first.limit_fired != "wall":
-        return first
-    with _Run(source, limits, stdin, mode) as run:
-        again = run.result()
+
+    def once() -> tuple[ExecResult, None]:
+        with _Run(source, limits, stdin, mode) as run:
+            return run.result(), None
+
+    return rerun_if_starved(once)[0]
+
+
+def rerun_if_starved(once: Callable[[], tuple[ExecResult, _T]], starved: Callable[[_T], bool] = lambda _: False
+                     ) -> tuple[ExecResult, _T]:
+    """The load rule, in one place: a run the wall backstop stopped (or that `starved` says waited) used less CPU
+    than its limit, so `once()` runs again and the second outcome stands, with `reruns` = 1."""
+    first, extra = once()
+    if first.limit_fired != "wall" and not starved(extra):
+        return first, extra
+    again, extra = once()
     again.reruns = 1
     if again.limit_fired == "wall":
         again.note += f" twice (first run: {first.cpu_s:.2f} s CPU in {first.runtime_s:.1f} s)"
-    return again
+    return again, extra
 
 
 def run_many(
@@ -277,88 +292,6 @@ def _per_item(value: Any, n: int, name: str) -> list[Any]:
     return items
 
 
-_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
-_DEVICES = ("null", "zero", "full", "random", "urandom")
-
-
-@lru_cache(maxsize=1)
-def _root_plan() -> dict[str, Any]:
-    """What the sandbox's minimal root shows, read-only: the system dirs (symlinks recreated), the interpreter's
-    prefixes, a few /dev nodes; and folders hidden again under them (installed copies of this package, whose
-    data files hold the datasets' tests and gold solutions). Nothing else of the host: no project checkout,
-    no datasets, no /run, /srv, /home, /root or host /tmp."""
-    links, binds = [], set()
-    for top in _SYSTEM_DIRS:
-        if os.path.islink(top):
-            links.append([top, os.readlink(top)])
-        elif os.path.isdir(top):
-            binds.add(top)
-    prefixes = {sys.base_prefix, sys.prefix, sys.base_exec_prefix, sys.exec_prefix,
-                str(Path(os.path.realpath(sys.executable)).parent.parent), os.path.dirname(sys.executable)}
-    tmp_roots = ("/tmp", "/var/tmp", "/dev/shm")
-    for raw in prefixes:
-        for path in {os.path.abspath(raw), os.path.realpath(raw)}:
-            if os.path.isdir(path) and not any(path == r or path.startswith(r + os.sep) for r in tmp_roots):
-                binds.add(path)
-    binds_sorted = sorted(b for b in binds if not any(b != q and b.startswith(q + os.sep) for q in binds))
-    hide = set()
-    for raw in prefixes:
-        for site in Path(raw).glob("lib/python*/site-packages"):
-            for entry in site.glob("tteval*"):
-                if entry.is_dir() and not entry.is_symlink():
-                    hide.add(str(entry))
-    return {"binds": binds_sorted, "links": links, "hide": sorted(hide), "devices": list(_DEVICES)}
-
-
-# Syscall numbers the launcher needs that libc does not wrap, and the seccomp audit arch, per machine.
-_ARCH = {
-    "x86_64": {"pivot_root": 155, "memfd_create": 319, "audit_arch": 0xC000003E, "x32_bit": 0x40000000},
-    "aarch64": {"pivot_root": 41, "memfd_create": 279, "audit_arch": 0xC00000B7, "x32_bit": 0},
-}
-
-
-def _interpreter_paths_under_tmp() -> list[str]:
-    """Interpreter / venv folders that live under /tmp, /var/tmp or /dev/shm (e.g. a CI checkout in /tmp): the
-    sandbox's private tmpfs would hide them, so they are bound back read-only."""
-    needed = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, os.path.dirname(sys.executable)}
-    tmp_roots = ("/tmp", "/var/tmp", "/dev/shm")
-    found = sorted({os.path.realpath(p) for p in needed} | {os.path.abspath(p) for p in needed})
-    under = [p for p in found if any(p.startswith(r + os.sep) for r in tmp_roots) and os.path.isdir(p)]
-    return [p for p in under if not any(p != q and p.startswith(q + os.sep) for q in under)]
-
-
-def _nproc_limit(max_processes: int, own_uid: bool) -> int:
-    """RLIMIT_NPROC counts every process of the real uid: under a fresh uid it is the run's own budget; otherwise
-    it must leave room for the user's other processes (and root ignores it)."""
-    if own_uid:
-        return max_processes
-    uid = os.getuid()
-    owned = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                owned += entry.stat().st_uid == uid
-            except OSError:
-                continue
-    return max_processes + owned
-
-
-def _program_env(workdir: str) -> dict[str, str]:
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "HOME": workdir,
-        "TMPDIR": workdir,
-        "PYTHONHASHSEED": "0",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONIOENCODING": "utf-8",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-
-
 class _Run:
     """One launch: a private folder for main.py, temp files for the std streams, the report pipe; all cleaned up."""
 
@@ -401,7 +334,7 @@ class _Run:
             "workdir": workdir,
             "exe": sys.executable,
             "argv": [sys.executable, "-s", *(["-P"] if sys.version_info >= (3, 11) else []), "main.py"],
-            "env": _program_env(workdir),
+            "env": program_env(workdir),
             "wall_s": lim.wall_limit_s,
             "cpu_s": lim.cpu_limit_s,
             "poll_s": POLL_S,
@@ -409,15 +342,15 @@ class _Run:
                 "RLIMIT_CPU": [math.ceil(lim.cpu_limit_s), math.ceil(lim.cpu_limit_s) + 1],
                 "RLIMIT_AS": [lim.memory_mb << 20] * 2,
                 "RLIMIT_FSIZE": [lim.file_size_mb << 20] * 2,
-                "RLIMIT_NPROC": [_nproc_limit(lim.max_processes, own_uid)] * 2,
+                "RLIMIT_NPROC": [nproc_limit(lim.max_processes, own_uid)] * 2,
                 "RLIMIT_CORE": [0, 0],
             },
             "network": bool(lim.network),
             "tmpfs_mb": int(lim.file_size_mb),
             "uid": uid if own_uid else None,
-            "root": _root_plan(),
-            "arch": _ARCH.get(os.uname().machine),
-            "tmp_keep": _interpreter_paths_under_tmp(),
+            "root": root_plan(),
+            "arch": ARCH.get(os.uname().machine),
+            "tmp_keep": interpreter_paths_under_tmp(),
             "channel_fd": channel_fd,
             "root_dir": self.dir,
         }
@@ -436,11 +369,14 @@ class _Run:
             cfg = repr(self._config(write_fd, channel_fd))
             fds = (write_fd,) if channel_fd is None else (write_fd, channel_fd)
             try:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-c", _LAUNCHER, cfg],
-                    stdin=self.stdin, stdout=self.stdout, stderr=self.stderr,
-                    pass_fds=fds, start_new_session=True, env={}, cwd=self.dir,
-                )
+                if use_zygote():
+                    self.proc = spawn_forked(cfg, [self.stdin, self.stdout, self.stderr], fds)
+                else:
+                    self.proc = subprocess.Popen(
+                        [sys.executable, "-I", "-S", _LAUNCHER, cfg],
+                        stdin=self.stdin, stdout=self.stdout, stderr=self.stderr,
+                        pass_fds=fds, start_new_session=True, env={}, cwd=self.dir,
+                    )
             except OSError as exc:
                 self.start_error = f"cannot start the sandbox launcher: {exc}"
         finally:
@@ -508,8 +444,10 @@ class _Run:
 _SIGNALS = {int(s) for s in signal.Signals}
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+def _wait(proc: "subprocess.Popen | ForkedLauncher", timeout: float) -> bool:
     """Wait for `proc` to exit within `timeout` s; True if it did. A pidfd wakes us at once (Popen.wait polls)."""
+    if isinstance(proc, ForkedLauncher):
+        return proc.wait(timeout)
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):
@@ -572,317 +510,3 @@ def _read_capped(fh: Any, cap: int, tail: int) -> tuple[str, bool, str]:
         fh.seek(max(cap, size - tail))
         end = fh.read(tail)
     return head.decode("utf-8", errors="replace"), cut, end.decode("utf-8", errors="replace")
-
-
-# The launcher runs as `python -I -S -c _LAUNCHER <config>` with only the standard library; the config is the
-# repr of a dict of literals that the harness wrote (json would cost the launcher 6 ms of imports). Its own
-# failures are reported as {"status": "sandbox_error"}; the program's outcome as status/returncode/wall/cpu.
-_LAUNCHER = r'''
-import ctypes, os, resource, select, signal, sys, time
-
-cfg = eval(sys.argv[1], {"__builtins__": {}})
-REPORT = cfg["report_fd"]
-os.set_inheritable(REPORT, False)
-
-
-def report(**items):
-    os.write(REPORT, (repr(items) + "\n").encode())
-
-
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-libc.syscall.restype = ctypes.c_long
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
-    0x00020000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
-MNT_DETACH, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 2, 22, 2
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
-    1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
-SYS_MOUNT_SETATTR, AT_FDCWD, AT_RECURSIVE, MOUNT_ATTR_RDONLY = 442, -100, 0x8000, 1
-
-
-class MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
-
-
-def check(rc, what):
-    if rc != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-
-def mount(source, target, fstype, flags, data=None):
-    enc = lambda s: None if s is None else s.encode()
-    check(libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
-
-
-prctl = getattr(libc, "prctl", lambda *args: 0)  # Linux only; plain mode elsewhere runs without it
-prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-if os.getppid() != cfg["harness_pid"]:
-    os._exit(111)
-namespaces = cfg["mode"] in ("namespaces", "userns")
-if namespaces:
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | (0 if cfg["network"] else CLONE_NEWNET)
-    if cfg["mode"] == "userns":
-        flags |= CLONE_NEWUSER
-    outer_uid, outer_gid = os.getuid(), os.getgid()
-    if libc.unshare(flags) != 0:
-        report(status="sandbox_error", error="unshare: " + os.strerror(ctypes.get_errno()))
-        os._exit(0)
-    if cfg["mode"] == "userns":  # map only our own uid/gid, to themselves
-        for name, text in (("setgroups", "deny"), ("uid_map", f"{outer_uid} {outer_uid} 1"),
-                           ("gid_map", f"{outer_gid} {outer_gid} 1")):
-            with open(f"/proc/self/{name}", "w") as fh:
-                fh.write(text)
-with open(cfg["program"], "rb") as fh:
-    source = fh.read()
-
-
-def remount_read_only():
-    """Bind-remount every mount read-only, keeping its nosuid/nodev/noexec flags (a user namespace must)."""
-    keep = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
-    with open("/proc/self/mountinfo") as fh:
-        entries = [line.split() for line in fh]
-    for fields_ in entries:
-        target = fields_[4].encode().decode("unicode_escape")
-        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
-        for option in fields_[5].split(","):
-            flags |= keep.get(option, 0)
-        try:
-            mount(None, target, None, flags)
-        except OSError:
-            pass  # best effort: the uid drop (root mode) still guards what cannot be remounted
-
-
-def build_filesystem():
-    """In the new mount namespace: a tmpfs root holding only the system dirs, the interpreter and a few devices,
-    all read-only; private tmpfs /tmp and /dev/shm; a fresh /proc; then pivot_root into it (the host's tree,
-    its datasets, project checkout and socket files, is no longer reachable)."""
-    plan, arch = cfg["root"], cfg["arch"]
-    if arch is None:
-        raise OSError(0, "no pivot_root syscall number for this machine")
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
-    root = cfg["root_dir"]
-    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-    for d in ("tmp", "var/tmp", "dev/shm", "proc"):
-        os.makedirs(os.path.join(root, d), mode=0o755, exist_ok=True)
-    for name in plan["devices"]:
-        host = "/dev/" + name
-        if os.path.exists(host):
-            open(os.path.join(root, "dev", name), "w").close()
-            mount(host, os.path.join(root, "dev", name), None, MS_BIND)
-    for path in plan["binds"]:
-        target = root + path
-        os.makedirs(target, mode=0o755, exist_ok=True)
-        mount(path, target, None, MS_BIND | MS_REC)
-    for path, dest in plan["links"]:
-        os.symlink(dest, root + path)
-    for path in plan["hide"]:
-        if os.path.isdir(root + path):
-            mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV, "size=4k,mode=755")
-    attr = MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
-    if libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, root.encode(), AT_RECURSIVE, ctypes.byref(attr),
-                    ctypes.sizeof(attr)) != 0:
-        remount_read_only()  # kernels before 5.12 have no mount_setattr: remount each mount point instead
-    size = f"size={cfg['tmpfs_mb']}m,mode=1777"
-    for d in ("tmp", "var/tmp", "dev/shm"):
-        mount("tmpfs", os.path.join(root, d), "tmpfs", MS_NOSUID | MS_NODEV, size)
-    for p in cfg["tmp_keep"]:  # the interpreter's own folders under a tmp dir, bound back read-only
-        os.makedirs(root + p, mode=0o755, exist_ok=True)
-        mount(p, root + p, None, MS_BIND | MS_REC)
-        mount(None, root + p, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-    for path in plan["hide"]:  # hidden folders inside those (a venv under /tmp): hidden again, read-only
-        if any(path.startswith(p + os.sep) for p in cfg["tmp_keep"]) and os.path.isdir(root + path):
-            mount("tmpfs", root + path, "tmpfs", MS_NOSUID | MS_NODEV | MS_RDONLY, "size=4k,mode=755")
-    mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    # SysV shared memory of this IPC namespace: at most one tmpfs size in all (detached segments escape RLIMIT_AS)
-    shm_bytes = cfg["tmpfs_mb"] << 20
-    for name, value in (("shmmax", shm_bytes), ("shmall", shm_bytes // os.sysconf("SC_PAGE_SIZE"))):
-        try:
-            with open(os.path.join(root, "proc/sys/kernel", name), "w") as fh:
-                fh.write(str(value))
-        except OSError:
-            pass  # best effort (a user namespace may not own these)
-    os.chdir(root)
-    check(libc.syscall(arch["pivot_root"], b".", b"."), "pivot_root")
-    check(libc.umount2(b".", MNT_DETACH), "umount old root")
-    os.chdir("/")
-
-
-def deny_memfd():
-    """seccomp: memfd_create fails with EPERM (its memory escapes RLIMIT_AS, and this machine may have no
-    cgroup v2 memory controller to bound it); other ABIs (x32, i386) get ENOSYS for every call."""
-    import struct
-    arch = cfg["arch"]
-    if arch is None:
-        return
-    ret_errno = 0x00050000
-    code = [(0x20, 0, 0, 4), (0x15, 1, 0, arch["audit_arch"]), (0x06, 0, 0, ret_errno | 38), (0x20, 0, 0, 0),
-            (0x15, 2, 0, arch["memfd_create"]), (0x35, 1, 0, arch["x32_bit"] or 0xFFFFFFFF),
-            (0x06, 0, 0, 0x7FFF0000), (0x06, 0, 0, ret_errno | 1)]
-    buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in code))
-
-    class Prog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-    prog = Prog(len(code), ctypes.addressof(buf))
-    check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp")
-
-
-def child():
-    os.setsid()
-    workdir, uid = cfg["workdir"], cfg["uid"]
-    if namespaces:
-        build_filesystem()
-        os.makedirs(workdir, mode=0o700, exist_ok=True)
-        with open(os.path.join(workdir, "main.py"), "wb") as fh:
-            fh.write(source)
-        if uid is not None:
-            os.chown(os.path.join(workdir, "main.py"), uid, uid)
-            os.chown(workdir, uid, uid)
-    for name, (soft, hard) in cfg["rlimits"].items():
-        resource.setrlimit(getattr(resource, name), (soft, hard))
-    if uid is not None:
-        os.setgroups([])
-        os.setresgid(uid, uid, uid)
-        os.setresuid(uid, uid, uid)
-    check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if namespaces:
-        deny_memfd()
-    os.chdir(workdir)
-    os.execve(cfg["exe"], cfg["argv"], cfg["env"])
-
-
-err_r, err_w = os.pipe()
-# The host's /proc, opened before the program's mount namespace (which we share) gets its own /proc on top; the
-# launcher reads the program's process tree through it. Close-on-exec, so the program never holds it.
-PROC = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)
-start = time.perf_counter()
-pid = os.fork()
-if pid == 0:
-    try:
-        os.close(err_r)
-        child()
-    except BaseException as exc:
-        try:
-            os.write(err_w, f"{type(exc).__name__}: {exc}".encode()[:2000])
-        finally:
-            os._exit(127)
-os.close(err_w)
-if cfg["channel_fd"] is not None:
-    os.close(cfg["channel_fd"])  # the program holds the only copy: its end closes when it ends
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def read_proc(path):
-    fd = os.open(path, os.O_RDONLY, dir_fd=PROC)
-    try:
-        return os.read(fd, 65536)
-    finally:
-        os.close(fd)
-
-
-def list_proc(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY, dir_fd=PROC)
-    try:
-        return os.listdir(fd)
-    finally:
-        os.close(fd)
-
-
-try:
-    HAVE_CHILDREN = read_proc(f"{os.getpid()}/task/{os.getpid()}/children") is not None
-except OSError:
-    HAVE_CHILDREN = False
-
-
-def kill_program():
-    for kill in (os.killpg, os.kill):
-        try:
-            kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-
-
-def process_tree():
-    """Host pids of the program and its descendants (zombies included: they keep their CPU times)."""
-    if not HAVE_CHILDREN:  # no /proc/PID/task/TID/children: the program's session instead
-        found = []
-        for name in list_proc("."):
-            if name.isdigit():
-                try:
-                    data = read_proc(f"{name}/stat")
-                except OSError:
-                    continue
-                if int(data[data.rindex(b")") + 2:].split()[3]) == pid:
-                    found.append(int(name))
-        return found
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        try:
-            for tid in list_proc(f"{p}/task"):
-                todo.extend(int(c) for c in read_proc(f"{p}/task/{tid}/children").split())
-        except (OSError, ValueError):
-            pass
-    return found
-
-
-seen, gone_cpu = {}, 0.0  # pid -> (parent pid, CPU s); CPU of processes that left the tree unreaped by it
-
-
-def tree_cpu():
-    """CPU seconds of the program's whole process tree: each process's own time plus its reaped children's;
-    a process that left the tree without its parent reaping it keeps the time it had when last seen."""
-    global gone_cpu
-    now = {}
-    for p in process_tree():
-        try:
-            data = read_proc(f"{p}/stat")
-            f = data[data.rindex(b")") + 2:].split()
-            now[p] = (int(f[1]), (int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])) / TICK)
-        except (OSError, ValueError, IndexError):
-            continue
-    for p, (parent, cpu) in seen.items():
-        if p not in now and parent not in now:
-            gone_cpu += cpu
-    seen.clear()
-    seen.update(now)
-    return gone_cpu + sum(cpu for _, cpu in now.values())
-
-
-try:
-    waker = os.pidfd_open(pid)  # readable when the program exits: no polling delay at the end
-except (AttributeError, OSError):
-    waker = None
-fired, peak_cpu, next_poll = "", 0.0, 0.0
-while True:
-    done, status, usage = os.wait4(pid, os.WNOHANG)
-    if done:
-        break
-    elapsed = time.perf_counter() - start
-    if not fired and (elapsed >= next_poll or elapsed >= cfg["wall_s"]):
-        next_poll = elapsed + cfg["poll_s"]
-        peak_cpu = max(peak_cpu, tree_cpu())
-        fired = "cpu" if peak_cpu > cfg["cpu_s"] else "wall" if elapsed >= cfg["wall_s"] else ""
-        if fired:
-            kill_program()
-    pause = 1.0 if fired else max(0.001, min(next_poll, cfg["wall_s"]) - elapsed)
-    if waker is not None:
-        select.select([waker], [], [], pause)
-    else:
-        time.sleep(min(pause, 0.01))
-wall = time.perf_counter() - start
-if not namespaces:
-    kill_program()
-setup_error = os.read(err_r, 4096).decode(errors="replace")
-if setup_error:
-    report(status="sandbox_error", error="sandbox setup failed: " + setup_error)
-else:
-    rc = os.waitstatus_to_exitcode(status)
-    cpu = max(peak_cpu, usage.ru_utime + usage.ru_stime)
-    report(status="done", returncode=rc, wall=wall, cpu=cpu, fired=fired)
-'''

@@ -1,4 +1,4 @@
-"""The one scorer protocol for outcome and process reward models, and the step helpers of process rewards.
+"""The reward-model protocol (`Scorer`: outcome and process reward models alike) and the step helpers of PRMs.
 
 An item is (question, candidate), the candidate whole or partial. A step is text between blank lines, as particle
 filtering defines it (a step ends at "\\n\\n").
