@@ -122,7 +122,7 @@ def test_run_help_has_panels_and_real_choices():
     assert r.returncode == 0
     for panel in ("Task", "Sampling", "Backend", "Strategy", "Verifier", "Particle filtering", "Output"):
         assert f"─ {panel} ─" in r.stdout, panel
-    for choices in ("<llamacpp|vllm|openai>", "<sample|particle-filter|pass-until>", "<none|genrm|prm>",
+    for choices in ("<llamacpp|vllm|openai|MODULE:FACTORY>", "<sample|particle-filter|pass-until>", "<none|genrm|prm>",
                     "<auto|local|hub>", "<last|min|prod|mean|model>", "<hybrid|logprob|binary|normalized>"):  # fmt: skip
         assert choices in r.stdout, choices
 

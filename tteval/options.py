@@ -78,7 +78,15 @@ class Option:
         return inspect.Parameter(name or self.key, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=o["type"])
 
 
-BackendChoice = choice("BackendChoice", BACKENDS)
+
+
+def _backend(name: Any) -> str:
+    """--backend: a built-in backend's name or a `module:factory` plug-in (tteval/backends/plugin.py)."""
+    if name in BACKENDS or ":" in str(name):
+        return str(name)
+    raise TtevalError(f"--backend: {name!r} is not one of {', '.join(repr(b) for b in BACKENDS)} (or MODULE:FACTORY)")
+
+
 StrategyChoice = choice("StrategyChoice", STRATEGIES)
 VerifierChoice = choice("VerifierChoice", VERIFIERS)
 DataSourceChoice = choice("DataSourceChoice", DATA_SOURCES)
@@ -126,8 +134,10 @@ SHARED: tuple[Option, ...] = (
            "More sampling parameters of the candidates: vllm.SamplingParams fields (vllm), or the API's (openai: "
            "top_k, min_p, presence_penalty, ...), e.g. top_k=20,min_p=0.05.", SAMPLING,
            convert=_kv("--gen-kwargs"), metavar="KEY=VALUE,..."),
-    Option("backend", ("--backend", "-b"), BackendChoice, "llamacpp",
-           "Sampling backend: llamacpp (CPU), vllm (GPU), openai (HTTP).", BACKEND),
+    Option("backend", ("--backend", "-b"), str, "llamacpp",
+           "Sampling backend: llamacpp (CPU), vllm (GPU), openai (HTTP), or a plug-in: a factory taking the run config"
+           " and returning a Backend (tteval/backends/plugin.py).", BACKEND, convert=_backend,
+           metavar="<" + "|".join(BACKENDS) + "|MODULE:FACTORY>"),
     Option("model_args", ("--model-args",), Optional[str], None,
            "Engine arguments: vllm.EngineArgs fields (vllm: dtype=bfloat16,max_model_len=4096,"
            "gpu_memory_utilization=0.8,revision=...,trust_remote_code=true), or n_ctx, n_threads, max_parallel "
