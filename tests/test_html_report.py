@@ -1,6 +1,7 @@
 """The offline HTML report, loaded in a real headless Chromium: tables, plots, drill-down, and escaped model text."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
