@@ -14,6 +14,7 @@ import typer
 
 from tteval.backends.registry import BACKENDS
 from tteval.config import FLAT, RunConfig
+from tteval.errors import TtevalError
 from tteval.strategies.registry import STRATEGIES
 from tteval.tasks import DATA_SOURCES, PROMPT_FORMATS
 from tteval.verifiers.genrm import MODES as GENRM_MODES
@@ -114,7 +115,10 @@ SHARED: tuple[Option, ...] = (
     Option("prompt_format", ("--prompt-format",), PromptFormatChoice, "chat",
            "chat: the task's messages through the model's chat template; raw: their text as one plain prompt "
            "(base models), on every backend.", TASK),
-    Option("max_tokens", ("--max-tokens",), int, 256, "Maximum generated tokens per candidate.", SAMPLING),
+    Option("num_fewshot", ("--num-fewshot",), int, 0, "Worked examples before each question (the task YAML's fewshot "
+           "file): chat turns, or text blocks in raw format.", TASK),
+    Option("max_tokens", ("--max-tokens",), Optional[int], None, "Maximum generated tokens per candidate (default "
+           "256; a particle: --pf-max-steps x --pf-step-tokens, the authors').", SAMPLING),
     Option("top_p", ("--top-p",), float, 1.0, "Nucleus sampling mass.", SAMPLING),
     Option("seed", ("--seed",), int, 0, "Run seed; each problem's samples depend only on it and the problem id.",
            SAMPLING),
@@ -191,6 +195,14 @@ RUN_OPTIONS: tuple[Option, ...] = (TASK_OPT, MODEL_OPT, *_with_axes(SHARED, {"pr
 GRID = "Grid"
 
 
+def run_parameters() -> list[inspect.Parameter]:
+    """`tteval run`'s parameters: every run option, then --resume."""
+    resume = typer.Option(None, "--resume", rich_help_panel=OUTPUT, help="Continue the run in this folder with its "
+                          "recorded config (other options but --no-cache are ignored).")  # fmt: skip
+    return [o.parameter() for o in RUN_OPTIONS] + [
+        inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=resume)]
+
+
 def sweep_parameters() -> list[inspect.Parameter]:
     """`tteval sweep`'s run options: the grid axes (repeatable), the run folders' --runs-dir, and every shared one."""
     axes = [
@@ -227,3 +239,26 @@ def to_config(values: dict[str, Any], **fixed: Any) -> RunConfig:
     """The RunConfig of parsed option values (table options only; `fixed`: flat values set by the command)."""
     flat = {o.key: o.convert(values[o.key]) for o in RUN_OPTIONS if o.key in values}
     return RunConfig.of(**{**flat, **fixed})
+
+
+def task_list(text: str) -> list[str]:
+    """`--tasks a,b` -> ["a", "b"] (as lm-eval's --tasks); duplicates and empty items are refused in one line."""
+    names = [t.strip() for t in text.split(",")]
+    if not all(names):
+        raise TtevalError(f"--task must be task names separated by commas, got '{text}'")
+    dup = sorted({t for t in names if names.count(t) > 1})
+    if dup:
+        raise TtevalError(f"--task names {', '.join(dup)} more than once")
+    return names
+
+
+def given_flags(ctx: Any, exclude: set[str]) -> list[str]:
+    """The options the user gave on the command line (or by environment), by their first flag, in declared order."""
+    given = []
+    for param in ctx.command.params:
+        if param.name in exclude or not getattr(param, "opts", None):
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            given.append(param.opts[0])
+    return given
