@@ -2,6 +2,7 @@
 
 import os
 import json
+import os
 import re
 import shutil
 import subprocess
