@@ -1,5 +1,5 @@
 """Metrics time of a `tteval run` pool: RPC's Weibull fits, with and without skipping the fits that cannot change
-the winner (`tteval.strategies.rpc._sure_winner`), on the committed example (8 GSM8K x 8) and on synthetic pools
+the winner (`tteval.strategies.rpc._sure_winner`), on the committed example (20 MBPP x 16) and on synthetic pools
 shaped like the overhead bench (20 problems x 8, 64 tokens, 2-5 answer classes). Checks both give the same
 metrics.json, counts the mixture fits run, and records CPU time (steadier than wall time on a shared machine).
 Writes bench/results/metrics.json.
@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 
 HERE = Path(__file__).parent
 RESULT = HERE / "results" / "metrics.json"
-EXAMPLE = HERE.parent / "results" / "example" / "gsm8k_smollm2_sample_n8_43de2b08" / "samples.jsonl"
+EXAMPLE = HERE.parent / "results" / "example" / "mbpp_smollm2_sample_n16_e220251f" / "samples.jsonl"
 
 
 def synthetic(problems: int = 20, n: int = 8, seed: int = 0) -> list[dict]:
@@ -42,7 +42,7 @@ def timed(samples: list[dict], shortcut: bool) -> tuple[float, int, str]:
         rpc._sure_winner = lambda *a, **k: None
     try:
         t0 = time.process_time()
-        m = compute_metrics(samples, "gsm8k", seed=0)
+        m = compute_metrics(samples, "mbpp" if samples[0]["task_id"].startswith("mbpp/") else "gsm8k", seed=0)
         cpu = time.process_time() - t0
     finally:
         rpc._sure_winner = original
@@ -52,10 +52,10 @@ def timed(samples: list[dict], shortcut: bool) -> tuple[float, int, str]:
 def main() -> None:
     from tteval.records import read_samples
 
-    pools = {"example 8x8": read_samples(EXAMPLE).records}
+    pools = {"example 20x16": read_samples(EXAMPLE).records}
     pools.update({f"synthetic 20x8 seed {s}": synthetic(seed=s) for s in range(3)})
     rows = []
-    timed(pools["example 8x8"], True)  # warm up imports
+    timed(pools["example 20x16"], True)  # warm up imports
     for name, samples in pools.items():
         cpu_full, fits_full, m_full = timed(samples, False)
         cpu_fast, fits_fast, m_fast = timed(samples, True)

@@ -50,3 +50,12 @@ def _serve(kind):
     for s in servers:
         if not s.stopped:
             s.stop()
+
+
+@pytest.fixture
+def fake_backend(monkeypatch):
+    """The `--backend` value of the in-memory fake (tests/fake_backend.py: scripted answers from the gold, no model),
+    with tests/ put on PYTHONPATH so that tteval subprocesses can import it."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
+    return "fake_backend:make"

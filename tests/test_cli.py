@@ -51,8 +51,9 @@ def test_run_mbpp_end_to_end(tmp_path):
     assert all(s["grading"]["status"] in {"passed", "failed", "timeout", "crashed"} for s in samples)
 
 
-def test_rerun_is_a_noop_resume(tmp_path):
-    args = ("run", "--task", "gsm8k", "--limit", "1", "-n", "2", "--max-tokens", "16", "--out", str(tmp_path))
+def test_rerun_is_a_noop_resume(tmp_path, fake_backend):
+    args = ("run", "--backend", fake_backend, "--task", "gsm8k", "--limit", "1", "-n", "2", "--max-tokens", "16",
+            "--out", str(tmp_path))  # fmt: skip
     assert tteval(*args).returncode == 0
     run = only_run_dir(tmp_path)
     before = (run / "samples.jsonl").read_bytes()

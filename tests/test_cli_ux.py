@@ -122,7 +122,7 @@ def test_run_help_has_panels_and_real_choices():
     assert r.returncode == 0
     for panel in ("Task", "Sampling", "Backend", "Strategy", "Verifier", "Particle filtering", "Output"):
         assert f"─ {panel} ─" in r.stdout, panel
-    for choices in ("<llamacpp|vllm|openai>", "<sample|particle-filter|pass-until>", "<none|genrm|prm>",
+    for choices in ("<llamacpp|vllm|openai|MODULE:FACTORY>", "<sample|particle-filter|pass-until>", "<none|genrm|prm>",
                     "<auto|local|hub>", "<last|min|prod|mean|model>", "<hybrid|logprob|binary|normalized>"):  # fmt: skip
         assert choices in r.stdout, choices
 
@@ -300,6 +300,27 @@ def test_max_tokens_caps_each_particle_and_the_budget_is_printed(tmp_path):
     assert len(samples) == 2
     assert all(1 <= s["num_tokens"] <= 20 for s in samples), [s["num_tokens"] for s in samples]
     assert all(s["problem_policy_tokens"] <= 2 * 20 for s in samples)
+
+
+def test_a_particles_default_cap_is_the_authors_steps_times_step_tokens(tmp_path):
+    from tteval.config import RunConfig
+    from tteval.runner import worst_case_tokens
+
+    pf = RunConfig.of(strategy="particle-filter")
+    assert pf.token_cap() == 40 * 128 and worst_case_tokens(pf, 1).per_candidate == 40 * 128
+    assert RunConfig().token_cap() == 256 and RunConfig.of(max_tokens=96, strategy="particle-filter").token_cap() == 96
+    assert pf.legacy_identity()["pf_particle_max_tokens"] == 40 * 128
+    assert pf.identity()["sampling"]["max_tokens"] == 40 * 128
+    # the default and the same cap given by hand are one run; a sampling run's id is as before
+    assert pf.run_id() == RunConfig.of(strategy="particle-filter", max_tokens=40 * 128).run_id()
+    assert RunConfig().run_id() == RunConfig.of(max_tokens=256).run_id()
+    r = tteval("run", "--limit", "1", "-n", "2", "--strategy", "particle-filter", "--pf-step-tokens", "3",
+               "--pf-max-steps", "2", "--verifier-max-tokens", "2", "--out", str(tmp_path), "--no-cache", timeout=1800)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "worst case: 12 generated tokens (1 problems x 2 candidates x 6 tokens) + 12 verifier tokens" in r.stderr
+    (run,) = run_dirs(tmp_path)
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["config"]["max_tokens"] == 6 and meta["config"]["identity"]["sampling"]["max_tokens"] == 6
 
 
 def test_cache_keys_of_requests_without_gen_kwargs_are_unchanged():

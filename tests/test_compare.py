@@ -2,24 +2,18 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+import helpers
 from scipy import stats
 
 from tteval.compare import compare_runs, mcnemar_exact, paired_bootstrap, parse_metric, problem_outcome, wilcoxon_p
 from tteval.errors import TtevalError
 
-TTEVAL = [sys.executable, "-m", "tteval.cli"]
-
-
-def tteval(*args):
-    env = {**os.environ, "COLUMNS": "250", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.run([*TTEVAL, *args], capture_output=True, text=True, timeout=300, env=env)
+tteval = partial(helpers.tteval, columns=250)  # wide enough for the comparison table on one line
 
 
 def write_run(folder: Path, task: str, outcomes: dict[str, list], answers: dict[str, list] | None = None) -> Path:

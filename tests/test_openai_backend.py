@@ -23,16 +23,10 @@ import httpx
 import pytest
 
 from tteval.backends.base import Request
-from tteval.backends.openai import (
-    OpenAIBackend,
-    backoff_delay,
-    normalize_base_url,
-    parse_response,
-    load_chat_template,
-    parse_retry_after,
-    render_chat_template,
-    request_body,
-)
+from tteval.backends.chat_template import load_chat_template, render_chat_template
+from tteval.backends.http_retry import backoff_delay, parse_retry_after
+from tteval.backends.openai import OpenAIBackend
+from tteval.backends.openai_wire import normalize_base_url, parse_response, request_body
 from tteval.errors import TtevalError
 
 CHAT = (("user", "Say hello."),)

@@ -1,9 +1,11 @@
-"""Particle filtering: the odds-softmax weight map, resampling that concentrates on high reward, and a real run."""
+"""Particle filtering: the odds-softmax weight map, resampling that concentrates on high reward, and a real run (the
+filter's own draws and bookkeeping on the in-memory fake backend)."""
 
 import hashlib
 
 import numpy as np
 import pytest
+from fake_backend import FakeBackend
 
 from tteval.strategies.particle_filter import Particle, _resample, particle_filter, resampling_probs
 from tteval.verifiers.genrm import ScoreResult
@@ -76,6 +78,12 @@ class HashScorer:
         return [ScoreResult(0.45 + 0.1 * digest(text), tokens=1) for _, text in items]
 
 
+@pytest.fixture(scope="module")
+def fake():
+    """The in-memory fake backend (tests/fake_backend.py): the filter's own draws and bookkeeping, without a model."""
+    return FakeBackend()
+
+
 def test_particle_filter_on_the_cpu_model(cpu_backend):
     questions = ["What is 2 + 3?", "What is 10 - 4?"]
     prompts = [cpu_backend.apply_chat_template((("user", q),)) for q in questions]
@@ -94,39 +102,39 @@ def test_particle_filter_on_the_cpu_model(cpu_backend):
     assert [p.text for p in again[0].particles] == [p.text for p in results[0].particles]
 
 
-def test_particle_gibbs_keeps_a_reference_from_the_first_pass(cpu_backend):
+def test_particle_gibbs_keeps_a_reference_from_the_first_pass(fake):
     questions = ["What is 2 + 3?"]
-    prompts = [cpu_backend.apply_chat_template((("user", q),)) for q in questions]
+    prompts = [fake.apply_chat_template((("user", q),)) for q in questions]
     kw = dict(step_tokens=16, max_steps=2, seed=11)
-    (pf,) = particle_filter(cpu_backend, KeywordScorer("5"), questions, prompts, 3, **kw)
-    calls_before = cpu_backend.usage.calls
-    (pg,) = particle_filter(cpu_backend, KeywordScorer("5"), questions, prompts, 3, iterations=2, **kw)
+    (pf,) = particle_filter(fake, KeywordScorer("5"), questions, prompts, 3, **kw)
+    calls_before = fake.usage.calls
+    (pg,) = particle_filter(fake, KeywordScorer("5"), questions, prompts, 3, iterations=2, **kw)
     assert pg.iterations == 2 and len(pg.particles) == 3
     # the first pass is the plain filter with the same seed; its drawn reference survives into the last pass
     assert pg.particles[-1].text in {p.text for p in pf.particles}
-    assert pg.policy_tokens > pf.policy_tokens and cpu_backend.usage.calls - calls_before == pg.steps > pf.steps
+    assert pg.policy_tokens > pf.policy_tokens and fake.usage.calls - calls_before == pg.steps > pf.steps
     # the reference's forks and resamplings happen before each step, never after the last one
-    (again,) = particle_filter(cpu_backend, KeywordScorer("5"), questions, prompts, 3, iterations=2, **kw)
+    (again,) = particle_filter(fake, KeywordScorer("5"), questions, prompts, 3, iterations=2, **kw)
     assert [p.text for p in again.particles] == [p.text for p in pg.particles]
 
 
-def test_one_particle_is_a_single_sample(cpu_backend):
+def test_one_particle_is_a_single_sample(fake):
     q = "Name a colour."
-    prompts = [cpu_backend.apply_chat_template((("user", q),))]
-    (r,) = particle_filter(cpu_backend, KeywordScorer("x"), [q], prompts, 1, step_tokens=16, max_steps=2, seed=3)
+    prompts = [fake.apply_chat_template((("user", q),))]
+    (r,) = particle_filter(fake, KeywordScorer("x"), [q], prompts, 1, step_tokens=16, max_steps=2, seed=3)
     assert len(r.particles) == 1 and r.selected == 0
 
 
-def test_puri_et_al_particle_filter_never_resamples_after_the_last_step(cpu_backend):
+def test_puri_et_al_particle_filter_never_resamples_after_the_last_step(fake):
     # the paper's kernel (particle_gibbs_batch.py) resamples BEFORE each new step, so the final argmax sees the last
     # step's pool; resampling once more after it (its_hub's order) can drop the best particle before selection
     q = "Count to five."
-    prompts = [cpu_backend.apply_chat_template((("user", q),))]
+    prompts = [fake.apply_chat_template((("user", q),))]
     kw = dict(step_tokens=4, max_steps=2)
     lost = 0
     for seed in range(10):
-        (paper,) = particle_filter(cpu_backend, HashScorer(), [q], prompts, 4, seed=seed, **kw)
-        (its,) = particle_filter(cpu_backend, HashScorer(), [q], prompts, 4, seed=seed, resample_after_last=True, **kw)
+        (paper,) = particle_filter(fake, HashScorer(), [q], prompts, 4, seed=seed, **kw)
+        (its,) = particle_filter(fake, HashScorer(), [q], prompts, 4, seed=seed, resample_after_last=True, **kw)
         best = max(p.reward for p in paper.particles)
         assert paper.particles[paper.selected].reward == best  # the best particle of the last step is selected
         # the same steps were generated; its_hub only adds a resampling: its pool is drawn from the paper's
@@ -135,11 +143,11 @@ def test_puri_et_al_particle_filter_never_resamples_after_the_last_step(cpu_back
     assert lost >= 1  # in some of the scripted runs the extra resampling lost the best particle
 
 
-def test_particle_filter_randomness_depends_on_the_problem_key_not_the_batch(cpu_backend):
+def test_particle_filter_randomness_depends_on_the_problem_key_not_the_batch(fake):
     questions = ["What is 2 + 3?", "Name a colour."]
-    prompts = [cpu_backend.apply_chat_template((("user", q),)) for q in questions]
+    prompts = [fake.apply_chat_template((("user", q),)) for q in questions]
     kw = dict(step_tokens=8, max_steps=2, seed=5)
-    both = particle_filter(cpu_backend, HashScorer(), questions, prompts, 3, keys=["p/0", "p/1"], **kw)
-    (second,) = particle_filter(cpu_backend, HashScorer(), questions[1:], prompts[1:], 3, keys=["p/1"], **kw)
+    both = particle_filter(fake, HashScorer(), questions, prompts, 3, keys=["p/0", "p/1"], **kw)
+    (second,) = particle_filter(fake, HashScorer(), questions[1:], prompts[1:], 3, keys=["p/1"], **kw)
     assert [p.text for p in second.particles] == [p.text for p in both[1].particles]
     assert second.steps == both[1].steps and second.selected == both[1].selected

@@ -82,8 +82,8 @@ def test_all_censored_is_zero_with_the_rule_of_three_bound():
     assert point["value"] == 0 and point["censored"] == 1 and point["upper"] == pytest.approx(0.0295, abs=1e-3)
 
 
-def run_pass_until(tasks_dir: Path, out: Path):
-    args = ["run", "--task", "say_four", "--tasks-dir", str(tasks_dir), "--strategy", "pass-until", "-n", "6",
+def run_pass_until(tasks_dir: Path, out: Path, backend: str):
+    args = ["run", "--backend", backend, "--task", "say_four", "--tasks-dir", str(tasks_dir), "--strategy", "pass-until", "-n", "6",
             "--round-size", "2", "--until-successes", "2", "--max-tokens", "8", "--batch-problems", "1", "--limit", "3",
             "--out", str(out), "--no-cache"]  # fmt: skip
     r = subprocess.run([sys.executable, "-m", "tteval.cli", *args], capture_output=True, text=True, timeout=600)
@@ -92,14 +92,15 @@ def run_pass_until(tasks_dir: Path, out: Path):
     return run, r
 
 
-def test_pass_until_run_on_the_cpu_model_and_resume(tmp_path):
+def test_pass_until_run_and_resume(tmp_path, fake_backend):
+    """On the in-memory fake backend: the rounds, the stopping rule and resume are tteval's, not the model's."""
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     (tasks / "say_four.yaml").write_text(EASY_TASK)
     rows = [{"question": "What is 2 + 2?", "answer": "4"}, {"question": "Write the number 4.", "answer": "4"},
             {"question": "What is 917 * 351?", "answer": "321867"}]  # fmt: skip
     (tasks / "say_four.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run, _ = run_pass_until(tasks, tmp_path / "full")
+    run, _ = run_pass_until(tasks, tmp_path / "full", fake_backend)
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     metrics = json.loads((run / "metrics.json").read_text())
     for p in metrics["pass_until"]["problems"]:
@@ -117,7 +118,7 @@ def test_pass_until_run_on_the_cpu_model_and_resume(tmp_path):
     (cut / "run.json").write_text((run / "run.json").read_text())
     keep = [s for s in samples if not (s["task_id"] == samples[-1]["task_id"] and s["sample_index"] >= 3)]
     (cut / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in keep))
-    resumed, r = run_pass_until(tasks, tmp_path / "cut")
+    resumed, r = run_pass_until(tasks, tmp_path / "cut", fake_backend)
     assert "resuming" in r.stderr
     again = [json.loads(line) for line in (resumed / "samples.jsonl").read_text().splitlines()]
     key = lambda s: (s["task_id"], s["sample_index"])  # noqa: E731

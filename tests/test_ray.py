@@ -29,8 +29,9 @@ def test_sharded_run_equals_unsharded_run(tmp_path):
     assert meta["backend"]["ray_actors"] == 2 and meta["usage"]["completion_tokens"] > 0
 
 
-def test_sweep_on_ray_reuses_the_same_actors_for_every_run(tmp_path):
-    args = ["sweep", "--task", "gsm8k", "--limit", "2", "--budgets", "2", "--temperature", "0.5", "--temperature", "1.0",
+def test_sweep_on_ray_reuses_the_same_actors_for_every_run(tmp_path, fake_backend):
+    """On the in-memory fake backend (a real-model Ray run: above): which actors serve which run is tteval's."""
+    args = ["sweep", "--backend", fake_backend, "--task", "gsm8k", "--limit", "2", "--budgets", "2", "--temperature", "0.5", "--temperature", "1.0",
             "--max-tokens", "12", "--no-cache", "--no-plots", "--ray", "local", "--ray-actors", "2",
             "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "sweep")]  # fmt: skip
     r = subprocess.run([sys.executable, "-m", "tteval.cli", *args], capture_output=True, text=True, timeout=900)
@@ -62,7 +63,7 @@ def test_actors_that_cannot_all_start_hit_the_start_up_deadline(monkeypatch):
     from tteval.distributed import RayEngines
     from tteval.errors import TtevalError
 
-    monkeypatch.setenv("TTEVAL_RAY_START_TIMEOUT_S", "30")
+    monkeypatch.setenv("TTEVAL_RAY_START_TIMEOUT_S", "8")  # the test waits out the whole deadline
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
 
@@ -74,7 +75,7 @@ def test_actors_that_cannot_all_start_hit_the_start_up_deadline(monkeypatch):
         blocker = Blocker.remote()
         ray.get(blocker.ready.remote())
         config = RunConfig.of(n=1, limit=1, cache=False)
-        with pytest.raises(TtevalError, match=r"^\d of 2 Ray actors started within 30 s \(the others wait for resources"):
+        with pytest.raises(TtevalError, match=r"^\d of 2 Ray actors started within 8 s \(the others wait for resources"):
             RayEngines(config, 2)
     finally:
         ray.shutdown()

@@ -1,4 +1,5 @@
-"""Durability: a run killed with SIGKILL mid-generation resumes to exactly the uninterrupted result; Ctrl-C is clean."""
+"""Durability: a run killed with SIGKILL mid-generation resumes to exactly the uninterrupted result (the real CPU
+model); Ctrl-C is clean (the in-memory fake backend, slowed so the interrupt lands mid-run)."""
 
 import json
 import signal
@@ -54,8 +55,9 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
     assert json.loads((run_cut / "metrics.json").read_text()) == json.loads((run_full / "metrics.json").read_text())
 
 
-def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
-    args = [a if a != "5" else "12" for a in ARGS]  # long enough that Ctrl-C lands mid-run
+def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path, fake_backend):
+    args = [a if a != "5" else "12" for a in ARGS]  # long enough that Ctrl-C lands mid-run: 12 calls of 0.5 s
+    args += ["--backend", fake_backend, "--model-args", "delay_s=0.5"]  # the interrupt is tteval's, not the model's
     p = start(tmp_path, args)
     wait_for_lines(tmp_path, 2, p)
     p.send_signal(signal.SIGINT)

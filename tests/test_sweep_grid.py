@@ -66,14 +66,17 @@ def test_sweep_without_runs_or_grid_says_what_to_give():
     assert r.returncode != 0 and "give run folders to gather, or a grid" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_particle_gibbs_run_reports_budget_n_times_t(tmp_path):
-    r = tteval("run", "--task", "gsm8k", "--limit", "1", "-n", "2", "--strategy", "particle-filter", "--pf-iterations",
-               "2", "--pf-step-tokens", "12", "--pf-max-steps", "2", "--verifier-max-tokens", "8", "--out", str(tmp_path))  # fmt: skip
+def test_particle_gibbs_run_reports_budget_n_times_t(tmp_path, fake_backend):
+    """On the in-memory fake backend (the particle filter on the real model: test_cli)."""
+    r = tteval("run", "--backend", fake_backend, "--task", "gsm8k", "--limit", "1", "-n", "2", "--strategy",
+               "particle-filter", "--pf-iterations", "2", "--pf-step-tokens", "12", "--pf-max-steps", "2",
+               "--verifier-max-tokens", "8", "--out", str(tmp_path))  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = [d for d in tmp_path.iterdir() if d.is_dir()]
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 2 and all(s["pf_iterations"] == 2 for s in samples) and sum(s["selected"] for s in samples) == 1
     curves = json.loads((run / "metrics.json").read_text())["curves"]
     assert curves["pf@k"][0]["k"] == 4
-    bad = tteval("run", "-n", "1", "--strategy", "particle-filter", "--pf-iterations", "2", "--out", str(tmp_path))
+    bad = tteval("run", "--backend", fake_backend, "-n", "1", "--strategy", "particle-filter", "--pf-iterations", "2",
+                 "--out", str(tmp_path))  # fmt: skip
     assert bad.returncode == 2 and "needs -n of at least 2" in bad.stderr

@@ -11,25 +11,8 @@ from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tteval import estimators as est
-from tteval.errors import TtevalError
-
-
-def answer_classes(answers: Sequence[Hashable | None]) -> np.ndarray:
-    """Class ids for answers compared by equality: 0, 1, ... in order of first appearance; -1 for None or ""."""
-    ids: dict[Hashable, int] = {}
-    out = np.empty(len(answers), dtype=np.int64)
-    for i, a in enumerate(answers):
-        if a is None or (isinstance(a, str) and not a.strip()):
-            out[i] = -1
-            continue
-        try:
-            out[i] = ids.setdefault(a, len(ids))
-        except TypeError:
-            raise TtevalError(f"answer {i} ({type(a).__name__}) is not hashable; give strings or numbers") from None
-    return out
+from tteval.estimators.majority import answer_classes
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

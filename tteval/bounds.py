@@ -37,6 +37,7 @@ RUN_BOUNDS: dict[str, Bound] = {
     "n": Bound("-n", 1, MAX_SAMPLES),
     "limit": Bound("--limit", 1, 100_000_000),
     "max_tokens": Bound("--max-tokens", 1, MAX_TOKENS),
+    "num_fewshot": Bound("--num-fewshot", 0, 10_000),
     "temperature": Bound("--temperature", 0, 10, integer=False),
     "top_p": Bound("--top-p", 0, 1, integer=False, lo_open=True),
     "seed": Bound("--seed", 0, 2**63 - 1),

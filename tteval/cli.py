@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tteval.errors import TtevalError
-from tteval.options import OUTPUT, RUN_OPTIONS, sweep_parameters, to_config, with_options
+from tteval.options import given_flags, run_parameters, sweep_parameters, task_list, to_config, with_options
 
 app = typer.Typer(
     help="tteval: measure how much test-time compute buys. Sample candidate pools, verify them, and score "
@@ -47,12 +47,7 @@ def _main(
 
 
 @app.command()
-@with_options([o.parameter() for o in RUN_OPTIONS] + [
-    inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=typer.Option(
-        None, "--resume", rich_help_panel=OUTPUT,
-        help="Continue the run in this folder with its recorded config (other options but --no-cache are ignored).",
-    )),
-])  # fmt: skip
+@with_options(run_parameters())
 def run(ctx: typer.Context, **values: Any) -> None:
     """Sample N candidates per problem, verify them, and write run.json, samples.jsonl and metrics.json.
 
@@ -63,13 +58,13 @@ def run(ctx: typer.Context, **values: Any) -> None:
     resume = values["resume"]
     if resume is not None:
         config = resume_config(resume, values["cache"])  # a folder that is not a run: one error line, no warning first
-        ignored = _given_flags(ctx, exclude={"resume", "cache"})
+        ignored = given_flags(ctx, exclude={"resume", "cache"})
         if ignored:
             _warn_line(f"--resume runs with the config recorded in {resume / 'run.json'}; ignored: {', '.join(ignored)}")
         _print_run(config, execute(config, console=err, run_path=resume).path)
         return
     base = to_config(values)
-    configs = [base.replace(task=name) for name in _task_list(values["task"])]
+    configs = [base.replace(task=name) for name in task_list(values["task"])]
     if len(configs) == 1:
         folders = [execute(configs[0], console=err).path]
     else:
@@ -89,29 +84,6 @@ def _print_run(config: Any, folder: Path) -> None:
 
     out.print(metrics_table(read_json(folder / "metrics.json"), title=f"{config.task} · {config.model} · n={config.sampling.n}"))
     out.print(f"results: [bold]{escape(str(folder))}[/]")
-
-
-def _task_list(text: str) -> list[str]:
-    """`--tasks a,b` -> ["a", "b"] (as lm-eval's --tasks); duplicates and empty items are refused in one line."""
-    names = [t.strip() for t in text.split(",")]
-    if not all(names):
-        raise TtevalError(f"--task must be task names separated by commas, got '{text}'")
-    dup = sorted({t for t in names if names.count(t) > 1})
-    if dup:
-        raise TtevalError(f"--task names {', '.join(dup)} more than once")
-    return names
-
-
-def _given_flags(ctx: Any, exclude: set[str]) -> list[str]:
-    """The options the user gave on the command line (or by environment), by their first flag, in declared order."""
-    given = []
-    for param in ctx.command.params:
-        if param.name in exclude or not getattr(param, "opts", None):
-            continue
-        source = ctx.get_parameter_source(param.name)
-        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
-            given.append(param.opts[0])
-    return given
 
 
 @app.command()

@@ -117,7 +117,7 @@ def _classes(group: Sequence[Mapping[str, Any]]) -> np.ndarray:
     """Answer classes of one problem's samples: the recorded answer_class, else equal answer strings."""
     if all(isinstance(s.get("answer_class"), int) for s in group):
         return np.array([int(s["answer_class"]) for s in group])
-    from tteval.api import answer_classes
+    from tteval.estimators import answer_classes
 
     return answer_classes([None if s.get("answer") is None else str(s.get("answer")).strip() for s in group])
 

@@ -35,7 +35,7 @@ class SamplingConfig:
     """How each candidate is sampled."""
 
     n: int = 4
-    max_tokens: int = 256
+    max_tokens: int | None = None  # per candidate; None: 256, a particle pf_max_steps x pf_step_tokens (token_cap)
     temperature: float = 0.7
     top_p: float = 1.0
     seed: int = 0
@@ -99,12 +99,13 @@ class ExecutionConfig:
 
 _SECTION_TYPES = {"sampling": SamplingConfig, "backend": BackendConfig, "strategy": StrategyConfig,
                   "verifier": VerifierConfig, "execution": ExecutionConfig}  # fmt: skip
-TOP_FIELDS = ("task", "model", "limit", "data_source", "prompt_format")
-TOP_LATER: dict[str, Any] = {"prompt_format": "chat"}
+TOP_FIELDS = ("task", "model", "limit", "data_source", "prompt_format", "num_fewshot")
+TOP_LATER: dict[str, Any] = {"prompt_format": "chat", "num_fewshot": 0}
 # identity 1 (before sections): fields left out of the flat hash at their default, so older runs kept their ids
 LEGACY_LATER: dict[str, Any] = {"pf_iterations": 1, "until_successes": 2, "round_size": None, "chat_template": None,
                                 "prm_model": None, "prm_aggregation": None, "genrm_score": None,
-                                "model_args": None, "gen_kwargs": None, "prompt_format": "chat"}  # fmt: skip
+                                "model_args": None, "gen_kwargs": None, "prompt_format": "chat",
+                                "num_fewshot": 0}  # fmt: skip
 
 
 def _flat_names() -> dict[str, tuple[str | None, str]]:
@@ -129,6 +130,7 @@ class RunConfig:
     limit: int | float | None = None  # None: the whole task; a float in (0, 1): that share of it (lm-eval)
     data_source: str = "auto"
     prompt_format: str = "chat"  # chat: the model's chat template; raw: plain text for base models
+    num_fewshot: int = 0  # --num-fewshot: worked examples (the task YAML's fewshot file) before every question
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
@@ -217,6 +219,7 @@ class RunConfig:
 
         out: dict[str, Any] = {"version": IDENTITY_VERSION, **_pick(self, TOP_FIELDS, TOP_LATER)}
         out["sampling"] = _pick(self.sampling, [f.name for f in fields(SamplingConfig)], SamplingConfig.LATER)
+        out["sampling"]["max_tokens"] = self.token_cap()  # the default and the same number given are one run
         out["backend"] = {"name": self.backend.name,
                           **_pick(self.backend, backend_spec(self.backend.name).identity, BackendConfig.LATER)}
         out["strategy"] = {"name": self.strategy.name,
@@ -234,9 +237,26 @@ class RunConfig:
                if k not in NON_IDENTITY and not (k in LEGACY_LATER and v == LEGACY_LATER[k])}  # fmt: skip
         if self.genrm_mode():  # GenRM's scoring changed after 0.1: such runs got new ids, not a mixed resume
             out["genrm_score"] = self.genrm_mode()
+        out["max_tokens"] = self.token_cap()
         if self.strategy.name == "particle-filter":  # --max-tokens caps a particle since 0.2
-            out["pf_particle_max_tokens"] = self.sampling.max_tokens
+            out["pf_particle_max_tokens"] = self.token_cap()
         return out
+
+    def token_cap(self) -> int:
+        """Tokens one candidate may generate: --max-tokens, by default 256, and for a particle the authors' own
+        bound, pf_max_steps x pf_step_tokens (probabilistic-inference-scaling caps steps, not a particle's total)."""
+        if self.sampling.max_tokens is not None:
+            return self.sampling.max_tokens
+        st = self.strategy
+        return st.pf_max_steps * st.pf_step_tokens if st.name == "particle-filter" else 256
+
+    def check_fewshot(self) -> None:
+        """The task has --num-fewshot worked examples (a sweep or a task list checks every run before the first)."""
+        if self.num_fewshot:
+            from tteval.tasks import load_task, with_fewshot
+
+            tasks_dir = Path(self.execution.tasks_dir) if self.execution.tasks_dir else None
+            with_fewshot(load_task(self.task, tasks_dir), self.num_fewshot, self.data_source, tasks_dir)
 
     def matches(self, recorded: dict[str, Any]) -> bool:
         """Whether a run folder's recorded identity is this config's (identity 2, or identity 1 for older folders)."""

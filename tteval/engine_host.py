@@ -14,6 +14,7 @@ import os
 import socket
 import time
 import uuid
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -22,7 +23,7 @@ from tteval.backends.registry import engine_key, make_backend
 from tteval.config import RunConfig
 from tteval.grading import Grader
 from tteval.strategies.registry import strategy_for
-from tteval.tasks import Problem, Task, load_task
+from tteval.tasks import Problem, Task, load_task, with_fewshot
 from tteval.verifiers.registry import make_scorer, scorer_identity
 
 ChunkResult = tuple[list[dict[str, Any]], dict[str, float], dict[str, int]]
@@ -57,9 +58,10 @@ class EngineHost:
         if engine_key(config) != self.key:
             raise ValueError("an EngineHost only serves runs with its own engine key")
         ex = config.execution
-        gkey = (config.task, ex.tasks_dir, ex.workers)
+        gkey = (config.task, ex.tasks_dir, ex.workers, config.num_fewshot, config.data_source)
         if gkey not in self._graders:
-            task = load_task(config.task, ex.tasks_dir)
+            tasks_dir = Path(ex.tasks_dir) if ex.tasks_dir else None
+            task = with_fewshot(load_task(config.task, tasks_dir), config.num_fewshot, config.data_source, tasks_dir)
             self._graders[gkey] = (task, Grader(task, workers=ex.workers))
         task, grader = self._graders[gkey]
         u = self.backend.usage

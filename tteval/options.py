@@ -14,6 +14,7 @@ import typer
 
 from tteval.backends.registry import BACKENDS
 from tteval.config import FLAT, RunConfig
+from tteval.errors import TtevalError
 from tteval.strategies.registry import STRATEGIES
 from tteval.tasks import DATA_SOURCES, PROMPT_FORMATS
 from tteval.verifiers.genrm import MODES as GENRM_MODES
@@ -77,7 +78,15 @@ class Option:
         return inspect.Parameter(name or self.key, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=o["type"])
 
 
-BackendChoice = choice("BackendChoice", BACKENDS)
+
+
+def _backend(name: Any) -> str:
+    """--backend: a built-in backend's name or a `module:factory` plug-in (tteval/backends/plugin.py)."""
+    if name in BACKENDS or ":" in str(name):
+        return str(name)
+    raise TtevalError(f"--backend: {name!r} is not one of {', '.join(repr(b) for b in BACKENDS)} (or MODULE:FACTORY)")
+
+
 StrategyChoice = choice("StrategyChoice", STRATEGIES)
 VerifierChoice = choice("VerifierChoice", VERIFIERS)
 DataSourceChoice = choice("DataSourceChoice", DATA_SOURCES)
@@ -114,7 +123,10 @@ SHARED: tuple[Option, ...] = (
     Option("prompt_format", ("--prompt-format",), PromptFormatChoice, "chat",
            "chat: the task's messages through the model's chat template; raw: their text as one plain prompt "
            "(base models), on every backend.", TASK),
-    Option("max_tokens", ("--max-tokens",), int, 256, "Maximum generated tokens per candidate.", SAMPLING),
+    Option("num_fewshot", ("--num-fewshot",), int, 0, "Worked examples before each question (the task YAML's fewshot "
+           "file): chat turns, or text blocks in raw format.", TASK),
+    Option("max_tokens", ("--max-tokens",), Optional[int], None, "Maximum generated tokens per candidate (default "
+           "256; a particle: --pf-max-steps x --pf-step-tokens, the authors').", SAMPLING),
     Option("top_p", ("--top-p",), float, 1.0, "Nucleus sampling mass.", SAMPLING),
     Option("seed", ("--seed",), int, 0, "Run seed; each problem's samples depend only on it and the problem id.",
            SAMPLING),
@@ -122,8 +134,10 @@ SHARED: tuple[Option, ...] = (
            "More sampling parameters of the candidates: vllm.SamplingParams fields (vllm), or the API's (openai: "
            "top_k, min_p, presence_penalty, ...), e.g. top_k=20,min_p=0.05.", SAMPLING,
            convert=_kv("--gen-kwargs"), metavar="KEY=VALUE,..."),
-    Option("backend", ("--backend", "-b"), BackendChoice, "llamacpp",
-           "Sampling backend: llamacpp (CPU), vllm (GPU), openai (HTTP).", BACKEND),
+    Option("backend", ("--backend", "-b"), str, "llamacpp",
+           "Sampling backend: llamacpp (CPU), vllm (GPU), openai (HTTP), or a plug-in: a factory taking the run config"
+           " and returning a Backend (tteval/backends/plugin.py).", BACKEND, convert=_backend,
+           metavar="<" + "|".join(BACKENDS) + "|MODULE:FACTORY>"),
     Option("model_args", ("--model-args",), Optional[str], None,
            "Engine arguments: vllm.EngineArgs fields (vllm: dtype=bfloat16,max_model_len=4096,"
            "gpu_memory_utilization=0.8,revision=...,trust_remote_code=true), or n_ctx, n_threads, max_parallel "
@@ -191,6 +205,14 @@ RUN_OPTIONS: tuple[Option, ...] = (TASK_OPT, MODEL_OPT, *_with_axes(SHARED, {"pr
 GRID = "Grid"
 
 
+def run_parameters() -> list[inspect.Parameter]:
+    """`tteval run`'s parameters: every run option, then --resume."""
+    resume = typer.Option(None, "--resume", rich_help_panel=OUTPUT, help="Continue the run in this folder with its "
+                          "recorded config (other options but --no-cache are ignored).")  # fmt: skip
+    return [o.parameter() for o in RUN_OPTIONS] + [
+        inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=resume)]
+
+
 def sweep_parameters() -> list[inspect.Parameter]:
     """`tteval sweep`'s run options: the grid axes (repeatable), the run folders' --runs-dir, and every shared one."""
     axes = [
@@ -227,3 +249,26 @@ def to_config(values: dict[str, Any], **fixed: Any) -> RunConfig:
     """The RunConfig of parsed option values (table options only; `fixed`: flat values set by the command)."""
     flat = {o.key: o.convert(values[o.key]) for o in RUN_OPTIONS if o.key in values}
     return RunConfig.of(**{**flat, **fixed})
+
+
+def task_list(text: str) -> list[str]:
+    """`--tasks a,b` -> ["a", "b"] (as lm-eval's --tasks); duplicates and empty items are refused in one line."""
+    names = [t.strip() for t in text.split(",")]
+    if not all(names):
+        raise TtevalError(f"--task must be task names separated by commas, got '{text}'")
+    dup = sorted({t for t in names if names.count(t) > 1})
+    if dup:
+        raise TtevalError(f"--task names {', '.join(dup)} more than once")
+    return names
+
+
+def given_flags(ctx: Any, exclude: set[str]) -> list[str]:
+    """The options the user gave on the command line (or by environment), by their first flag, in declared order."""
+    given = []
+    for param in ctx.command.params:
+        if param.name in exclude or not getattr(param, "opts", None):
+            continue
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+            given.append(param.opts[0])
+    return given

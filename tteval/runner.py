@@ -22,7 +22,7 @@ from tteval.records import SampleRules, read_run_meta
 from tteval.results import RunDir, json_bytes, write_atomic, write_json_atomic
 from tteval.provenance import run_provenance
 from tteval.strategies.registry import strategy_for
-from tteval.tasks import Problem, Task, load_problems, load_task, local_data_path
+from tteval.tasks import Problem, Task, load_problems, load_task, local_data_path, with_fewshot
 
 __all__ = ["RunConfig", "execute", "resume_config"]
 
@@ -94,7 +94,7 @@ def open_run(config: RunConfig, run: RunDir, task: Task, model_file: str | None 
         return meta
     meta = {
         "run_id": config.run_id(),
-        "config": {**config.to_flat(), "identity": config.identity()},
+        "config": {**config.to_flat(), "max_tokens": config.token_cap(), "identity": config.identity()},
         "created": _now(),
         "status": "running",
         "versions": package_versions(),
@@ -123,7 +123,8 @@ def execute(config: RunConfig, console: Console | None = None, engines: Any = No
     console = console or Console(stderr=True)
     config.validate()
     tasks_dir = config.execution.tasks_dir
-    task = load_task(config.task, Path(tasks_dir) if tasks_dir else None)
+    task = with_fewshot(load_task(config.task, Path(tasks_dir) if tasks_dir else None), config.num_fewshot,
+                        config.data_source, Path(tasks_dir) if tasks_dir else None)
     problems = load_problems(task, config.limit, config.data_source)
     model_file = backend_spec(config.backend.name).model_file(config)  # a missing model fails before a run folder
     out = config.execution.out

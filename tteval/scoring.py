@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from tteval import estimators as est
 from tteval.errors import TtevalError
 from tteval.grading import Grader
 from tteval.jsonl import json_object
@@ -173,8 +174,7 @@ def answer_classes(answers: list[str | None], classing: str = "string") -> list[
             return grader.equivalence_classes(clean)
         finally:
             grader.close()
-    ids: dict[str, int] = {}
-    return [-1 if a is None else ids.setdefault(a, len(ids)) for a in clean]
+    return [int(c) for c in est.answer_classes(clean)]
 
 
 def score_file(

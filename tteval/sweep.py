@@ -61,6 +61,8 @@ def run_grid(configs: Sequence[RunConfig], console: Console) -> list[Path]:
     folders: list[Path] = []
     workers: Any = None
     key = None
+    for config in configs:
+        config.check_fewshot()
     try:
         for i, config in enumerate(configs, 1):
             folder = run_folder(config)

@@ -8,7 +8,7 @@ import json
 import logging
 import math
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,19 +46,30 @@ class Task:
     math: dict[str, str] = field(default_factory=dict)
     code: dict[str, str] = field(default_factory=dict)
     spec_path: Path | None = None
+    fewshot: dict[str, Any] = field(default_factory=dict)  # the YAML's few-shot source: local, hub, target, stop
+    shots: tuple[dict[str, Any], ...] = ()  # the worked examples every prompt starts with (`with_fewshot`)
 
     def messages(self, problem: Problem) -> tuple[tuple[str, str], ...]:
-        """The chat messages (role, content) that ask the model to solve `problem`."""
+        """The chat messages (role, content) that ask the model to solve `problem`, after the worked examples
+        (`--num-fewshot`) as alternating user/assistant turns."""
         msgs = []
         if self.prompt.get("system"):
             msgs.append(("system", render(self.prompt["system"], problem.row, self)))
+        for shot in self.shots:
+            msgs.append(("user", render(self.prompt["user"], shot, self)))
+            msgs.append(("assistant", render(self.fewshot["target"], shot, self)))
         msgs.append(("user", render(self.prompt["user"], problem.row, self)))
         return tuple(msgs)
 
     def raw_prompt(self, problem: Problem) -> str:
-        """The prompt as plain text for a base model (`--prompt-format raw`): the messages' contents, one
-        paragraph each, then a blank line for the model to continue."""
+        """The prompt as plain text for a base model (`--prompt-format raw`): the messages' contents (system text,
+        each worked example's question and answer, the question), one paragraph each, then a blank line."""
         return "\n\n".join(content for _, content in self.messages(problem)) + "\n\n"
+
+    def stop(self, prompt_format: str) -> tuple[str, ...]:
+        """Stop strings of a raw few-shot prompt (`fewshot.stop`): where a base model, having answered, would
+        go on to write the next worked example. A chat turn ends at the template's end-of-turn token."""
+        return tuple(self.fewshot.get("stop") or ()) if self.shots and prompt_format == "raw" else ()
 
     def gold(self, problem: Problem) -> str:
         """The gold final answer of a math problem, as a string."""
@@ -211,7 +222,7 @@ def _validate(spec: Any, path: Path, text: str = "") -> Task:
     missing = [k for k in ("name", "kind", "source", "prompt") if k not in spec]
     if missing:
         raise bad(f"missing key(s) {', '.join(missing)}")
-    known = {"name", "kind", "description", "source", "prompt", "id_field", "id_prefix", "math", "code"}
+    known = {"name", "kind", "description", "source", "prompt", "id_field", "id_prefix", "math", "code", "fewshot"}
     unknown = sorted(set(spec) - known, key=str)
     if unknown:
         raise bad(f"unknown key(s) {', '.join(map(str, unknown))}", str(unknown[0]))
@@ -264,6 +275,7 @@ def _validate(spec: Any, path: Path, text: str = "") -> Task:
     id_field = spec.get("id_field")
     if id_field is not None and not isinstance(id_field, str):
         raise bad(f"id_field must be a column name, got {id_field!r}", "id_field")
+    fewshot = _fewshot_spec(spec.get("fewshot"), bad)
     return Task(
         name=str(spec["name"]),
         kind=spec["kind"],
@@ -275,7 +287,36 @@ def _validate(spec: Any, path: Path, text: str = "") -> Task:
         math=sections["math"],
         code=sections["code"],
         spec_path=path,
+        fewshot=fewshot,
     )
+
+
+def _fewshot_spec(value: Any, bad: Any) -> dict[str, Any]:
+    """The `fewshot:` section: a JSONL file of worked examples (or a mapping with `local`, an optional `hub`
+    dataset split, the assistant turn's `target` template and raw-mode `stop` strings)."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = {"local": value}
+    if not isinstance(value, dict) or not (isinstance(value.get("local"), str) or isinstance(value.get("hub"), dict)):
+        raise bad("fewshot must be a JSONL file path or a mapping with 'local' (a file) and/or 'hub'", "fewshot")
+    unknown = sorted(set(value) - {"local", "hub", "target", "stop", "origin", "license"}, key=str)
+    if unknown:
+        raise bad(f"unknown fewshot key(s) {', '.join(map(str, unknown))}", "fewshot", str(unknown[0]))
+    hub = value.get("hub")
+    if hub is not None and not (isinstance(hub, dict) and isinstance(hub.get("path"), str)):
+        raise bad("fewshot.hub must be a mapping with 'path' (and optional name, split)", "fewshot", "hub")
+    target = value.get("target", "{target}")
+    stop = value.get("stop") or []
+    if not isinstance(target, str):
+        raise bad("fewshot.target must be a string template", "fewshot", "target")
+    try:
+        list(string.Formatter().parse(target))
+    except ValueError as exc:
+        raise bad(f"fewshot.target is not a valid template ({exc})", "fewshot", "target") from None
+    if not (isinstance(stop, list) and all(isinstance(x, str) and x for x in stop)):
+        raise bad("fewshot.stop must be a list of non-empty strings", "fewshot", "stop")
+    return {**value, "target": target, "stop": stop}
 
 
 def _key_line(text: str, keys: tuple[str, ...]) -> int | None:
@@ -337,18 +378,92 @@ def limit_count(limit: int | float | None, total: int) -> int:
     return limit
 
 
+def fewshot_tasks(tasks_dir: Path | None = None) -> list[str]:
+    """Names of the tasks whose YAML names worked examples (`fewshot:`), for `--num-fewshot`'s error line."""
+    names = []
+    for name in task_names(tasks_dir):
+        with contextlib.suppress(TtevalError):
+            if load_task(name, tasks_dir).fewshot:
+                names.append(name)
+    return names
+
+
+def with_fewshot(task: Task, num_fewshot: int, data_source: str = "auto", tasks_dir: Path | None = None) -> Task:
+    """The task with its first `num_fewshot` worked examples before every question (0: the task unchanged).
+    Examples come from the YAML's `fewshot.local` file, or its `fewshot.hub` split with `--data-source hub`."""
+    if num_fewshot == 0:
+        return task
+    if not task.fewshot:
+        have = ", ".join(fewshot_tasks(tasks_dir)) or "none"
+        raise TtevalError(f"--num-fewshot {num_fewshot}: task '{task.name}' has no worked examples (no train split to"
+                          f" draw them from); tasks that have them: {have}")  # fmt: skip
+    pool = fewshot_pool(task, data_source)
+    if num_fewshot > len(pool):
+        raise TtevalError(f"--num-fewshot {num_fewshot} is more than the {len(pool)} worked examples of task"
+                          f" '{task.name}' ({_fewshot_where(task, data_source)})")  # fmt: skip
+    return replace(task, shots=tuple(pool[:num_fewshot]))
+
+
+def _fewshot_where(task: Task, data_source: str) -> str:
+    hub = task.fewshot.get("hub")
+    if data_source == "hub" and hub:
+        return f"hub {hub['path']} split {hub.get('split', 'train')}"
+    return str(_fewshot_path(task))
+
+
+def _fewshot_path(task: Task) -> Path | None:
+    local = task.fewshot.get("local")
+    if not local:
+        return None
+    p = Path(local)
+    return p if p.is_absolute() else (task.spec_path.parent if task.spec_path else shipped_dir("tasks")) / p
+
+
+def fewshot_pool(task: Task, data_source: str = "auto") -> list[dict[str, Any]]:
+    """Every worked example the task names, in order, each checked to render (prompt.user and fewshot.target)."""
+    hub, path = task.fewshot.get("hub"), _fewshot_path(task)
+    use_hub = bool(hub) and (data_source == "hub" or path is None)
+    source = {"local": str(path) if path else None, "hub": {"split": "train", **hub} if use_hub else None}
+    rows = _load_rows(replace(task, name=f"{task.name} (few-shot)", source=source, spec_path=None),
+                      "hub" if use_hub else "local")  # fmt: skip
+    where = _fewshot_where(task, data_source)
+    for i, row in enumerate(rows):
+        for template in (task.prompt["user"], task.fewshot["target"]):
+            for _, name, _, _ in string.Formatter().parse(template):
+                if name is not None and name not in row:
+                    raise TtevalError(f"task '{task.name}': worked example {i + 1} of {where} has no column '{name}'"
+                                      f" (columns: {', '.join(sorted(map(str, row)))[:300]})")  # fmt: skip
+    return rows
+
+
+def _is_shot(task: Task, row: dict[str, Any], shot_ids: set[str], shot_questions: set[str]) -> bool:
+    """Whether a dataset row is one of the task's worked examples (same id, or the same rendered question)."""
+    if task.id_field and row.get(task.id_field) is not None and str(row[task.id_field]) in shot_ids:
+        return True
+    return render(task.prompt["user"], row, task) in shot_questions
+
+
 def load_problems(task: Task, limit: int | float | None = None, data_source: str = "auto") -> list[Problem]:
     """Load the task's rows with `datasets` (vendored JSONL by default, the hub id when asked or when no file).
 
     `limit`: None for every problem, N for the first N, a fraction in (0, 1) for that share (rounded up).
     The spec is checked against the data before anything runs: every template field must be a column, the id
-    field must exist and give distinct ids, and every math problem must have a gold answer."""
+    field must exist and give distinct ids, and every math problem must have a gold answer. With worked examples
+    (`with_fewshot`), rows that are one of the task's examples (MBPP's prompt split) are left out first."""
     check_limit(limit)
     if limit is not None and limit < 1 and not isinstance(limit, float):
         raise TtevalError(f"--limit must be at least 1, got {limit}")
     rows = _load_rows(task, data_source)
     if not rows:
         raise TtevalError(f"task '{task.name}': the dataset is empty")
+    if task.shots:
+        _check_columns(task, rows[0])
+        pool = fewshot_pool(task, data_source)
+        ids = {str(r[task.id_field]) for r in pool if task.id_field and r.get(task.id_field) is not None}
+        questions = {render(task.prompt["user"], r, task) for r in pool}
+        rows = [r for r in rows if not _is_shot(task, r, ids, questions)]
+        if not rows:
+            raise TtevalError(f"task '{task.name}': every problem is one of its worked examples")
     if limit is not None:
         limit = limit_count(limit, len(rows))
         if limit > len(rows):

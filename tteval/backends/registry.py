@@ -9,6 +9,7 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from tteval.backends.plugin import is_plugin, load_factory, make_plugin_backend, option_keys
 from tteval.errors import TtevalError
 
 if TYPE_CHECKING:
@@ -112,7 +113,12 @@ BACKENDS: dict[str, BackendSpec] = {
 
 
 def backend_spec(name: str) -> BackendSpec:
-    """The backend called `name`, or a one-line error naming the choices."""
+    """The backend called `name` (or a `module:factory` plug-in), or a one-line error naming the choices."""
+    if is_plugin(name):
+        load_factory(name)  # a plug-in that cannot be imported fails before a run folder is made
+        return BackendSpec(name, lambda config: make_plugin_backend(name, config), ("model_args",),
+                           lambda n: max(1, 16 // n), model_args=lambda: option_keys(name, "model_args"),
+                           gen_kwargs=lambda: option_keys(name, "gen_kwargs"))  # the keys its factory lists
     try:
         return BACKENDS[name]
     except KeyError:

@@ -19,11 +19,12 @@ from tteval.estimators.efficiency import (
     eff_at_k, eff_at_k_curve, eff_at_k_many, efficiency_score, efficiency_time_limit, hodges_lehmann, level_time,
 )
 from tteval.estimators.intervals import bootstrap_ci, summarize, wilson_interval
-from tteval.estimators.majority import class_credit, maj_at_k, maj_at_k_curve, maj_at_k_many
+from tteval.estimators.majority import answer_classes, class_credit, maj_at_k, maj_at_k_curve, maj_at_k_many
 from tteval.estimators.resampling import resampled_at_k, weighted_maj_at_k, weighted_vote_credit
 from tteval.estimators.sequential import PassUntilResult, pass_until, pass_until_from_outcomes, pass_until_result
 
 __all__ = [
+    "answer_classes",
     "PassUntilResult", "best_of_k", "best_of_k_curve", "best_of_k_many", "bootstrap_ci", "class_credit", "eff_at_k",
     "eff_at_k_curve", "eff_at_k_many", "efficiency_score", "efficiency_time_limit", "hodges_lehmann", "level_time",
     "maj_at_k", "maj_at_k_curve", "maj_at_k_many", "pass_at_k", "pass_at_k_curve", "pass_until",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from collections.abc import Hashable
 from typing import Sequence
 
 import numpy as np
@@ -12,6 +13,21 @@ from scipy.special import gammaln, xlog1py, xlogy
 
 from tteval.errors import TtevalError
 from tteval.estimators._checks import _CHUNK_CELLS, _check_ks, _clip, _int_array, _vector
+
+
+def answer_classes(answers: Sequence[Hashable | None]) -> np.ndarray:
+    """Class ids for answers compared by equality: 0, 1, ... in order of first appearance; -1 for None or ""."""
+    ids: dict[Hashable, int] = {}
+    out = np.empty(len(answers), dtype=np.int64)
+    for i, a in enumerate(answers):
+        if a is None or (isinstance(a, str) and not a.strip()):
+            out[i] = -1
+            continue
+        try:
+            out[i] = ids.setdefault(a, len(ids))
+        except TypeError:
+            raise TtevalError(f"answer {i} ({type(a).__name__}) is not hashable; give strings or numbers") from None
+    return out
 
 
 def class_credit(answers: Sequence[int], correct: Sequence[float]) -> np.ndarray:

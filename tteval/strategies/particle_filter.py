@@ -132,7 +132,7 @@ def particle_filter(
     *,
     keys: Sequence[str] | None = None,
     temperature: float = 0.8,
-    step_tokens: int = 256,
+    step_tokens: int = 2048,
     max_steps: int = 40,
     softmax_temp: float = 1.0,
     seed: int = 0,
@@ -145,7 +145,9 @@ def particle_filter(
 
     `prompts` are chat-templated, ready to continue; each problem gets `num_particles` particles per pass. `keys`
     name the problems (task ids; default their positions) and seed all their randomness. `max_tokens` caps the
-    tokens a particle generates over all its steps (its last step is cut to fit, and it stops there)."""
+    tokens a particle generates over all its steps (its last step is cut to fit, and it stops there); None, the
+    authors' setting, bounds a particle only by `max_steps` x `step_tokens`. The defaults are the authors'
+    (`scripts/pg.py`, `particle_gibbs_batch.py`): temperature 0.8, 40 steps of at most 2048 tokens."""
     if iterations < 1:
         raise ValueError(f"iterations must be at least 1, got {iterations}")
     m = len(questions)

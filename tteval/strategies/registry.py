@@ -76,7 +76,8 @@ class Sample:
         """The request for a problem's samples from `offset` on."""
         s = config.sampling
         return Request(**prompt_of(config, task, problem), n=s.n, temperature=s.temperature, top_p=s.top_p,
-                       max_tokens=s.max_tokens, seed=problem_seed(s.seed, problem.task_id),
+                       max_tokens=config.token_cap(), stop=task.stop(config.prompt_format),
+                       seed=problem_seed(s.seed, problem.task_id),
                        extra=tuple(sorted((s.gen_kwargs or {}).items())))  # fmt: skip
 
     def run_chunk(self, config: RunConfig, task: Task, problems: list[Problem], offsets: tuple[int, ...],
@@ -93,7 +94,7 @@ class Sample:
 
     def worst_case(self, config: RunConfig) -> tuple[int, int, int]:
         """(candidates per problem, tokens per candidate, scored steps per candidate) at most."""
-        return config.sampling.n, config.sampling.max_tokens, 1
+        return config.sampling.n, config.token_cap(), 1
 
 
 class PassUntil(Sample):
@@ -155,7 +156,7 @@ class ParticleFilter(Sample):
         results = particle_filter(
             backend, scorer, questions, prompts, s.n, keys=[p.task_id for p in problems], temperature=s.temperature,
             step_tokens=st.pf_step_tokens, max_steps=st.pf_max_steps, softmax_temp=st.pf_softmax_temp,
-            seed=s.seed, iterations=st.pf_iterations, max_tokens=s.max_tokens,
+            seed=s.seed, iterations=st.pf_iterations, max_tokens=config.token_cap(),
         )  # fmt: skip
         outputs = [[Completion(p.text, p.policy_tokens, "stop") for p in r.particles] for r in results]
         extra = [
@@ -169,7 +170,7 @@ class ParticleFilter(Sample):
     def worst_case(self, config: RunConfig) -> tuple[int, int, int]:
         """Every particle of every pass runs to --max-tokens over at most --pf-max-steps steps, each one scored."""
         st = config.strategy
-        per = min(config.sampling.max_tokens, st.pf_max_steps * st.pf_step_tokens)
+        per = min(config.token_cap(), st.pf_max_steps * st.pf_step_tokens)
         return config.sampling.n * st.pf_iterations, per, min(st.pf_max_steps, per)  # an empty step ends a particle
 
 
