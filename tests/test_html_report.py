@@ -1,6 +1,5 @@
 """The offline HTML report, loaded in a real headless Chromium: tables, plots, drill-down, and escaped model text."""
 
-import os
 import json
 import os
 import re

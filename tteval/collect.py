@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pandas as pd
 
 from tteval.errors import TtevalError
-from tteval.records import RunMeta, read_run_meta
 from tteval.formatting import metric_kind
 from tteval.records import RunMeta, read_run_meta
 
