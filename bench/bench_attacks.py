@@ -26,7 +26,8 @@ from bench_sandbox import corpus  # noqa: E402
 import tteval  # noqa: E402
 from tteval.verifiers.code import check_program, check_programs, default_limits  # noqa: E402
 from tteval.verifiers.code_extract import extract_code  # noqa: E402
-from tteval.verifiers.sandbox import Limits, isolation_mode  # noqa: E402
+from tteval.verifiers.sandbox import isolation_mode  # noqa: E402
+from tteval.verifiers.sandbox_limits import Limits  # noqa: E402
 
 OUT = HERE / "results" / "attacks.json"
 

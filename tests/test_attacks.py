@@ -32,7 +32,8 @@ from tteval.verifiers.code import check_program
 from tteval.verifiers.code_extract import extract_code
 from tteval.verifiers.code_inprocess import check_inprocess
 from tteval.verifiers.code_tests import uses_inprocess_mode
-from tteval.verifiers.sandbox import Limits, isolation_mode, run_python
+from tteval.verifiers.sandbox import isolation_mode, run_python
+from tteval.verifiers.sandbox_limits import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = Limits(wall_s=8.0)

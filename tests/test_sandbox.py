@@ -27,15 +27,8 @@ from tteval.verifiers.code import (
 )
 from tteval.verifiers.code_extract import extract_code
 from tteval.verifiers.code_tests import test_calls
-from tteval.verifiers.sandbox import (
-    ExecResult,
-    Limits,
-    Session,
-    isolation_mode,
-    load_limits,
-    run_many,
-    run_python,
-)
+from tteval.verifiers.sandbox import Session, isolation_mode, run_many, run_python
+from tteval.verifiers.sandbox_limits import ExecResult, Limits, load_limits
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = Limits(cpu_s=5.0)  # CPU time decides; the wall backstop (20 s) only catches waiting programs
@@ -626,7 +619,8 @@ def test_behaviour_signature_groups_equal_behaviour():
 USERNS_SCRIPT = """
 import json, os, sys
 sys.path.insert(0, {repo!r})
-from tteval.verifiers.sandbox import Limits, isolation_mode, run_python
+from tteval.verifiers.sandbox import isolation_mode, run_python
+from tteval.verifiers.sandbox_limits import Limits
 limits = Limits(cpu_s=3.0)
 out = {{"mode": isolation_mode()}}
 out["write"] = run_python("open({victim!r}, 'w').write('pwned')", limits).status

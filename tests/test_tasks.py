@@ -108,21 +108,22 @@ def test_empty_dataset_is_an_error(tmp_path):
 def test_shipped_jsonl_rows_are_read_without_datasets_and_equal_what_datasets_reads(name):
     import datasets
 
-    from tteval.tasks import _check_jsonl, _plain_table, local_data_path
+    from tteval.task_data import check_jsonl, plain_table
+    from tteval.tasks import local_data_path
 
     task = load_task(name)
     path = local_data_path(task)
-    rows = _check_jsonl(task, path)
-    assert _plain_table(rows)  # the fast path serves it
+    rows = check_jsonl(task.name, path)
+    assert plain_table(rows)  # the fast path serves it
     via = [dict(r) for r in datasets.load_dataset("json", data_files=str(path), split="train")]
     assert [list(r.items()) for r in rows] == [list(r.items()) for r in via]
 
 
 def test_rows_that_datasets_would_unify_go_through_datasets():
-    from tteval.tasks import _plain_table
+    from tteval.task_data import plain_table
 
-    assert _plain_table([{"a": "x", "b": 1}, {"a": "y", "b": 2}])
-    assert not _plain_table([{"a": 1}, {"a": 2.5}])  # datasets widens the column to float
-    assert not _plain_table([{"a": 1}, {"a": 2, "b": 3}])  # datasets fills the missing key with None
-    assert not _plain_table([{"a": 1, "b": 2}, {"b": 2, "a": 1}])  # key order
-    assert not _plain_table([{"a": {"x": 1}}, {"a": {"y": 2}}])  # nested records are unified
+    assert plain_table([{"a": "x", "b": 1}, {"a": "y", "b": 2}])
+    assert not plain_table([{"a": 1}, {"a": 2.5}])  # datasets widens the column to float
+    assert not plain_table([{"a": 1}, {"a": 2, "b": 3}])  # datasets fills the missing key with None
+    assert not plain_table([{"a": 1, "b": 2}, {"b": 2, "a": 1}])  # key order
+    assert not plain_table([{"a": {"x": 1}}, {"a": {"y": 2}}])  # nested records are unified

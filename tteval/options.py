@@ -16,7 +16,8 @@ from tteval.backends.registry import BACKENDS
 from tteval.config import FLAT, RunConfig
 from tteval.errors import TtevalError
 from tteval.strategies.registry import STRATEGIES
-from tteval.tasks import DATA_SOURCES, PROMPT_FORMATS
+from tteval.task_data import DATA_SOURCES
+from tteval.tasks import PROMPT_FORMATS
 from tteval.verifiers.genrm import MODES as GENRM_MODES
 from tteval.verifiers.prm import PRM_AGGREGATIONS
 from tteval.verifiers.registry import VERIFIERS

@@ -41,7 +41,7 @@ from tteval.verifiers.code_inprocess import check_inprocess, signatures_inproces
 from tteval.verifiers.code_tests import oracle_job, statement_units, test_calls
 from tteval.verifiers.code_verdict import CodeVerdict, split_verdict
 from tteval.verifiers.oracle_pool import run_split
-from tteval.verifiers.sandbox import Limits, _per_item, load_limits, rerun_if_starved
+from tteval.verifiers.sandbox_limits import Limits, load_limits, per_program, rerun_if_starved
 
 # Time-limit calibration, as evalplus does it: T = max(floor, factor x reference time), evalplus's factor 4 and
 # 4 s floor, applied to CPU time (which load does not stretch); with no reference, 10 CPU s covers MBPP (task 123,
@@ -157,7 +157,7 @@ def _signature_split(program: str, job: dict, limits: Limits) -> str:
 
 
 def _per_item_limits(limits: Limits | Sequence[Limits], n: int) -> list[Limits]:
-    return _per_item(limits, n, "limits")
+    return per_program(limits, n, "limits")
 
 
 # ---------------------------------------------------------------------------------------------- time limits

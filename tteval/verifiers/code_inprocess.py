@@ -13,7 +13,8 @@ from tteval.errors import TtevalError
 from tteval.verifiers.code_tests import normalize_newlines, statement_units, test_calls
 from tteval.verifiers.code_verdict import CodeVerdict, inprocess_verdict
 from tteval.verifiers.result_line import find_result
-from tteval.verifiers.sandbox import ExecResult, Limits, run_many
+from tteval.verifiers.sandbox import run_many
+from tteval.verifiers.sandbox_limits import ExecResult, Limits
 
 MARKER = "\x1eTTEVAL-RESULT "
 _HARNESS = Path(__file__).with_name("inprocess_harness.py").read_text(encoding="utf-8")

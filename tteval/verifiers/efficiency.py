@@ -44,7 +44,8 @@ import tteval.estimators as est
 from tteval.errors import TtevalError
 from tteval.paths import shipped_dir
 from tteval.verifiers.result_line import find_result
-from tteval.verifiers.sandbox import ExecResult, Limits, run_python
+from tteval.verifiers.sandbox import run_python
+from tteval.verifiers.sandbox_limits import ExecResult, Limits
 
 MARKER = "\x1eTTEVAL-ENAMEL "
 PROTOCOL_VERSION = 1  # bump when the harness changes what the cached tests hold

@@ -14,7 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from tteval.verifiers.sandbox import ExecResult, Limits, Session
+from tteval.verifiers.sandbox import Session
+from tteval.verifiers.sandbox_limits import ExecResult, Limits
 
 _SERVER_SOURCE = (Path(__file__).with_name("candidate_server.py")).read_text(encoding="utf-8")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
