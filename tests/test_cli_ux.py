@@ -275,7 +275,7 @@ def test_worst_case_budget_counts_candidates_steps_and_chains():
     assert genrm.verifier == 10 * 4 * 2 * 65
     pf = worst_case_tokens(RunConfig.of(strategy="particle-filter", n=2, max_tokens=96, pf_step_tokens=128, pf_max_steps=40,
                                      pf_iterations=3, verifier_max_tokens=16), 1)  # fmt: skip
-    assert (pf.candidates, pf.per_candidate, pf.policy) == (6, 96, 6 * 96)
+    assert (pf.candidates, pf.per_candidate, pf.policy) == (6, 40 * 96, 6 * 40 * 96)  # 40 steps of at most 96 per slot
     assert pf.verifier == 6 * 40 * 1 * 17  # a verification after each of at most 40 steps
     short = worst_case_tokens(RunConfig.of(strategy="particle-filter", n=2, max_tokens=5000, pf_step_tokens=10,
                                         pf_max_steps=3), 1)  # fmt: skip
@@ -289,17 +289,28 @@ def test_particle_filter_identity_changes_so_old_folders_do_not_mix():
     assert "pf_particle_max_tokens" not in RunConfig().legacy_identity()
 
 
-def test_max_tokens_caps_each_particle_and_the_budget_is_printed(tmp_path):
-    r = tteval("run", "--limit", "1", "-n", "2", "--strategy", "particle-filter", "--max-tokens", "20",
-               "--pf-step-tokens", "12", "--pf-max-steps", "6", "--verifier-max-tokens", "4", "--out", str(tmp_path),
-               "--no-cache", timeout=1800)  # fmt: skip
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_max_tokens_caps_each_particle_and_the_printed_budget_bounds_what_is_spent(tmp_path, fake_backend, iterations):
+    r = tteval("run", "--backend", fake_backend, "--limit", "20", "-n", "2", "--strategy", "particle-filter",
+               "--max-tokens", "20", "--pf-step-tokens", "12", "--pf-max-steps", "6", "--verifier-max-tokens", "4",
+               "--pf-iterations", str(iterations), "--out", str(tmp_path), "--no-cache")  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "worst case: 40 generated tokens (1 problems x 2 candidates x 20 tokens) + 60 verifier tokens" in r.stderr  # 2 x 6 steps x (4 + 1)
+    # per problem 2 x T slots x 6 steps x min(12, 20) tokens, and 2 x T x 6 verifications x (4 + 1) tokens
+    slots = 2 * iterations
+    policy, verifier = 20 * slots * 6 * 12, 20 * slots * 6 * 5
+    line = (f"worst case: {policy:,} generated tokens (20 problems x {slots} particles x 6 steps x 12 tokens)"
+            f" + {verifier:,} verifier tokens")  # fmt: skip
+    assert line in r.stderr, r.stderr
     (run,) = run_dirs(tmp_path)
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 2
+    assert len(samples) == 40
     assert all(1 <= s["num_tokens"] <= 20 for s in samples), [s["num_tokens"] for s in samples]
-    assert all(s["problem_policy_tokens"] <= 2 * 20 for s in samples)
+    per_problem = {s["task_id"]: s for s in samples}
+    spent = {t: s["problem_policy_tokens"] for t, s in per_problem.items()}
+    assert max(spent.values()) <= policy // 20, spent
+    assert sum(s["problem_verifier_tokens"] for s in per_problem.values()) <= verifier
+    if iterations == 1:  # not N x --max-tokens: a resampled particle keeps its parent's tokens, the dropped one's spent
+        assert max(spent.values()) > 2 * 20, spent
 
 
 def test_a_particles_default_cap_is_the_authors_steps_times_step_tokens(tmp_path):
@@ -317,7 +328,7 @@ def test_a_particles_default_cap_is_the_authors_steps_times_step_tokens(tmp_path
     r = tteval("run", "--limit", "1", "-n", "2", "--strategy", "particle-filter", "--pf-step-tokens", "3",
                "--pf-max-steps", "2", "--verifier-max-tokens", "2", "--out", str(tmp_path), "--no-cache", timeout=1800)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "worst case: 12 generated tokens (1 problems x 2 candidates x 6 tokens) + 12 verifier tokens" in r.stderr
+    assert "worst case: 12 generated tokens (1 problems x 2 particles x 2 steps x 3 tokens) + 12 verifier tokens" in r.stderr
     (run,) = run_dirs(tmp_path)
     meta = json.loads((run / "run.json").read_text())
     assert meta["config"]["max_tokens"] == 6 and meta["config"]["identity"]["sampling"]["max_tokens"] == 6

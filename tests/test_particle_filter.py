@@ -59,6 +59,13 @@ def test_reference_particle_competes_with_its_reward_at_the_same_depth_and_is_fo
     assert new[0].steps == ref.steps and new[0].done and new[0].reward == 0.5
 
 
+def test_a_fork_of_a_reference_counts_the_tokens_of_its_own_steps_only():
+    ref = Particle(["s1\n\n", "s2\n\n", "s3"], [0.9, 0.5, 0.4], done=True, policy_tokens=17, step_lengths=[3, 5, 9])
+    fork = ref.copy(1)
+    assert (fork.policy_tokens, fork.path_tokens, fork.done) == (3, 3, False)  # not the whole reference's 17
+    assert ref.copy().policy_tokens == 17
+
+
 class KeywordScorer:
     """A deterministic process reward: high when the partial answer mentions the keyword."""
 

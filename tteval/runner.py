@@ -58,8 +58,9 @@ class TokenBudget:
 
     problems: int
     candidates: int  # per problem (particle Gibbs: N x T)
-    per_candidate: int  # tokens one candidate may generate
+    per_candidate: int  # tokens one candidate (a particle slot: all its steps) may generate
     verifier: int  # verification tokens over the whole run
+    steps: int = 1  # a searcher's steps per particle slot (per_candidate = steps x tokens per step)
 
     @property
     def policy(self) -> int:
@@ -67,20 +68,23 @@ class TokenBudget:
 
     def line(self) -> str:
         what = f"{self.problems:,} problems x {self.candidates:,} candidates x {self.per_candidate:,} tokens"
+        if self.steps > 1:
+            what = (f"{self.problems:,} problems x {self.candidates:,} particles x {self.steps:,} steps"
+                    f" x {self.per_candidate // self.steps:,} tokens")  # fmt: skip
         verifier = f" + {self.verifier:,} verifier tokens" if self.verifier else ""
         return f"worst case: {self.policy:,} generated tokens ({what}){verifier}"
 
 
 def worst_case_tokens(config: RunConfig, problems: int) -> TokenBudget:
-    """The token budget of `problems` problems at most: every candidate runs to its cap (a particle to
-    --max-tokens over at most --pf-max-steps steps), and a GenRM verifier writes V full chains per candidate, for
-    particle filtering at every step. A PRM (vLLM pooling) generates nothing."""
+    """The token budget of `problems` problems at most: every candidate runs to its cap (a particle slot through
+    --pf-max-steps full steps), and a GenRM verifier writes V full chains per candidate, for particle filtering at
+    every step. A PRM (vLLM pooling) generates nothing."""
     candidates, per, steps = strategy_for(config).worst_case(config)
     verifier = 0
     if config.genrm_mode():
         v = config.verifier
         verifier = problems * candidates * steps * v.verifications * (v.verifier_max_tokens + 1)
-    return TokenBudget(problems, candidates, per, verifier)
+    return TokenBudget(problems, candidates, per, verifier, steps)
 
 
 def open_run(config: RunConfig, run: RunDir, task: Task, model_file: str | None = None) -> dict[str, Any]:

@@ -69,7 +69,8 @@ class Particle:
         """An independent copy, cut back to its first `steps` steps (a fork of a longer reference particle)."""
         if steps is None or steps >= len(self.steps):
             return Particle(list(self.steps), list(self.rewards), self.done, self.policy_tokens, list(self.step_lengths))
-        return Particle(self.steps[:steps], self.rewards[:steps], False, self.policy_tokens, self.step_lengths[:steps])
+        return Particle(self.steps[:steps], self.rewards[:steps], False, sum(self.step_lengths[:steps]),
+                        self.step_lengths[:steps])  # fmt: skip
 
 
 @dataclass

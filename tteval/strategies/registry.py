@@ -168,10 +168,12 @@ class ParticleFilter(Sample):
         return outputs, extra
 
     def worst_case(self, config: RunConfig) -> tuple[int, int, int]:
-        """Every particle of every pass runs to --max-tokens over at most --pf-max-steps steps, each one scored."""
+        """Every particle slot of every pass generates (and scores) at most one step per filtering step, of at most
+        min(--pf-step-tokens, --max-tokens) tokens (`_step_budget`): --pf-max-steps steps. Not --max-tokens per slot:
+        a resampled particle keeps its parent's tokens, while those of the particle it replaced were spent."""
         st = config.strategy
-        per = min(config.token_cap(), st.pf_max_steps * st.pf_step_tokens)
-        return config.sampling.n * st.pf_iterations, per, min(st.pf_max_steps, per)  # an empty step ends a particle
+        steps = min(st.pf_max_steps, config.token_cap())  # a live particle holds a token or more per step
+        return config.sampling.n * st.pf_iterations, steps * min(config.token_cap(), st.pf_step_tokens), steps
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (Sample(), ParticleFilter(), PassUntil())}
