@@ -576,3 +576,23 @@ def test_settings_columns_only_where_runs_of_one_model_and_task_differ(tmp_path)
     assert board.attrs["settings"] == ["temperature"]
     assert board[board.task == "math"]["temperature"].tolist() == [0.7]  # its own value, though no column needs it
     assert leaderboard_frame(collect_runs(root / "math")).attrs["settings"] == []
+
+
+def _without_matplotlib(*args: str) -> "subprocess.CompletedProcess[str]":
+    """Run the CLI in a fresh interpreter where `import matplotlib` fails, as after `pip install tteval` without [plot]."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['matplotlib'] = None; from tteval.cli import main; sys.argv = ['tteval', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_plots_are_an_extra_and_their_absence_is_one_line(tmp_path):
+    run = next(p for p in (Path(__file__).parent.parent / "results" / "example").iterdir() if (p / "run.json").is_file())
+    r = _without_matplotlib("sweep", str(run), "--out", str(tmp_path / "a"))
+    assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "tteval[plot]" in r.stderr, r.stderr
+    r = _without_matplotlib("sweep", str(run), "--out", str(tmp_path / "b"), "--no-plots")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "b" / "sweep.csv").is_file() and not list((tmp_path / "b").glob("*.png"))
+    r = _without_matplotlib("report", str(run), "--out", str(tmp_path / "r.html"))
+    assert r.returncode != 0 and r.stderr.strip().count("\n") == 0 and "tteval[plot]" in r.stderr, r.stderr

@@ -161,7 +161,10 @@ def build_report(
 ) -> str:
     """The whole report page as one HTML string, from collect_runs() rows."""
     from tteval import __version__
-    from tteval.plots import scaling_svg  # matplotlib: imported only when a report is built
+    try:
+        from tteval.plots import scaling_svg  # matplotlib: imported only when a report is built
+    except ImportError:
+        raise TtevalError("the report's plots need matplotlib: pip install 'tteval[plot]'") from None
 
     limits = limits or DrillLimits()
     if df.empty:

@@ -93,7 +93,9 @@ def write_sweep(df: pd.DataFrame, out_dir: Path, plots: bool = True) -> SweepOut
     optimal.to_csv(opt_path, index=False)
     written: list[Path] = []
     if plots:
-        from tteval.plots import write_scaling_plots
-
+        try:
+            from tteval.plots import write_scaling_plots
+        except ImportError:
+            raise TtevalError("scaling plots need matplotlib: pip install 'tteval[plot]', or pass --no-plots") from None
         written = write_scaling_plots(df, out_dir)
     return SweepOutputs(csv_path, parquet_path, opt_path, written, optimal, table)
