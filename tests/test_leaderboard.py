@@ -578,7 +578,7 @@ def test_settings_columns_only_where_runs_of_one_model_and_task_differ(tmp_path)
     assert leaderboard_frame(collect_runs(root / "math")).attrs["settings"] == []
 
 
-def _without_matplotlib(*args: str) -> "subprocess.CompletedProcess[str]":
+def _without_matplotlib(*args: str):
     """Run the CLI in a fresh interpreter where `import matplotlib` fails, as after `pip install tteval` without [plot]."""
     import subprocess
     import sys
