@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tteval.verifiers.sandbox import Session
 from tteval.verifiers.sandbox_limits import ExecResult, Limits
+from tteval.verifiers.sandbox_zygote import end_zygote
 
 _SERVER_SOURCE = (Path(__file__).with_name("candidate_server.py")).read_text(encoding="utf-8")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -67,12 +68,7 @@ class _Zygote:
         return (payload, "") if isinstance(payload, dict) else (None, "the test oracle ended without a verdict")
 
     def close(self) -> None:
-        self.control.close()  # EOF: the zygote exits
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_zygote(self.control, self.proc)
 
 
 def _read_until(fd: int, timeout_s: float) -> tuple[bytes, bool]:

@@ -92,12 +92,17 @@ class _LauncherZygote:
         return ForkedLauncher(int(line), status_r)
 
     def close(self) -> None:
-        self.control.close()  # EOF: the zygote exits
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end_zygote(self.control, self.proc)
+
+
+def end_zygote(control: Any, proc: subprocess.Popen) -> None:
+    """End a zygote process: EOF on its control channel (it exits), then kill it if it has not within 5 s."""
+    control.close()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 _ZYGOTE: list[_LauncherZygote] = []
