@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pandas as pd
 
 from tteval.errors import TtevalError
+from tteval.jsonl import read_json
 from tteval.formatting import metric_kind
 from tteval.records import RunMeta, read_run_meta
 
@@ -178,7 +179,7 @@ def run_rows(folder: Path, override: float | Mapping[str | None, float] | None =
     """The tidy rows of one run folder; raises ValueError/KeyError/TypeError/TtevalError when its files are bad."""
     run_meta = read_run_meta(folder)
     meta = run_meta.to_dict()
-    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    metrics = read_json(folder / "metrics.json")
     if not isinstance(metrics, dict):
         raise ValueError("metrics.json must hold a JSON object")
     config = meta.get("config") or {}
