@@ -86,6 +86,14 @@ def speed(row: dict) -> float:
     return row.get("tokens_per_s", row.get("tokens_per_s_below", 0.0))
 
 
+def ratio(quiet: dict, loaded: dict) -> float | str | None:
+    """loaded / quiet tokens/s; "< x" when only the loaded row did not finish (x its upper bound); None if unknown."""
+    if "did_not_finish_within_s" in quiet or not speed(quiet):
+        return None
+    r = round(speed(loaded) / speed(quiet), 3)
+    return f"< {r}" if "did_not_finish_within_s" in loaded else r
+
+
 def main() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("TTEVAL_LLAMA_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     cpus = len(os.sched_getaffinity(0))
@@ -105,13 +113,8 @@ def main() -> None:
             for p in spinners:
                 p.kill()
                 p.wait()
-    ratios = {}
-    for policy in POLICIES:
-        for name in rows(cpus):
-            quiet, loaded = result["quiet"][policy][name], result["loaded"][policy][name]
-            ratio = round(speed(loaded) / speed(quiet), 3) if speed(quiet) else None
-            bounded = "did_not_finish_within_s" in loaded and "did_not_finish_within_s" not in quiet
-            ratios[f"{policy} / {name}"] = f"< {ratio}" if bounded and ratio is not None else ratio
+    ratios = {f"{policy} / {name}": ratio(result["quiet"][policy][name], result["loaded"][policy][name])
+              for policy in POLICIES for name in rows(cpus)}  # fmt: skip
     default = ratios["tteval / default (all CPUs)"]
     default = default if isinstance(default, float) else 0.0  # an upper bound or no quiet figure: not met
     out = {"setup": {"n": N, "max_tokens": MAX_TOKENS, "rounds": ROUNDS, "busy_processes": BUSY, "cpus": cpus,
