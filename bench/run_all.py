@@ -37,7 +37,9 @@ class Job:
 
 # The options of the committed results (bench/results/*.json): load.json is one round, particle_filter.json budget
 # 8 (the figure the targets name), overhead.json without llama-cpp-python's slow naive loop; sandbox.json times every
-# reference corpus; ENAMEL's figures are the published row's samples and the expert references, wall and CPU clocks.
+# reference corpus; ENAMEL's figures are the published row's samples and the expert references, wall and CPU clocks;
+# limit-threads-1.json is llama.cpp's batch scaling at the particle filter bench's one thread and
+# particle_filter_profile.json the filter's profile (both cited by bench/notes.md).
 JOBS: tuple[Job, ...] = (
     Job("bench_attacks.py"),
     Job("bench_enamel.py"),
@@ -46,12 +48,14 @@ JOBS: tuple[Job, ...] = (
     Job("bench_enamel.py", ("--samples", "enamel-references", "--clock", "cpu")),
     Job("bench_estimators.py"),
     Job("bench_limit.py", cap_s=3600.0),  # builds llama-batched-bench on a fresh checkout (minutes on 2 cores)
+    Job("bench_limit.py", ("--threads", "1"), {"BENCH_ROUNDS": "1"}),  # the particle filter bench's thread count
     Job("bench_llamacpp.py"),
     Job("bench_load.py", env={"BENCH_ROUNDS": "1"}),
     Job("bench_math.py"),
     Job("bench_metrics.py"),
     Job("bench_overhead.py", env={"BENCH_QUICK": "1"}),
     Job("bench_particle_filter.py", env={"BENCH_PF_BUDGETS": "8"}),
+    Job("bench_particle_filter.py", ("--profile",), {"BENCH_PF_BUDGETS": "8"}),  # where its wall time goes (notes.md)
     Job("bench_references.py"),
     Job("bench_sandbox.py", ("--full",)),
     Job("bench_sandbox_load.py"),

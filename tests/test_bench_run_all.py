@@ -64,3 +64,22 @@ def test_a_load_row_past_its_cap_is_an_upper_bound() -> None:
     assert bench_load.ratio(quiet, {"tokens_per_s_below": 4.0, "did_not_finish_within_s": 120}) == "< 0.02"
     assert bench_load.ratio(quiet, {"tokens_per_s": 50.0}) == 0.25
     assert bench_load.ratio({"did_not_finish_within_s": 120, "tokens_per_s_below": 4.0}, quiet) is None
+
+
+def test_every_tteval_import_of_the_bench_scripts_resolves() -> None:
+    """Bench scripts import tteval inside functions too; a module move must not leave them to fail mid-`make bench`."""
+    import ast
+    import importlib
+    import importlib.util
+
+    for path in sorted(BENCH.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tteval":
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    name = f"{node.module}.{alias.name}"
+                    assert hasattr(module, alias.name) or importlib.util.find_spec(name), f"{path.name}: {name}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "tteval":
+                        importlib.import_module(alias.name)
