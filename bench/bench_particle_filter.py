@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="cProfile the filter and plain sampling instead")
     args = parser.parse_args()
     from tteval.backends.llamacpp import LlamaCppBackend
-    from tteval.strategies.particle_filter import particle_filter
+    from tteval.searchers.particle_filter import particle_filter
     from tteval.tasks import load_problems, load_task
 
     task = load_task("gsm8k")
