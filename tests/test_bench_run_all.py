@@ -83,3 +83,20 @@ def test_every_tteval_import_of_the_bench_scripts_resolves() -> None:
                 for alias in node.names:
                     if alias.name.split(".")[0] == "tteval":
                         importlib.import_module(alias.name)
+
+
+def test_the_llamacpp_bench_loops_stop_at_their_cap(monkeypatch) -> None:
+    """One sequence at a time beside other work can take minutes per loop: past the cap a loop stops after its call."""
+    import bench_llamacpp
+
+    from tteval.backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(n_threads=1)
+    try:
+        monkeypatch.setattr(bench_llamacpp, "MODE_CAP_S", 0.0)
+        _, tokens, calls = bench_llamacpp.run_sequential(backend, 3, 4)
+        assert calls == 1 and 1 <= tokens <= 4
+        monkeypatch.setattr(bench_llamacpp, "MODE_CAP_S", 1e9)
+        assert bench_llamacpp.run_sequential(backend, 3, 4)[2] == 3
+    finally:
+        backend.close()
