@@ -432,6 +432,21 @@ def test_the_thread_count_changes_no_sample():
     assert outs[0] == outs[1]
 
 
+def test_the_thread_tuner_sees_every_decode_step_and_its_switches_change_no_sample(monkeypatch):
+    """Automatic threads: the tuner times each decode step; probing after every step (the count changing mid-call)
+    gives the samples of one fixed thread bit for bit."""
+    monkeypatch.delenv("TTEVAL_LLAMA_THREADS", raising=False)
+    reqs = [Request(messages=CHAT, n=3, temperature=0.8, max_tokens=16, seed=5, logprobs=True)]
+    with LlamaCppBackend(max_parallel=4, n_threads=1) as b:
+        want = [[(c.text, c.token_logprobs) for c in row] for row in b.generate(reqs)]
+    with LlamaCppBackend(max_parallel=4) as b:
+        b._tuner.interval = 1  # a probe after the first step, then after 2, 4, ... (or a switch: again after 32)
+        got = [[(c.text, c.token_logprobs) for c in row] for row in b.generate(reqs)]
+        assert b._tuner.steps == b.usage.extra["decode_steps"] >= 16
+        assert b._tuner.probes >= 2 or b._tuner.cpus == 1
+    assert got == want
+
+
 def test_kv_cells_are_kept_between_calls_and_reused_bit_for_bit():
     """A call whose prompt continues an earlier sample (a particle's next step) reuses that sample's cells, the
     generated tokens included, and samples exactly what a backend with an empty cache samples."""

@@ -56,7 +56,7 @@ from tteval.backends.llama_glue import set_log
 from tteval.backends.model_files import DEFAULT_MODEL, resolve_model_path
 from tteval.backends.sampling import RowStats, row_stats, sample_rng
 from tteval.backends.sequences import Prompt, Sample, empty_completion
-from tteval.backends.threads import default_threads, env_threads
+from tteval.backends.threads import ThreadTuner, default_threads, env_threads
 from tteval.errors import TtevalError
 
 __all__ = ["DEFAULT_MODEL", "LlamaCppBackend", "resolve_model_path"]
@@ -74,8 +74,8 @@ class LlamaCppBackend:
     `n_ctx` is the context of one sequence (prompt + completion tokens); left as None it is sized to the longest
     prompt + max_tokens seen so far (in steps of 1024, at most the model's training context). The llama.cpp
     context holds `max_parallel` such sequences. `n_threads` defaults to $TTEVAL_LLAMA_THREADS, else one thread per CPU
-    this process may use (`default_threads`), re-read at each call and every `_RETUNE_STEPS` decode steps (the
-    thread count changes no result, only speed).
+    this process may use (`default_threads`, re-read at each call and every `_RETUNE_STEPS` decode steps), or one
+    thread while timed decode steps show it clearly faster (`ThreadTuner`; the thread count changes no result).
     """
 
     name = "llamacpp"
@@ -104,6 +104,7 @@ class LlamaCppBackend:
         fixed = n_threads or env_threads()
         self._auto_threads = fixed is None
         self.n_threads = fixed or default_threads()
+        self._tuner = ThreadTuner(self.n_threads) if self._auto_threads else None
         self.verbose = verbose
         self._fixed_ctx = n_ctx
         set_log(lc, verbose)
@@ -337,7 +338,9 @@ class LlamaCppBackend:
             [s.seq_id for s in live],
             np.ones(len(live), dtype=np.int8),
         )
+        t0 = time.perf_counter()
         self._decode()
+        self._retune(len(live), time.perf_counter() - t0)
         self._count("decode_steps", 1)
         self._count("decode_rows", len(live))  # sequences per step: decode_rows / decode_steps is the occupancy
         if self.usage.extra["decode_steps"] % _RETUNE_STEPS == 0:
@@ -348,11 +351,12 @@ class LlamaCppBackend:
             out.append((s, row, row_stats(row)))
         return out
 
-    def _retune(self) -> None:
-        """With automatic threads, run one llama.cpp thread per CPU this process may use now (`default_threads`)."""
-        if not self._auto_threads:
+    def _retune(self, rows: int = 0, seconds: float = 0.0) -> None:
+        """With automatic threads, give the tuner a timed decode step of `rows` sequences, or else the CPUs this
+        process may use now (`default_threads`); run the thread count it chooses."""
+        if self._tuner is None:
             return
-        n = default_threads()
+        n = self._tuner.observe(rows, seconds) if rows else self._tuner.set_cpus(default_threads())
         if n != self.n_threads:
             self.n_threads = n
             if self._ctx is not None:
