@@ -12,7 +12,7 @@ quiet and with BUSY CPU-bound processes beside it (pure-Python spin loops): a wa
 ROUNDS; the load average is recorded. A row's process is ended after BENCH_ROW_CAP_S seconds (120; libgomp's
 default beside the busy processes makes a few tokens/s): it is recorded as did not finish, with the upper bound
 (1 + ROUNDS) x n x 64 tokens / cap on its tokens/s (and `<` on its ratio). Target: loaded >= 0.5 x quiet with the default settings. Writes bench/results/load.json;
-BENCH_BUSY=6 (heavier load) writes load-busy6.json, BENCH_LOAD_POLICY=tteval keeps only tteval's policy's rows.
+BENCH_BUSY=6 (heavier load) and BENCH_LOAD_POLICY=tteval (only tteval's policy's rows) write load-busy6-tteval.json.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from pathlib import Path
 N, MAX_TOKENS, SEED = 8, 64, 0
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BUSY = int(os.environ.get("BENCH_BUSY", "2"))  # CPU-bound processes beside it: 2 as the issue's target says
-RESULT = Path(__file__).parent / "results" / ("load.json" if BUSY == 2 else f"load-busy{BUSY}.json")
+ONLY = os.environ.get("BENCH_LOAD_POLICY", "")  # one policy's rows only (the heavier-load run: tteval's)
+NAME = "load" + (f"-busy{BUSY}" if BUSY != 2 else "") + (f"-{ONLY}" if ONLY else "")
+RESULT = Path(__file__).parent / "results" / f"{NAME}.json"
 
 
 def tokens_per_s(backend, messages) -> float:
@@ -45,8 +47,7 @@ POLICIES = {  # libgomp's barrier wait, set in each child's environment before l
     "libgomp default": {"GOMP_SPINCOUNT": "300000"},
     "passive": {"OMP_WAIT_POLICY": "passive"},
 }
-if os.environ.get("BENCH_LOAD_POLICY"):  # one policy's rows only (the heavier-load run: tteval's)
-    POLICIES = {os.environ["BENCH_LOAD_POLICY"]: POLICIES[os.environ["BENCH_LOAD_POLICY"]]}
+POLICIES = {ONLY: POLICIES[ONLY]} if ONLY else POLICIES
 
 
 ROW_CAP_S = float(os.environ.get("BENCH_ROW_CAP_S", "120"))  # a row's process is ended here (libgomp's default, loaded)

@@ -35,7 +35,7 @@ class Job:
         return f"{self.script} {extra}".strip()
 
 
-# The options of the committed results (bench/results/*.json): load.json is one round (load-busy6.json two, tteval's policy), particle_filter.json budget
+# The options of the committed results (bench/results/*.json): load.json is one round (load-busy6-tteval.json two), particle_filter.json budget
 # 8 (the figure the targets name), overhead.json without llama-cpp-python's slow naive loop; sandbox.json times every
 # reference corpus; ENAMEL's figures are the published row's samples and the expert references, wall and CPU clocks;
 # limit-threads-1.json is llama.cpp's batch scaling at the particle filter bench's one thread and

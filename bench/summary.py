@@ -51,7 +51,7 @@ def main() -> None:
         "  may use (`os.sched_getaffinity`), re-read at every call and every 32 decode steps, or one thread while timed",
         "  decode steps show it clearly faster (`ThreadTuner`). `TTEVAL_LLAMA_THREADS=N` fixes N. Each row runs in its",
         "  own process, ended after 120 s (`BENCH_ROW_CAP_S`): then its tokens/s is an upper bound (libgomp's default",
-        "  beside the busy processes). Target >= 0.5 x quiet. `load-busy6`: tteval's policy beside six busy processes.",
+        "  beside the busy processes). Target >= 0.5 x quiet. `load-busy6-tteval`: beside six, tteval's policy.",
         "- `sandbox`: sandboxed programs per second, trivial and MBPP references, 1 and 2 workers, launcher forked from",
         "  the warm zygote vs one launcher process per program; target >= 50 programs/s.",
         "- `overhead`: `tteval run` end to end vs the backend's raw loop (20 GSM8K x 8, 64 tokens); target <= 1.03x.",

@@ -435,12 +435,15 @@ def test_the_thread_count_changes_no_sample():
 def test_the_thread_tuner_sees_every_decode_step_and_its_switches_change_no_sample(monkeypatch):
     """Automatic threads: the tuner times each decode step; probing after every step (the count changing mid-call)
     gives the samples of one fixed thread bit for bit."""
+    from tteval.backends import threads
+
     monkeypatch.delenv("TTEVAL_LLAMA_THREADS", raising=False)
+    monkeypatch.setattr(threads, "PROBE_FIRST", 1)
     reqs = [Request(messages=CHAT, n=3, temperature=0.8, max_tokens=16, seed=5, logprobs=True)]
     with LlamaCppBackend(max_parallel=4, n_threads=1) as b:
         want = [[(c.text, c.token_logprobs) for c in row] for row in b.generate(reqs)]
     with LlamaCppBackend(max_parallel=4) as b:
-        b._tuner.interval = 1  # a probe after the first step, then after 2, 4, ... (or a switch: again after 32)
+        b._tuner.interval = 1  # probes after steps 3, ~6, ~11, ... (after a switch, at every step)
         got = [[(c.text, c.token_logprobs) for c in row] for row in b.generate(reqs)]
         assert b._tuner.steps == b.usage.extra["decode_steps"] >= 16
         assert b._tuner.probes >= 2 or b._tuner.cpus == 1

@@ -11,7 +11,7 @@ from tteval.errors import TtevalError
 
 WINDOW = 3  # decode steps whose median per-row time stands for the thread count in use
 PROBE_STEPS = 2  # decode steps a probe of the other thread count runs (fewer when clearly worse after the first)
-PROBE_FIRST, PROBE_MAX = 32, 4096  # decode steps between scheduled probes: the first, doubled per failed probe
+PROBE_FIRST, PROBE_MAX = 32, 4096  # decode steps between scheduled probes: at least, doubled per failed probe
 CHANGE = 1.5  # a window this much slower (all CPUs) or faster (one thread) than usual probes at once
 SWITCH = 0.8  # switch when the probe's time per row is below this fraction of the current count's
 ABORT = 1.5  # end a probe after its first step when that step's time per row is above this multiple
@@ -46,15 +46,16 @@ class ThreadTuner:
     (ended after one when `ABORT` x slower) and switches to it when its median time per row is below `SWITCH` x
     that of the `WINDOW` steps before it, with row counts within 25% (else it counts as no evidence). Probes run
     when the last `WINDOW` steps (of one row count) are `CHANGE` x slower than usual at all CPUs (load came) or
-    `CHANGE` x faster at one thread (load went), and on a schedule: `PROBE_FIRST` steps after the last switch,
-    the wait doubling after every failed probe up to `PROBE_MAX`. A quiet machine so keeps all CPUs and pays one
-    one-thread step per scheduled probe (<2% in the first 64 steps, then less); a collapse is caught within about
+    `CHANGE` x faster at one thread (load went), and on a schedule: after the first `WINDOW` steps (the machine
+    may be loaded from the start), then `PROBE_FIRST` steps after that or after a switch, the wait doubling after
+    every failed probe up to `PROBE_MAX`. A quiet machine so keeps all CPUs and pays one one-thread step per
+    scheduled probe (~8 in the first 4,000 steps, then one per 4,096); a collapse is caught within about
     `WINDOW` + `PROBE_STEPS` steps. Pure: no clock, no I/O."""
 
     def __init__(self, cpus: int):
         self.cpus = max(1, cpus)
         self.threads = self.cpus
-        self.interval = PROBE_FIRST
+        self.interval = WINDOW  # a first probe as soon as there is a window: a machine may be loaded from the start
         self.since = 0  # steps since the last probe or switch
         self.steps = self.probes = self.switches = 0  # counts, for benchmarks and tests
         self._recent: deque[tuple[int, float]] = deque(maxlen=WINDOW)  # (rows, seconds per row) at `threads`
@@ -112,7 +113,7 @@ class ThreadTuner:
         else:
             self.threads = self._other()
             self._renormal(self.threads, self._recent[-1][0], before)
-            self.interval = min(2 * self.interval, PROBE_MAX) if comparable else self.interval
+            self.interval = min(max(2 * self.interval, PROBE_FIRST), PROBE_MAX) if comparable else self.interval
         return self.threads
 
     def _renormal(self, threads: int, rows: int, per_row: float) -> None:
