@@ -57,7 +57,7 @@ class ThreadTuner:
         self.threads = self.cpus
         self.interval = WINDOW  # a first probe as soon as there is a window: a machine may be loaded from the start
         self.since = 0  # steps since the last probe or switch
-        self.steps = self.probes = self.switches = 0  # counts, for benchmarks and tests
+        self.steps = self.one_thread_steps = self.probes = self.switches = 0  # counts, for benchmarks and tests
         self._recent: deque[tuple[int, float]] = deque(maxlen=WINDOW)  # (rows, seconds per row) at `threads`
         self._probe: list[tuple[int, float]] | None = None  # steps of a running probe
         self._usual: dict[tuple[int, int], float] = {}  # (threads, rows) -> usual seconds per row
@@ -72,6 +72,7 @@ class ThreadTuner:
     def observe(self, rows: int, seconds: float) -> int:
         """One decode step of `rows` sequences took `seconds` at `self.threads`: return the count for the next."""
         self.steps += 1
+        self.one_thread_steps += self.threads == 1
         if self.cpus == 1 or rows < 1:
             return self.threads
         per_row = seconds / rows
