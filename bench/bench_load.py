@@ -12,7 +12,8 @@ quiet and with BUSY CPU-bound processes beside it (pure-Python spin loops): a wa
 ROUNDS; the load average is recorded. A row's process is ended after BENCH_ROW_CAP_S seconds (120; libgomp's
 default beside the busy processes makes a few tokens/s): it is recorded as did not finish, with the upper bound
 (1 + ROUNDS) x n x 64 tokens / cap on its tokens/s (and `<` on its ratio). Target: loaded >= 0.5 x quiet with the default settings. Writes bench/results/load.json;
-BENCH_BUSY=6 (heavier load) and BENCH_LOAD_POLICY=tteval (only tteval's policy's rows) write load-busy6-tteval.json.
+BENCH_BUSY=6 (heavier load) and BENCH_LOAD_POLICY=tteval (only tteval's policy's rows) write load-busy6-tteval.json;
+BENCH_BUSY_KIND=llama makes the busy processes other tteval backends at two fixed threads (load-busy3-llama-...).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ N, MAX_TOKENS, SEED = 8, 64, 0
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 BUSY = int(os.environ.get("BENCH_BUSY", "2"))  # CPU-bound processes beside it: 2 as the issue's target says
 ONLY = os.environ.get("BENCH_LOAD_POLICY", "")  # one policy's rows only (the heavier-load run: tteval's)
-NAME = "load" + (f"-busy{BUSY}" if BUSY != 2 else "") + (f"-{ONLY}" if ONLY else "")
+KIND = os.environ.get("BENCH_BUSY_KIND", "python")  # busy processes: Python spin loops, or 2-thread llama.cpp loops
+NAME = "load" + (f"-busy{BUSY}" if BUSY != 2 else "") + (f"-{KIND}" if KIND != "python" else "") + (f"-{ONLY}" if ONLY else "")
+BUSY_CMD = {"python": ["-c", "while True: pass"], "llama": [__file__, "--busy-llama"]}[KIND]
 RESULT = Path(__file__).parent / "results" / f"{NAME}.json"
 
 
@@ -107,9 +110,10 @@ def main() -> None:
     cpus = len(os.sched_getaffinity(0))
     result: dict[str, dict] = {}
     for phase in ("quiet", "loaded"):
-        spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(BUSY if phase == "loaded" else 0)]
+        spinners = [subprocess.Popen([sys.executable, *BUSY_CMD], env={**env, "TTEVAL_LLAMA_THREADS": "2"})
+                    for _ in range(BUSY if phase == "loaded" else 0)]  # fmt: skip
         try:
-            time.sleep(1.0 if spinners else 0.0)
+            time.sleep((1.0 if KIND == "python" else 5.0) if spinners else 0.0)
             result[phase] = {"loadavg_1m_before": round(os.getloadavg()[0], 2)}
             for policy, extra in POLICIES.items():
                 result[phase][policy] = {}
@@ -135,5 +139,17 @@ def main() -> None:
     print(json.dumps(ratios))
 
 
+def busy_llama() -> None:
+    """A busy process of the `llama` kind: another tteval at two fixed threads, generating until killed."""
+    from tteval.backends.base import Request
+    from tteval.backends.llamacpp import LlamaCppBackend
+
+    b = LlamaCppBackend(max_parallel=N)
+    while True:
+        b.generate([Request(prompt="Count to one hundred:", n=N, temperature=0.7, max_tokens=MAX_TOKENS)])
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--busy-llama"]:
+        busy_llama()
     child(int(sys.argv[2]) or None) if sys.argv[1:2] == ["--child"] else main()
