@@ -13,7 +13,8 @@ ROUNDS; the load average is recorded. A row's process is ended after BENCH_ROW_C
 default beside the busy processes makes a few tokens/s): it is recorded as did not finish, with the upper bound
 (1 + ROUNDS) x n x 64 tokens / cap on its tokens/s (and `<` on its ratio). Target: loaded >= 0.5 x quiet with the default settings. Writes bench/results/load.json;
 BENCH_BUSY=6 (heavier load) and BENCH_LOAD_POLICY=tteval (only tteval's policy's rows) write load-busy6-tteval.json;
-BENCH_BUSY_KIND=llama makes the busy processes other tteval backends at two fixed threads (load-busy3-llama-...).
+BENCH_BUSY_KIND=llama makes the busy processes other tteval backends at two fixed threads (load-busy3-llama-...),
+llama-spin the same at libgomp's default barrier spinning (GOMP_SPINCOUNT=300000).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ BUSY = int(os.environ.get("BENCH_BUSY", "2"))  # CPU-bound processes beside it: 
 ONLY = os.environ.get("BENCH_LOAD_POLICY", "")  # one policy's rows only (the heavier-load run: tteval's)
 KIND = os.environ.get("BENCH_BUSY_KIND", "python")  # busy processes: Python spin loops, or 2-thread llama.cpp loops
 NAME = "load" + (f"-busy{BUSY}" if BUSY != 2 else "") + (f"-{KIND}" if KIND != "python" else "") + (f"-{ONLY}" if ONLY else "")
-BUSY_CMD = {"python": ["-c", "while True: pass"], "llama": [__file__, "--busy-llama"]}[KIND]
+BUSY_CMD = {"python": ["-c", "while True: pass"], "llama": [__file__, "--busy-llama"],
+            "llama-spin": [__file__, "--busy-llama"]}[KIND]  # fmt: skip
+BUSY_ENV = {"TTEVAL_LLAMA_THREADS": "2", **({"GOMP_SPINCOUNT": "300000"} if KIND == "llama-spin" else {})}
 RESULT = Path(__file__).parent / "results" / f"{NAME}.json"
 
 
@@ -110,10 +113,10 @@ def main() -> None:
     cpus = len(os.sched_getaffinity(0))
     result: dict[str, dict] = {}
     for phase in ("quiet", "loaded"):
-        spinners = [subprocess.Popen([sys.executable, *BUSY_CMD], env={**env, "TTEVAL_LLAMA_THREADS": "2"})
+        spinners = [subprocess.Popen([sys.executable, *BUSY_CMD], env={**env, **BUSY_ENV})
                     for _ in range(BUSY if phase == "loaded" else 0)]  # fmt: skip
         try:
-            time.sleep((1.0 if KIND == "python" else 5.0) if spinners else 0.0)
+            time.sleep((1.0 if KIND == "python" else 5.0) if spinners else 0.0)  # llama: loaded and generating
             result[phase] = {"loadavg_1m_before": round(os.getloadavg()[0], 2)}
             for policy, extra in POLICIES.items():
                 result[phase][policy] = {}

@@ -445,7 +445,7 @@ def test_the_thread_tuner_sees_every_decode_step_and_its_switches_change_no_samp
     with LlamaCppBackend(max_parallel=4) as b:
         b._tuner.interval = 1  # probes after steps 3, ~6, ~11, ... (after a switch, at every step)
         got = [[(c.text, c.token_logprobs) for c in row] for row in b.generate(reqs)]
-        assert b._tuner.steps == b.usage.extra["decode_steps"] >= 16
+        assert b._tuner.steps == b.usage.extra["decode_steps"] >= 12  # the first token comes from the prompt
         assert b._tuner.probes >= 2 or b._tuner.cpus == 1
     assert got == want
 
