@@ -35,7 +35,7 @@ class Job:
         return f"{self.script} {extra}".strip()
 
 
-# The options of the committed results (bench/results/*.json): load.json is one round (load-busy6-tteval.json two), particle_filter.json budget
+# The options of the committed results (bench/results/*.json): load.json is one round (load-busy*-tteval.json two), particle_filter.json budget
 # 8 (the figure the targets name), overhead.json without llama-cpp-python's slow naive loop; sandbox.json times every
 # reference corpus; ENAMEL's figures are the published row's samples and the expert references, wall and CPU clocks;
 # limit-threads-1.json is llama.cpp's batch scaling at the particle filter bench's one thread and
@@ -52,6 +52,8 @@ JOBS: tuple[Job, ...] = (
     Job("bench_llamacpp.py"),
     Job("bench_load.py", env={"BENCH_ROUNDS": "1"}),
     Job("bench_load.py", env={"BENCH_ROUNDS": "2", "BENCH_BUSY": "6", "BENCH_LOAD_POLICY": "tteval"}),  # heavier load
+    Job("bench_load.py", env={"BENCH_ROUNDS": "2", "BENCH_BUSY": "3", "BENCH_BUSY_KIND": "llama", "BENCH_LOAD_POLICY": "tteval"}),
+    Job("bench_load.py", env={"BENCH_ROUNDS": "2", "BENCH_BUSY": "3", "BENCH_BUSY_KIND": "llama-spin", "BENCH_LOAD_POLICY": "tteval"}),
     Job("bench_math.py"),
     Job("bench_metrics.py"),
     Job("bench_overhead.py", env={"BENCH_QUICK": "1"}),
