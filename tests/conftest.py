@@ -10,6 +10,20 @@ import pytest
 os.environ.setdefault("TTEVAL_CACHE_DIR", tempfile.mkdtemp(prefix="tteval-test-cache-"))
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): one test worker per CPU this process may use (its affinity, as the llama.cpp
+    backend counts them), not the machine's count."""
+    from tteval.backends.threads import default_threads
+
+    return default_threads()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests marked `slow` first (else in collection order): spread over xdist workers in this order, the long
+    ones start early and the last to start are short, so the workers finish together."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="module")
 def cpu_backend():
     """The embedded CPU model on llama.cpp, loaded once per test module."""
@@ -18,6 +32,26 @@ def cpu_backend():
     b = LlamaCppBackend()
     yield b
     b.close()
+
+
+@pytest.fixture(scope="session")
+def cpu_run(tmp_path_factory):
+    """cpu_run(*args) -> (the CompletedProcess, the run folder) of `tteval run *args` on the embedded CPU model, run
+    once per session (per xdist worker) for each distinct args: for tests that only read the run, never change it.
+    Tests sharing a run share an `xdist_group` too, so that xdist hands them to one worker."""
+    from helpers import only_run_dir, tteval
+
+    runs = {}
+
+    def run(*args: str):
+        if args not in runs:
+            out = tmp_path_factory.mktemp("cpu-run")
+            r = tteval("run", *args, "--out", out)
+            assert r.returncode == 0, r.stderr
+            runs[args] = r, only_run_dir(out)
+        return runs[args]
+
+    return run
 
 
 @pytest.fixture

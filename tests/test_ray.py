@@ -7,6 +7,7 @@ import sys
 import pytest
 
 pytest.importorskip("ray", reason="Ray is the optional extra tteval[ray]; the test extras install it")
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray cluster at a time: one xdist worker runs them all
 
 ARGS = ["run", "--task", "gsm8k", "--limit", "4", "-n", "2", "--max-tokens", "24", "--batch-problems", "1", "--no-cache"]
 
@@ -63,7 +64,7 @@ def test_actors_that_cannot_all_start_hit_the_start_up_deadline(monkeypatch):
     from tteval.distributed import RayEngines
     from tteval.errors import TtevalError
 
-    monkeypatch.setenv("TTEVAL_RAY_START_TIMEOUT_S", "8")  # the test waits out the whole deadline
+    monkeypatch.setenv("TTEVAL_RAY_START_TIMEOUT_S", "4")  # the test waits out the whole deadline
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
 
@@ -75,7 +76,7 @@ def test_actors_that_cannot_all_start_hit_the_start_up_deadline(monkeypatch):
         blocker = Blocker.remote()
         ray.get(blocker.ready.remote())
         config = RunConfig.of(n=1, limit=1, cache=False)
-        with pytest.raises(TtevalError, match=r"^\d of 2 Ray actors started within 8 s \(the others wait for resources"):
+        with pytest.raises(TtevalError, match=r"^\d of 2 Ray actors started within 4 s \(the others wait for resources"):
             RayEngines(config, 2)
     finally:
         ray.shutdown()
