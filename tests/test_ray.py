@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("ray", reason="Ray is the optional extra tteval[ray]; the test extras install it")
 pytestmark = pytest.mark.xdist_group("ray")  # one local Ray cluster at a time: one xdist worker runs them all
 
-ARGS = ["run", "--task", "gsm8k", "--limit", "4", "-n", "2", "--max-tokens", "24", "--batch-problems", "1", "--no-cache"]
+ARGS = ["run", "--task", "gsm8k", "--limit", "4", "-n", "2", "--max-tokens", "12", "--batch-problems", "1", "--no-cache"]
 
 
 def run_samples(out, *extra):
