@@ -24,10 +24,10 @@ from attack_programs import ATTACKS  # noqa: E402
 from bench_sandbox import corpus  # noqa: E402
 
 import tteval  # noqa: E402
-from tteval.verifiers.code import check_program, check_programs, default_limits  # noqa: E402
-from tteval.verifiers.code_extract import extract_code  # noqa: E402
-from tteval.verifiers.sandbox import isolation_mode  # noqa: E402
-from tteval.verifiers.sandbox_limits import Limits  # noqa: E402
+from tteval.graders.code import check_program, check_programs, default_limits  # noqa: E402
+from tteval.graders.code_extract import extract_code  # noqa: E402
+from tteval.graders.sandbox import isolation_mode  # noqa: E402
+from tteval.graders.sandbox_limits import Limits  # noqa: E402
 
 OUT = HERE / "results" / "attacks.json"
 

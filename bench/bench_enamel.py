@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from machine import cpu_name  # noqa: E402
 
-from tteval.scoring import score_file  # noqa: E402
-from tteval.verifiers.efficiency import PROBLEMSET, Protocol  # noqa: E402
+from tteval.score_file import score_file  # noqa: E402
+from tteval.graders.efficiency import PROBLEMSET, Protocol  # noqa: E402
 
 # ENAMEL README leaderboard (greedy / canonical rows), eff@1 and pass@1, with the tolerance the issue sets.
 PUBLISHED = {"humanevalplus-canonical": {"eff@1": 0.517, "pass@1": 0.958}}

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tteval.verifiers.math import MathGrader  # noqa: E402
+from tteval.graders.math import MathGrader  # noqa: E402
 
 CANDIDATES, SEED = 16, 0
 OUT = ROOT / "bench" / "results" / "math.json"

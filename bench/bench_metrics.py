@@ -1,5 +1,5 @@
 """Metrics time of a `tteval run` pool: RPC's Weibull fits, with and without skipping the fits that cannot change
-the winner (`tteval.strategies.rpc._sure_winner`), on the committed example (20 MBPP x 16) and on synthetic pools
+the winner (`tteval.selectors.rpc._sure_winner`), on the committed example (20 MBPP x 16) and on synthetic pools
 shaped like the overhead bench (20 problems x 8, 64 tokens, 2-5 answer classes). Checks both give the same
 metrics.json, counts the mixture fits run, and records CPU time (steadier than wall time on a shared machine).
 Writes bench/results/metrics.json.
@@ -34,7 +34,7 @@ def synthetic(problems: int = 20, n: int = 8, seed: int = 0) -> list[dict]:
 
 def timed(samples: list[dict], shortcut: bool) -> tuple[float, int, str]:
     from tteval.metrics import compute_metrics
-    from tteval.strategies import rpc
+    from tteval.selectors import rpc
 
     rpc._fit_sorted.cache_clear()
     original = rpc._sure_winner

@@ -74,7 +74,7 @@ class OneAtATime:
 
 def main() -> None:
     from tteval.backends.llamacpp import LlamaCppBackend
-    from tteval.strategies.particle_filter import particle_filter
+    from tteval.searchers.particle_filter import particle_filter
     from tteval.tasks import load_problems, load_task
 
     task = load_task("gsm8k")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench_sandbox import corpus
 
-from tteval.verifiers.code import check_programs, default_limits
+from tteval.graders.code import check_programs, default_limits
 
 OUT = Path(__file__).parent / "results" / "references_oracle.json"
 

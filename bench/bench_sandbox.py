@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from tteval.verifiers.code import check_programs, default_limits
-from tteval.verifiers.sandbox import isolation_mode, run_many
+from tteval.graders.code import check_programs, default_limits
+from tteval.graders.sandbox import isolation_mode, run_many
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "results" / "sandbox.json"

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_sandbox import corpus  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
-from tteval.verifiers.code import calibrate_time_limit, check_programs, default_limits, reference_times  # noqa: E402
-from tteval.verifiers.sandbox import isolation_mode  # noqa: E402
+from tteval.graders.code import calibrate_time_limit, check_programs, default_limits, reference_times  # noqa: E402
+from tteval.graders.sandbox import isolation_mode  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "sandbox_load.json"
 OLD_WALL_LIMIT_S = 10.0  # the wall-time limit every reference ran under before CPU time decided

@@ -28,12 +28,12 @@ from attack_programs import (
     WORKED_IN_PROCESS,
     WRONG2,
 )
-from tteval.verifiers.code import check_program
-from tteval.verifiers.code_extract import extract_code
-from tteval.verifiers.code_inprocess import check_inprocess
-from tteval.verifiers.code_tests import uses_inprocess_mode
-from tteval.verifiers.sandbox import isolation_mode, run_python
-from tteval.verifiers.sandbox_limits import Limits
+from tteval.graders.code import check_program
+from tteval.graders.code_extract import extract_code
+from tteval.graders.code_inprocess import check_inprocess
+from tteval.graders.code_tests import uses_inprocess_mode
+from tteval.graders.sandbox import isolation_mode, run_python
+from tteval.graders.sandbox_limits import Limits
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = Limits(wall_s=8.0)
@@ -238,7 +238,7 @@ def test_extract_code_is_linear_on_a_fence_followed_by_spaces():
 
 
 def test_oracle_decoder_is_strict():
-    from tteval.verifiers import oracle_wire
+    from tteval.graders import oracle_wire
 
     channel = oracle_wire.Channel(-1)
     assert oracle_wire.decode({"t": "tuple", "v": [1, [2.5, "x"], None]}, channel) == (1, [2.5, "x"], None)

@@ -19,7 +19,7 @@ import pytest
 
 from tteval.errors import TtevalError
 from tteval.estimators import hodges_lehmann
-from tteval.verifiers.code import (
+from tteval.graders.code import (
     DEFAULT_UNCALIBRATED_S,
     behaviour_signatures,
     calibrate_time_limit,
@@ -28,7 +28,7 @@ from tteval.verifiers.code import (
     reference_runtimes,
     reference_times,
 )
-from tteval.verifiers.code_tests import test_calls
+from tteval.graders.code_tests import test_calls
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIRS = (REPO / "tasks" / "data", Path("/work/shared/datasets"))

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from tteval import estimators as E
-from tteval.scoring import score_file
+from tteval.score_file import score_file
 from tteval.tasks import load_problems, load_task
-from tteval.verifiers import efficiency as EF
+from tteval.graders import efficiency as EF
 
 SEED = 998244353
 

@@ -51,7 +51,7 @@ def _text(value) -> str:
 
 
 def test_the_mbpp_shots_are_the_papers_2_3_4_and_math_answers_grade_as_written():
-    from tteval.verifiers.answers import extract_answer
+    from tteval.graders.answers import extract_answer
 
     assert [r["task_id"] for r in fewshot_pool(load_task("mbpp"))][:3] == [2, 3, 4]
     gsm8k = fewshot_pool(load_task("gsm8k"))

@@ -12,7 +12,7 @@ import pytest
 
 import genrm_authors_eval as authors
 from tteval import estimators as est
-from tteval.scoring import answer_classes
+from tteval.score_file import answer_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 POOL = ROOT / "data" / "genrm_gpqa" / "pool_graded.jsonl.gz"

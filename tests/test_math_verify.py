@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tteval.errors import TtevalError
-from tteval.verifiers.math import CheckResult, MathGrader, extract_answer, gsm8k_gold
+from tteval.graders.math import CheckResult, MathGrader, extract_answer, gsm8k_gold
 
 _DATA_DIRS = (Path(__file__).resolve().parent.parent / "tasks" / "data", Path("/work/shared/datasets"))
 # Computing 100000000! is pure CPU in sympy (no memory blow-up): it runs for minutes without a guard.
@@ -259,7 +259,7 @@ def test_grader_works_in_an_unguarded_script(tmp_path):
     """Workers are not multiprocessing-spawned, so a script without `if __name__ == '__main__'` is fine."""
     script = tmp_path / "quick.py"
     script.write_text(
-        "from tteval.verifiers.math import MathGrader\n"
+        "from tteval.graders.math import MathGrader\n"
         "g = MathGrader()\n"
         "print(g.grade([('1/2', '0.5'), ('2', '3')]), g.equivalence_classes(['0.5', '\\\\frac12', None]))\n"
     )

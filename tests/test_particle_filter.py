@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from fake_backend import FakeBackend
 
-from tteval.strategies.particle_filter import Particle, _resample, particle_filter, resampling_probs
+from tteval.searchers.particle_filter import Particle, _resample, particle_filter, resampling_probs
 from tteval.verifiers.genrm import ScoreResult
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from tteval.backends.base import Completion
 from tteval.errors import TtevalError
-from tteval.grading import Verdict
+from tteval.graders.grading import Verdict
 from tteval.metrics import POOL_CURVES, SEARCH_CURVES, compute_metrics, curves_for
 from tteval.records import RunMeta, SampleRecord, SampleRules, group_by_problem, read_run_meta, read_samples
 from tteval.results import RunDir

@@ -17,7 +17,7 @@ LAYERS = {
     "tteval.collect": 1,  # run folders -> tidy DataFrame
     "tteval.problem_views": 1,  # samples -> problem views
     "tteval.tables": 2,  # DataFrame -> DataFrame
-    "tteval.report": 3,  # renderers
+    "tteval.terminal": 3,  # renderers
     "tteval.plots": 3,
     "tteval.compare": 3,
     "tteval.drilldown": 3,
@@ -25,7 +25,7 @@ LAYERS = {
     "tteval.leaderboard": 5,
     "tteval.sweep": 5,
 }
-REPORTING = ["tteval.leaderboard", "tteval.html_report", "tteval.plots", "tteval.sweep", "tteval.report"]
+REPORTING = ["tteval.leaderboard", "tteval.html_report", "tteval.plots", "tteval.sweep", "tteval.terminal"]
 
 
 def module_name(path: Path) -> str:

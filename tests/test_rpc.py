@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tteval.errors import TtevalError
-from tteval.strategies.pool import Pool
-from tteval.strategies.rpc import (
+from tteval.selectors.pool import Pool
+from tteval.selectors.rpc import (
     fit_weibull_mixture,
     mixture_nll,
     pc_scores,
@@ -22,7 +22,7 @@ from tteval.strategies.rpc import (
     rpc_confidence,
     weibull_mean,
 )
-from tteval.strategies.self_consistency import majority_vote
+from tteval.selectors.self_consistency import majority_vote
 
 pytestmark = pytest.mark.filterwarnings("error")  # overflow/underflow in the fit must not leak out as warnings
 
@@ -253,7 +253,7 @@ def test_reasoning_pruning_validates_its_input():
 def test_the_mixture_fit_uses_an_exact_gradient():
     from scipy.optimize import approx_fprime
 
-    from tteval.strategies.rpc import mixture_nll, mixture_nll_grad
+    from tteval.selectors.rpc import mixture_nll, mixture_nll_grad
 
     rng = np.random.default_rng(3)
     for _ in range(5):
@@ -274,7 +274,7 @@ def test_the_mixture_fit_uses_an_exact_gradient():
     gold=st.integers(0, 2),
 )
 def test_rpc_of_a_pair_skips_the_fit_only_where_it_cannot_change_the_choice(answers, probs, gold):
-    from tteval.strategies.self_consistency import credit, winner_classes
+    from tteval.selectors.self_consistency import credit, winner_classes
 
     p = rpc_pool(answers, probs, gold)
     scores = pc_scores(p, prune=True)  # always fits the mixture (when the two p differ)
@@ -293,7 +293,7 @@ def test_rpc_of_a_pair_skips_the_fit_only_where_it_cannot_change_the_choice(answ
 )
 def test_rpc_skips_the_fit_only_where_no_pruning_can_change_the_winner(answers, probs, dedup, gold):
     """The shortcut (no fit when one class wins whatever is pruned) gives exactly the full computation's value."""
-    from tteval.strategies.self_consistency import credit, winner_classes
+    from tteval.selectors.self_consistency import credit, winner_classes
 
     k = len(answers)
     ps = probs.draw(st.lists(st.sampled_from([0.05, 0.2, 0.3, 0.5, 0.55, 0.7, 0.9, 1.0]) | st.floats(0.001, 1.0),
@@ -308,7 +308,7 @@ def test_rpc_skips_the_fit_only_where_no_pruning_can_change_the_winner(answers, 
 
 
 def test_rpc_shortcut_skips_the_fit_for_a_clear_winner():
-    from tteval.strategies import rpc
+    from tteval.selectors import rpc
 
     rpc._fit_sorted.cache_clear()
     clear = rpc_pool([0, 0, 0, 1], [0.9, 0.8, 0.85, 0.1], gold=0)

@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 
 from tteval.errors import TtevalError
-from tteval.verifiers.code import (
+from tteval.graders.code import (
     CodeVerdict,
     behaviour_signature,
     behaviour_signatures,
     check_program,
     check_programs,
 )
-from tteval.verifiers.code_extract import extract_code
-from tteval.verifiers.code_tests import test_calls
-from tteval.verifiers.sandbox import Session, isolation_mode, run_many, run_python
-from tteval.verifiers.sandbox_limits import ExecResult, Limits, load_limits
+from tteval.graders.code_extract import extract_code
+from tteval.graders.code_tests import test_calls
+from tteval.graders.sandbox import Session, isolation_mode, run_many, run_python
+from tteval.graders.sandbox_limits import ExecResult, Limits, load_limits
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = Limits(cpu_s=5.0)  # CPU time decides; the wall backstop (20 s) only catches waiting programs
@@ -365,7 +365,7 @@ def test_private_tmp_and_hidden_root_home():
         print(sorted(os.listdir(os.path.expanduser("~root"))) if os.path.isdir("/root") else "no /root")
     """)
     lines = result.stdout.splitlines()
-    from tteval.verifiers.sandbox_plan import interpreter_paths_under_tmp as _interpreter_paths_under_tmp
+    from tteval.graders.sandbox_plan import interpreter_paths_under_tmp as _interpreter_paths_under_tmp
 
     # /tmp holds the program's own folder, plus the interpreter's folders when the venv itself lives under /tmp
     extra = {p.split("/")[2] for p in _interpreter_paths_under_tmp() if p.startswith("/tmp/")}
@@ -619,8 +619,8 @@ def test_behaviour_signature_groups_equal_behaviour():
 USERNS_SCRIPT = """
 import json, os, sys
 sys.path.insert(0, {repo!r})
-from tteval.verifiers.sandbox import isolation_mode, run_python
-from tteval.verifiers.sandbox_limits import Limits
+from tteval.graders.sandbox import isolation_mode, run_python
+from tteval.graders.sandbox_limits import Limits
 limits = Limits(cpu_s=3.0)
 out = {{"mode": isolation_mode()}}
 out["write"] = run_python("open({victim!r}, 'w').write('pwned')", limits).status
@@ -651,7 +651,7 @@ def test_unprivileged_user_gets_the_user_namespace_sandbox(listener):
     command = _unprivileged_python()
     if command is None:
         pytest.skip("needs root (to become uid 65534), setpriv and a Python >= 3.10 that uid 65534 can run")
-    readable = subprocess.run(command + ["-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); import tteval.verifiers.sandbox"],
+    readable = subprocess.run(command + ["-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); import tteval.graders.sandbox"],
                               capture_output=True, cwd="/")  # fmt: skip
     if readable.returncode != 0:  # e.g. a checkout inside a 0700 folder (mktemp -d)
         pytest.skip(f"uid 65534 cannot import tteval from {REPO}")
@@ -686,7 +686,7 @@ def test_result_line_is_the_last_one_carrying_this_runs_nonce():
     import ast
     import json
 
-    from tteval.verifiers.result_line import find_result
+    from tteval.graders.result_line import find_result
 
     lines = [("n1", '{"a": 1}'), ("n1", '{"a": 2}'), ("n2", '{"a": 3}'), ("n3", "[" * 100_000), ("n4", '{"a": 4}'),
              ("n4", "not a dict"), ("n5", "[1, 2]")]

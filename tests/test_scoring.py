@@ -8,7 +8,7 @@ import sys
 import pytest
 from helpers import tteval
 
-from tteval.scoring import score_file
+from tteval.score_file import score_file
 from tteval.tasks import load_problems, load_task
 
 
@@ -216,7 +216,7 @@ def test_malformed_graded_pools_give_one_line(tmp_path, mutate, message):
 def test_score_accepts_each_datasets_own_id_forms(tmp_path):
     """MBPP's own 2 and "2", evalplus's "Mbpp/2" and "HumanEval/0" name tteval's mbpp/2 and humaneval/0; a wrong
     prefix is still an unknown id, and the error says which form is expected."""
-    from tteval.scoring import native_task_id
+    from tteval.score_file import native_task_id
 
     mbpp = {"mbpp/2", "mbpp/3", "mbpp/12"}
     assert [native_task_id(x, mbpp) for x in (2, "2", "Mbpp/2", "mbpp/2", " 12 ")] == ["mbpp/2"] * 4 + ["mbpp/12"]

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tteval.errors import TtevalError
-from tteval.strategies.best_of_n import aggregate_steps, best_of_n, weighted_best_of_n
-from tteval.strategies.pool import Pool, class_credit, indices
-from tteval.strategies.rpc import perplexity_consistency, ppl_select
-from tteval.strategies.self_consistency import majority_vote, vote_shares, weighted_vote
+from tteval.selectors.best_of_n import aggregate_steps, best_of_n, weighted_best_of_n
+from tteval.selectors.pool import Pool, class_credit, indices
+from tteval.selectors.rpc import perplexity_consistency, ppl_select
+from tteval.selectors.self_consistency import majority_vote, vote_shares, weighted_vote
 
 pytestmark = pytest.mark.filterwarnings("error")
 

@@ -347,7 +347,7 @@ class ScriptedEngine(RecordingEngine):
 def test_failed_candidates_are_graded_wrong_counted_in_metrics_and_reported(gen_config, tmp_path):
     """Through the real worker path (grading, records, metrics): an aborted or errored candidate is incorrect even
     when its text holds the right answer, and metrics.json counts every failed candidate with its reason."""
-    from tteval.grading import Grader
+    from tteval.graders.grading import Grader
     from tteval.metrics import compute_metrics
     from tteval.config import RunConfig
     from tteval.engine_host import Chunk, chunk_records

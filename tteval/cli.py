@@ -79,7 +79,7 @@ def run(ctx: typer.Context, **values: Any) -> None:
 
 def _print_run(config: Any, folder: Path) -> None:
     """A finished run's metrics table and folder, on stdout."""
-    from tteval.report import metrics_table
+    from tteval.terminal import metrics_table
     from tteval.jsonl import read_json
 
     out.print(metrics_table(read_json(folder / "metrics.json"), title=f"{config.task} · {config.model} · n={config.sampling.n}"))
@@ -110,9 +110,9 @@ def score(
 ) -> None:
     """Grade an external sample file against a task (or take a graded pool as it is), print its metrics, and
     write a run folder that `leaderboard`, `sweep` and `report` read."""
-    from tteval.report import metrics_table
+    from tteval.terminal import metrics_table
     from tteval.results import RunDir
-    from tteval.scoring import check_out_dir, score_file
+    from tteval.score_file import check_out_dir, score_file
 
     if out_dir is None:
         metrics = score_file(samples, task, tasks_dir=tasks_dir, workers=workers, seed=seed, graded=graded, model=model,

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Sequence
 from tteval.backends.base import FAILED_FINISH_REASONS, Backend, Completion
 from tteval.backends.registry import engine_key, make_backend
 from tteval.config import RunConfig
-from tteval.grading import Grader
+from tteval.graders.grading import Grader
 from tteval.strategies.registry import strategy_for
 from tteval.tasks import Problem, Task, load_task, with_fewshot
 from tteval.verifiers.registry import make_scorer, scorer_identity

@@ -24,7 +24,7 @@ CORE_SAMPLE_FIELDS = ("task_id", "sample_index", "completion", "answer", "correc
                       "finish_reason", "prompt_tokens", "answer_class", "scores", "grading")  # fmt: skip
 
 
-# The code grader's timing fields in `grading` (tteval.grading), per clock: eff@k[process] reads them.
+# The code grader's timing fields in `grading` (tteval.graders.grading), per clock: eff@k[process] reads them.
 REFERENCE_TIME = {"cpu_s": "reference_cpu_s", "runtime_s": "reference_runtime_s"}
 
 
@@ -84,7 +84,7 @@ class SampleRecord(Mapping):
         return out
 
     def efficiency(self) -> Any:
-        """ENAMEL's efficiency record for this candidate (`grading.efficiency`, tteval.verifiers.efficiency), if any."""
+        """ENAMEL's efficiency record for this candidate (`grading.efficiency`, tteval.graders.efficiency), if any."""
         return (self.grading or {}).get("efficiency")
 
     def clock(self) -> str:

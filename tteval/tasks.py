@@ -71,7 +71,7 @@ class Task:
         """The gold final answer of a math problem, as a string."""
         text = render(self.math.get("gold", "{answer}"), problem.row, self)
         if self.math.get("gold_style") == "gsm8k":
-            from tteval.verifiers.math import gsm8k_gold
+            from tteval.graders.math import gsm8k_gold
 
             return gsm8k_gold(text)
         return text

@@ -27,7 +27,7 @@ PROCESS_NOTE = ("not ENAMEL's eff@k: one level (the task's unit tests), the sand
 
 def _efficiency_scores(groups: dict[str, list[SampleRecord]]) -> tuple[list[np.ndarray] | None, str, dict]:
     """Per-problem efficiency scores, the curve's name and a note for metrics.json: `eff@k` from ENAMEL's protocol
-    when every sample carries its record (`grading.efficiency`, tteval.verifiers.efficiency); else, for unit-test
+    when every sample carries its record (`grading.efficiency`, tteval.graders.efficiency); else, for unit-test
     code tasks with timings, tteval 0.1's one-level process-runtime variant as `eff@k[process]`; else None.
 
     The variant: e = max(0, T - t) / (T - T*) for a passing sample with sandbox time t, T* the reference's time

@@ -48,7 +48,7 @@ def has_chains(pr: Problems) -> bool:
 
 def rpc_curves(pr: Problems, reps: int = 16) -> dict[str, Points]:
     """PPL and RPC (perplexity consistency + reasoning pruning) at each k, by seeded resampling of k-subsets."""
-    from tteval.strategies.rpc import perplexity_consistency, ppl_select
+    from tteval.selectors.rpc import perplexity_consistency, ppl_select
 
     pools, seed, mean_tokens = pr.pools, pr.seed, pr.mean_tokens
     # de-duplicating identical reasoning paths needs their texts: pools graded elsewhere may come without them

@@ -10,7 +10,7 @@ import numpy as np
 
 import tteval.estimators as est
 from tteval.records import SampleRecord, group_by_problem
-from tteval.strategies.pool import INVALID, Pool
+from tteval.selectors.pool import INVALID, Pool
 
 Points = list[dict[str, Any]]
 

@@ -147,7 +147,7 @@ class ParticleFilter(Sample):
     def run_chunk(self, config: RunConfig, task: Task, problems: list[Problem], offsets: tuple[int, ...],
                   backend: Backend, scorer: Any) -> ChunkOutput:  # fmt: skip
         """The final particles as completions, with their rewards, the selection and the search's token costs."""
-        from tteval.strategies.particle_filter import particle_filter
+        from tteval.searchers.particle_filter import particle_filter
 
         s, st = config.sampling, config.strategy
         prompts = [task.raw_prompt(p) if config.prompt_format == "raw" else backend.apply_chat_template(task.messages(p))

@@ -1,6 +1,6 @@
 """The model-based scorers by name (`--verifier`): how each is built (imported lazily), which settings change its
 scores, and what it needs. The scorer in use is `--verifier`, else the strategy's own (particle filtering's
-process reward: GenRM on the policy model). Oracle graders (math, code) are not here: they are `tteval.grading`."""
+process reward: GenRM on the policy model). Oracle graders (math, code) are not here: they are `tteval.graders`."""
 
 from __future__ import annotations
 

@@ -37,11 +37,11 @@ from typing import Sequence
 
 from tteval.errors import TtevalError
 from tteval.estimators import hodges_lehmann
-from tteval.verifiers.code_inprocess import check_inprocess, signatures_inprocess
-from tteval.verifiers.code_tests import oracle_job, statement_units, test_calls
-from tteval.verifiers.code_verdict import CodeVerdict, split_verdict
-from tteval.verifiers.oracle_pool import run_split
-from tteval.verifiers.sandbox_limits import Limits, load_limits, per_program, rerun_if_starved
+from tteval.graders.code_inprocess import check_inprocess, signatures_inprocess
+from tteval.graders.code_tests import oracle_job, statement_units, test_calls
+from tteval.graders.code_verdict import CodeVerdict, split_verdict
+from tteval.graders.oracle_pool import run_split
+from tteval.graders.sandbox_limits import Limits, load_limits, per_program, rerun_if_starved
 
 # Time-limit calibration, as evalplus does it: T = max(floor, factor x reference time), evalplus's factor 4 and
 # 4 s floor, applied to CPU time (which load does not stretch); with no reference, 10 CPU s covers MBPP (task 123,

@@ -15,7 +15,7 @@ import numpy as np
 
 from tteval.errors import TtevalError
 from tteval.estimators import weighted_vote_credit
-from tteval.strategies.pool import INVALID, IndexLike, Pool, candidate_class_credit, indices
+from tteval.selectors.pool import INVALID, IndexLike, Pool, candidate_class_credit, indices
 
 INVALID_RULES = ("never", "compete", "last-resort")
 

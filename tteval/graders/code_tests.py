@@ -12,7 +12,7 @@ from tteval.errors import TtevalError
 
 def uses_inprocess_mode(tests: str) -> bool:
     """Whether these tests cannot be split into sandbox calls and trusted comparisons (then they run in the
-    candidate's process, the old way, open to the attacks listed in `tteval.verifiers.code`'s docstring)."""
+    candidate's process, the old way, open to the attacks listed in `tteval.graders.code`'s docstring)."""
     return oracle_job(tests) is None
 
 

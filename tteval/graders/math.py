@@ -17,8 +17,8 @@ from multiprocessing.connection import wait
 from typing import Sequence
 
 from tteval.errors import TtevalError
-from tteval.verifiers.answers import extract_answer, gsm8k_gold, normalize_answer
-from tteval.verifiers.math_process import MathVerifyProcess
+from tteval.graders.answers import extract_answer, gsm8k_gold, normalize_answer
+from tteval.graders.math_process import MathVerifyProcess
 
 __all__ = ["CheckResult", "GraderStats", "MathGrader", "extract_answer", "gsm8k_gold", "normalize_answer"]
 

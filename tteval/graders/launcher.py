@@ -1,4 +1,4 @@
-"""The sandbox launcher: a script, run as `python -I -S launcher.py <config>` by `tteval.verifiers.sandbox` (never
+"""The sandbox launcher: a script, run as `python -I -S launcher.py <config>` by `tteval.graders.sandbox` (never
 imported). It uses only the standard library; the config is the repr of a dict of literals that the harness wrote
 (json would cost the launcher 6 ms of imports). It unshares the namespaces, forks the program, builds its minimal
 root (pivot_root), drops to the run's uid, sets rlimits, no_new_privs and the seccomp filter, execs the program,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from tteval.verifiers.sandbox_limits import ExecResult
+from tteval.graders.sandbox_limits import ExecResult
 
 
 def find_result(result: ExecResult, marker: str, nonce: str, decode: Callable[[str], Any]) -> dict | None:

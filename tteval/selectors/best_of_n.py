@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from tteval.strategies.pool import INVALID, IndexLike, Pool, indices
-from tteval.strategies.self_consistency import weighted_vote
+from tteval.selectors.pool import INVALID, IndexLike, Pool, indices
+from tteval.selectors.self_consistency import weighted_vote
 from tteval.verifiers.reward import AGGREGATIONS, aggregate_steps
 
 __all__ = ["AGGREGATIONS", "aggregate_steps", "best_of_n", "weighted_best_of_n"]

@@ -61,8 +61,8 @@ from functools import lru_cache
 from typing import Callable, Sequence
 
 from tteval.errors import TtevalError
-from tteval.verifiers.sandbox_limits import ExecResult, Limits, per_program, rerun_if_starved
-from tteval.verifiers.sandbox_run import SandboxRun
+from tteval.graders.sandbox_limits import ExecResult, Limits, per_program, rerun_if_starved
+from tteval.graders.sandbox_run import SandboxRun
 
 
 def run_python(source: str, limits: Limits, stdin: str | None = None) -> ExecResult:

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Sequence
 
 from tteval.errors import TtevalError
-from tteval.verifiers.code_tests import normalize_newlines, statement_units, test_calls
-from tteval.verifiers.code_verdict import CodeVerdict, inprocess_verdict
-from tteval.verifiers.result_line import find_result
-from tteval.verifiers.sandbox import run_many
-from tteval.verifiers.sandbox_limits import ExecResult, Limits
+from tteval.graders.code_tests import normalize_newlines, statement_units, test_calls
+from tteval.graders.code_verdict import CodeVerdict, inprocess_verdict
+from tteval.graders.result_line import find_result
+from tteval.graders.sandbox import run_many
+from tteval.graders.sandbox_limits import ExecResult, Limits
 
 MARKER = "\x1eTTEVAL-RESULT "
 _HARNESS = Path(__file__).with_name("inprocess_harness.py").read_text(encoding="utf-8")

@@ -14,14 +14,14 @@ import threading
 import time
 from pathlib import Path
 
-from tteval.verifiers.sandbox import Session
-from tteval.verifiers.sandbox_limits import ExecResult, Limits
-from tteval.verifiers.sandbox_zygote import end_zygote
+from tteval.graders.sandbox import Session
+from tteval.graders.sandbox_limits import ExecResult, Limits
+from tteval.graders.sandbox_zygote import end_zygote
 
 _SERVER_SOURCE = (Path(__file__).with_name("candidate_server.py")).read_text(encoding="utf-8")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 _ORACLE_BOOT = (f"import sys; sys.path.insert(0, {_PACKAGE_ROOT!r}); "
-                "from tteval.verifiers.oracle import main; main()")
+                "from tteval.graders.oracle import main; main()")
 _ORACLE_BACKSTOP_S = 5.0
 
 

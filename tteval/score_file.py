@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 from tteval import estimators as est
 from tteval.errors import TtevalError
-from tteval.grading import Grader
+from tteval.graders.grading import Grader
 from tteval.jsonl import json_object
 from tteval.locking import LOCK_NAME
 from tteval.metrics import compute_metrics
@@ -29,7 +29,7 @@ from tteval.records import read_run_meta
 from tteval.bounds import MAX_SAMPLES, SCORE_WORKERS, check
 from tteval.results import RunDir, check_output_file, describe_file_kind, json_bytes, write_atomic
 from tteval.tasks import load_problems, load_task
-from tteval.verifiers.efficiency import read_enamel_samples
+from tteval.graders.efficiency import read_enamel_samples
 
 CLASSINGS = ("string", "math")
 INVALID_MARK = "[invalidanswer]"  # the GenRM authors' marker of an answer their extraction could not find
@@ -167,7 +167,7 @@ def answer_classes(answers: list[str | None], classing: str = "string") -> list[
     answer, or the authors' "[invalidanswer]", is invalid (-1)."""
     clean = [None if a is None or not a.strip() or INVALID_MARK in a else a.strip() for a in answers]
     if classing == "math":
-        from tteval.verifiers.math import MathGrader
+        from tteval.graders.math import MathGrader
 
         grader = MathGrader(workers=1)
         try:

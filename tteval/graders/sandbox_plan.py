@@ -1,6 +1,6 @@
 """What a sandbox run is given: the minimal root's contents, syscall numbers per machine, rlimit budget, environment.
 
-Read by `tteval.verifiers.sandbox` into each run's config for the launcher (`launcher.py`).
+Read by `tteval.graders.sandbox` into each run's config for the launcher (`launcher.py`).
 """
 
 from __future__ import annotations

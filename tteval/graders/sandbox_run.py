@@ -15,10 +15,10 @@ import sys
 import tempfile
 from typing import Any
 
-from tteval.verifiers.sandbox_limits import ExecResult, Limits
-from tteval.verifiers.sandbox_plan import ARCH, interpreter_paths_under_tmp, nproc_limit, program_env, root_plan
-from tteval.verifiers.sandbox_zygote import LAUNCHER as _LAUNCHER
-from tteval.verifiers.sandbox_zygote import ForkedLauncher, spawn_forked, use_zygote
+from tteval.graders.sandbox_limits import ExecResult, Limits
+from tteval.graders.sandbox_plan import ARCH, interpreter_paths_under_tmp, nproc_limit, program_env, root_plan
+from tteval.graders.sandbox_zygote import LAUNCHER as _LAUNCHER
+from tteval.graders.sandbox_zygote import ForkedLauncher, spawn_forked, use_zygote
 
 TAIL_BYTES = 4096  # kept from the end of a truncated stdout, where status lines go
 _BACKSTOP_S = 5.0  # extra seconds the harness waits for the launcher before killing it itself

@@ -49,7 +49,7 @@ class Grader:
         self._limits: dict = {}
         self._reference: dict[str, tuple[float, float] | None] = {}  # task id -> the reference's (CPU s, wall s)
         if task.kind == "math":
-            from tteval.verifiers.math import MathGrader
+            from tteval.graders.math import MathGrader
 
             self._math = MathGrader(timeout_s=math_timeout_s, workers=1)
 
@@ -60,7 +60,7 @@ class Grader:
         return self._grade_code(problems, completions)
 
     def _grade_math(self, problem: Problem, completions: Sequence[str]) -> list[Verdict]:
-        from tteval.verifiers.math import extract_answer
+        from tteval.graders.math import extract_answer
 
         gold = self.task.gold(problem)
         answers = [extract_answer(c, style=self.task.extract_style) for c in completions]
@@ -72,9 +72,9 @@ class Grader:
         ]
 
     def _grade_code(self, problems: Sequence[Problem], completions: Sequence[Sequence[str]]) -> list[list[Verdict]]:
-        from tteval.verifiers.code import behaviour_signatures, check_programs
-        from tteval.verifiers.code_extract import extract_code
-        from tteval.verifiers.efficiency import is_enamel_task
+        from tteval.graders.code import behaviour_signatures, check_programs
+        from tteval.graders.code_extract import extract_code
+        from tteval.graders.efficiency import is_enamel_task
 
         if is_enamel_task(self.task):
             return self._grade_enamel(problems, [[extract_code(c) for c in comps] for comps in completions])
@@ -112,7 +112,7 @@ class Grader:
     def _grade_enamel(self, problems: Sequence[Problem], codes: Sequence[Sequence[str]]) -> list[list[Verdict]]:
         """ENAMEL's protocol (generated inputs, timed levels, the re-timed reference): correctness and the efficiency
         record eff@k is computed from; passing programs vote by identical text."""
-        from tteval.verifiers.efficiency import grade_problems
+        from tteval.graders.efficiency import grade_problems
 
         out = []
         for programs, graded in zip(codes, grade_problems(problems, codes)):
@@ -125,7 +125,7 @@ class Grader:
     def _code_limits(self, problems: Sequence[Problem]) -> list:
         """Per-problem CPU-time limits calibrated from the reference solution's CPU time (evalplus-style), measured
         one sandbox at a time, three times where it could matter (references above 0.25 CPU s)."""
-        from tteval.verifiers.code import (DEFAULT_TIME_FACTOR, DEFAULT_TIME_FLOOR_S, calibrate_time_limit,
+        from tteval.graders.code import (DEFAULT_TIME_FACTOR, DEFAULT_TIME_FLOOR_S, calibrate_time_limit,
                                            default_limits, reference_times)
 
         base = default_limits()

@@ -29,7 +29,7 @@ class MathVerifyProcess:
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
-        code = "import sys; from tteval.verifiers.math_process import serve; serve(int(sys.argv[1]), sys.argv[2])"
+        code = "import sys; from tteval.graders.math_process import serve; serve(int(sys.argv[1]), sys.argv[2])"
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", code, str(child_sock.fileno()), str(memory_limit_mb or 0)],

@@ -6,7 +6,7 @@ arguments to the sandboxed program (see `candidate_server.py`) and returns its r
 builtins (no object of the candidate's can reach a comparison); objects that are not plain data stay in the
 sandbox and come back as `Remote` handles, equal only to themselves. Builtins, `set`, `sorted`, `math.isclose`
 and every other wrapper the tests apply are this process's own. Run as `python -I -c ...` by
-`tteval.verifiers.oracle_pool` as a warm zygote that forks one child per check (`zygote`). The wire to the
+`tteval.graders.oracle_pool` as a warm zygote that forks one child per check (`zygote`). The wire to the
 sandbox (`Channel`, `Remote`, `decode`, `encode`) is `oracle_wire.py`.
 """
 
@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from tteval.verifiers.oracle_wire import MAX_DEPTH, Channel, ChannelBroken, Remote
+from tteval.graders.oracle_wire import MAX_DEPTH, Channel, ChannelBroken, Remote
 
 
 def _summary(exc: BaseException) -> str:

@@ -41,8 +41,8 @@ import numpy as np
 from scipy.special import gamma
 
 from tteval.errors import TtevalError
-from tteval.strategies.pool import INVALID, IndexLike, Pool, indices
-from tteval.strategies.self_consistency import credit, winner_classes
+from tteval.selectors.pool import INVALID, IndexLike, Pool, indices
+from tteval.selectors.self_consistency import credit, winner_classes
 
 WEIBULL_INIT = (0.5, 1.0, 1.0, 1.5, 2.0)  # (w, k1, lam1, k2, lam2), the authors' "fixed" initialisation
 WEIBULL_BOUNDS = ((0.2, 0.8), (0.01, None), (0.01, None), (0.01, None), (0.01, None))

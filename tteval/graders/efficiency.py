@@ -43,9 +43,9 @@ from typing import Any, Sequence
 import tteval.estimators as est
 from tteval.errors import TtevalError
 from tteval.paths import shipped_dir
-from tteval.verifiers.result_line import find_result
-from tteval.verifiers.sandbox import run_python
-from tteval.verifiers.sandbox_limits import ExecResult, Limits
+from tteval.graders.result_line import find_result
+from tteval.graders.sandbox import run_python
+from tteval.graders.sandbox_limits import ExecResult, Limits
 
 MARKER = "\x1eTTEVAL-ENAMEL "
 PROTOCOL_VERSION = 1  # bump when the harness changes what the cached tests hold

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tteval.verifiers.sandbox_limits import ExecResult
+from tteval.graders.sandbox_limits import ExecResult
 
 VERDICTS = ("passed", "failed", "timeout", "crashed", "sandbox_error")
 
