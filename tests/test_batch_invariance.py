@@ -14,13 +14,13 @@ from helpers import GENRM_RUN, PF_RUN, small_run_args
     "extra",
     [
         pytest.param(("-n", "3"), id="sample"),
-        pytest.param(GENRM_RUN, id="genrm", marks=pytest.mark.xdist_group("cpu-run-genrm")),
-        pytest.param(PF_RUN, id="particle-filter", marks=pytest.mark.xdist_group("cpu-run-pf")),
+        pytest.param(GENRM_RUN, id="genrm"),
+        pytest.param(PF_RUN, id="particle-filter"),
     ],
 )
 def test_batch_problems_one_and_two_give_identical_samples_and_metrics(cpu_run, extra):
-    _, one = cpu_run(*small_run_args(1, extra))
-    _, two = cpu_run(*small_run_args(2, extra))
+    one = cpu_run(*small_run_args(1, extra))
+    two = cpu_run(*small_run_args(2, extra))
     assert one.name == two.name  # --batch-problems is not part of the run id, so it must not change the run
     assert (one / "samples.jsonl").read_bytes() == (two / "samples.jsonl").read_bytes()
     assert (one / "metrics.json").read_bytes() == (two / "metrics.json").read_bytes()

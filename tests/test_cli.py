@@ -123,10 +123,9 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     assert len([line for line in r.stderr.splitlines() if line.strip()]) == 1, r.stderr
 
 
-@pytest.mark.xdist_group("cpu-run-pf")
 def test_particle_filter_run_end_to_end(cpu_run):
     """The particle-filter run of tests/test_batch_invariance.py (2 problems, 2 particles, 2 steps of 6 tokens)."""
-    _, run = cpu_run(*small_run_args(1, PF_RUN))
+    run = cpu_run(*small_run_args(1, PF_RUN))
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 and sum(s["selected"] for s in samples) == 2
     assert all(0 <= s["scores"]["prm"] <= 1 and s["problem_verifier_tokens"] > 0 for s in samples)
@@ -134,10 +133,9 @@ def test_particle_filter_run_end_to_end(cpu_run):
     assert set(curves) == {"pf@k", "pf-vote@k"} and curves["pf@k"][0]["k"] == 2
 
 
-@pytest.mark.xdist_group("cpu-run-genrm")
 def test_genrm_verifier_run_reports_the_sv_grid(cpu_run):
     """The GenRM run of tests/test_batch_invariance.py (2 problems, 2 samples, 2 verification chains each)."""
-    _, run = cpu_run(*small_run_args(1, GENRM_RUN))
+    run = cpu_run(*small_run_args(1, GENRM_RUN))
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert all(len(s["verifier_chain_scores"]) == 2 and 0 <= s["scores"]["genrm"] <= 1 for s in samples)
     metrics = json.loads((run / "metrics.json").read_text())
