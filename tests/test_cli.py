@@ -44,6 +44,7 @@ def test_run_gsm8k_end_to_end(tmp_path):
     assert all(s["logprob"] < 0 for s in samples)
 
 
+@pytest.mark.slow
 def test_run_mbpp_end_to_end(tmp_path):
     r = tteval("run", "--task", "mbpp", "--limit", "2", "-n", "2", "--max-tokens", "96", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr

@@ -367,6 +367,7 @@ def test_base_url_forms():
         normalize_base_url("h:8000")
 
 
+@pytest.mark.slow
 def test_tteval_run_passes_chat_template_concurrency_and_timeout_to_the_server(llama_server, tmp_path):
     """Particle filtering continues raw prompts, so over HTTP it needs --chat-template; the run records the knobs."""
     import json

@@ -22,6 +22,7 @@ def run_samples(out, *extra):
     return run, sorted(samples, key=lambda s: (s["task_id"], s["sample_index"]))
 
 
+@pytest.mark.slow
 def test_sharded_run_equals_unsharded_run(tmp_path):
     run_a, local = run_samples(tmp_path / "local")
     run_b, sharded = run_samples(tmp_path / "ray", "--ray", "local", "--ray-actors", "2")

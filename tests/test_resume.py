@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ARGS = ["run", "--task", "gsm8k", "--limit", "6", "-n", "2", "--max-tokens", "16", "--batch-problems", "1", "--no-cache"]
 
 
@@ -33,6 +35,7 @@ def wait_for_lines(out: Path, lines: int, proc: subprocess.Popen, timeout: float
     raise AssertionError("the run did not produce samples in time")
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
     full = tmp_path / "full"
     p = start(full)

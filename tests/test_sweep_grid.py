@@ -34,6 +34,7 @@ def test_bad_budgets_are_one_line_errors(text):
         parse_budgets(text)
 
 
+@pytest.mark.slow
 def test_sweep_grid_runs_resumes_and_shares_one_engine(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "sweep"
     r = tteval(*GRID, "--runs-dir", str(runs), "--out", str(out))
