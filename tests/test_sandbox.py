@@ -88,7 +88,7 @@ def other_xdist_workers() -> set[int]:
 
 
 def descends_from(pid: int, ancestors: set[int]) -> bool:
-    """Whether `pid` is a descendant of one of `ancestors` (a process gone meanwhile counts as one: it left no trace)."""
+    """Whether `pid` descends from one of `ancestors` (a process gone meanwhile counts as one: it left no trace)."""
     while pid > 1:
         if pid in ancestors:
             return True
