@@ -97,7 +97,7 @@ def test_help_explains_every_command():
         (["run", "--temperature", "-1"], "--temperature must be >= 0"),
         (["run", "--top-p", "0"], "--top-p must be in (0, 1]"),
         (["run", "--batch-problems", "0"], "--batch-problems must be at least 1"),
-        (["run", "--workers", "0"], "--workers must be at least 1"),
+        (["run", "--grader-processes", "0"], "--grader-processes must be at least 1"),
         (["run", "--verifications", "0"], "--verifications must be at least 1"),
         (["run", "--strategy", "magic"], "Invalid value for '--strategy'"),
         (["run", "--verifier", "oracle"], "'oracle' is not one of 'none', 'genrm', 'prm'"),

@@ -120,11 +120,25 @@ def test_version_and_python_dash_m():
 def test_run_help_has_panels_and_real_choices():
     r = tteval("run", "--help")
     assert r.returncode == 0
-    for panel in ("Task", "Sampling", "Backend", "Strategy", "Verifier", "Particle filtering", "Output"):
+    for panel in ("Task", "Sampling", "Backend", "Strategy", "Verifier", "Grading", "Particle filtering",
+                  "Output"):
         assert f"─ {panel} ─" in r.stdout, panel
     for choices in ("<llamacpp|vllm|openai|MODULE:FACTORY>", "<sample|particle-filter|pass-until>", "<none|genrm|prm>",
                     "<auto|local|hub>", "<last|min|prod|mean|model>", "<hybrid|logprob|binary|normalized>"):  # fmt: skip
         assert choices in r.stdout, choices
+    assert "--grader-processes" in r.stdout and "--workers" not in r.stdout  # the former name is hidden
+
+
+def test_workers_is_the_hidden_former_name_of_grader_processes():
+    from tteval.options import to_config
+
+    assert to_config({"workers": 2, "workers__old": 5}).execution.workers == 5  # `--workers 5`
+    assert to_config({"workers": 3, "workers__old": None}).execution.workers == 3  # `--grader-processes 3`
+    assert to_config({"workers": 3, "workers__old": 3}).execution.workers == 3  # both, agreeing
+    with pytest.raises(TtevalError, match="--grader-processes and --workers .* give different values"):
+        to_config({"workers": 3, "workers__old": 4})
+    assert_one_line_error(tteval("score", "x.jsonl", "--task", "gsm8k", "--grader-processes", "3", "--workers", "4"),
+                          "give --grader-processes only")  # fmt: skip
 
 
 def test_resume_names_the_flags_it_ignores(server, tiny, tmp_path):
@@ -251,14 +265,14 @@ def test_vllm_passthrough_is_checked_against_vllms_own_classes():
     pytest.importorskip("vllm")
     from tteval.backends.base import Request
     from tteval.backends.vllm import to_sampling_params
-    from tteval.passthrough import check_gen_kwargs, check_model_args
+    from tteval.passthrough import check_passthrough
 
-    check_model_args("vllm", {"dtype": "bfloat16", "max_model_len": 4096, "trust_remote_code": True, "revision": "main"})
-    check_gen_kwargs("vllm", {"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1})
+    check_passthrough("--model-args", "vllm", {"dtype": "bfloat16", "max_model_len": 4096, "trust_remote_code": True, "revision": "main"})
+    check_passthrough("--gen-kwargs", "vllm", {"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1})
     with pytest.raises(TtevalError, match="not vllm engine arguments: dtyp"):
-        check_model_args("vllm", {"dtyp": "half"})
+        check_passthrough("--model-args", "vllm", {"dtyp": "half"})
     with pytest.raises(TtevalError, match="not vllm sampling parameters: top_kk"):
-        check_gen_kwargs("vllm", {"top_kk": 1})
+        check_passthrough("--gen-kwargs", "vllm", {"top_kk": 1})
     params = to_sampling_params(Request(prompt="x", n=2, seed=1, extra=(("min_p", 0.05), ("top_k", 20))))
     assert params.top_k == 20 and params.min_p == 0.05
 

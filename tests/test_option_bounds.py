@@ -35,7 +35,8 @@ RUN_CASES = [
     (["--prm-aggregation", "median"], "'median' is not one of 'last', 'min', 'prod', 'mean', 'model'"),
     (["--max-concurrency", str(10**9)], "--max-concurrency must be at most 4096, got 1000000000"),
     (["--timeout", "inf"], "--timeout must be a finite number in (0, 604800], got inf"),
-    (["--workers", str(10**6)], "--workers must be at most 256, got 1000000"),
+    (["--grader-processes", str(10**6)], "--grader-processes must be at most 256, got 1000000"),
+    (["--workers", str(10**6)], "--grader-processes must be at most 256, got 1000000"),  # its former name
     (["--seed", "-1"], "--seed must be at least 0, got -1"),
     (["--ray-actors", "0"], "--ray-actors must be at least 1, got 0"),
 ]
@@ -66,7 +67,8 @@ def test_a_resumed_run_json_is_held_to_the_same_bounds(server, tmp_path):
         (["sweep", "--task", "gsm8k", "--budgets", BIG, "--no-plots"], "--budgets must be at most 1000000"),
         (["sweep", "--task", "gsm8k", "--max-tokens", str(10**12), "--no-plots"], "--max-tokens must be at most 1048576"),
         (["sweep", "--task", "gsm8k", "--temperature", "inf", "--no-plots"], "--temperature must be a finite number"),
-        (["score", "x.jsonl", "--task", "gsm8k", "--workers", str(10**6)], "--workers must be at most 256, got 1000000"),
+        (["score", "x.jsonl", "--task", "gsm8k", "--grader-processes", str(10**6)],
+         "--grader-processes must be at most 256, got 1000000"),
     ],
 )
 def test_sweep_and_score_options_out_of_bounds_are_one_line(tmp_path, args, message):

@@ -12,13 +12,15 @@ from tteval.backends.base import Completion
 from tteval.errors import TtevalError
 from tteval.graders.grading import Verdict
 from tteval.metrics import POOL_CURVES, SEARCH_CURVES, compute_metrics, curves_for
-from tteval.records import RunMeta, SampleRecord, SampleRules, group_by_problem, read_run_meta, read_samples
+from tteval.records import (RunMeta, RunMetrics, SampleRecord, SampleRules, group_by_problem, read_metrics,
+                            read_run_meta, read_samples)
 from tteval.results import RunDir
 from tteval.tasks import Problem, load_task
 from tteval.engine_host import sample_records
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(ROOT.glob("results/**/samples.jsonl"))
+METRICS = sorted(ROOT.glob("results/**/metrics.json"))
 
 
 def lines_of(path: Path) -> list[bytes]:
@@ -130,3 +132,27 @@ def test_group_by_problem_sorts_problems_and_samples():
     recs = [{"task_id": "b", "sample_index": 1}, {"task_id": "a", "sample_index": 0}, {"task_id": "b", "sample_index": 0}]
     groups = group_by_problem(recs)
     assert list(groups) == ["a", "b"] and [r["sample_index"] for r in groups["b"]] == [0, 1]
+
+
+@pytest.mark.parametrize("path", METRICS, ids=lambda p: p.parent.name)
+def test_committed_metrics_read_typed_and_write_back_identical(path):
+    metrics = read_metrics(path.parent)
+    raw = json.loads(path.read_text())
+    assert metrics.curves == raw["curves"] and metrics.task == raw["task"] and metrics.n == raw["n"]
+    assert metrics.num_problems == raw["num_problems"] and metrics.mean_tokens_per_sample == raw["mean_tokens_per_sample"]
+    assert "compute" in metrics.extra  # what no reader declares is kept as read
+    assert json.dumps(metrics.to_dict(), indent=2) + "\n" == path.read_text()
+
+
+def test_metrics_fields_of_the_wrong_shape_stay_as_read_and_bad_files_are_one_line(tmp_path):
+    odd = RunMetrics.from_dict({"curves": {}, "n": "16", "num_problems": True, "future": [1], "task": "gsm8k"})
+    assert (odd.n, odd.num_problems, odd.task) == (None, None, "gsm8k")
+    assert odd.extra == {"n": "16", "num_problems": True, "future": [1]}
+    assert list(odd.to_dict()) == ["curves", "n", "num_problems", "future", "task"]  # the order read
+    for text, message in (("[]", "not a tteval metrics record"), ('{"task": "x"}', "no 'curves' object"),
+                          ("{", "malformed JSON")):  # fmt: skip
+        (tmp_path / "metrics.json").write_text(text)
+        with pytest.raises(TtevalError, match=message):
+            read_metrics(tmp_path)
+    with pytest.raises(TtevalError, match="file not found"):
+        read_metrics(tmp_path / "none")

@@ -112,7 +112,8 @@ def test_score_accepts_a_byte_order_mark_and_hostile_completions(tmp_path):
     "args,message",
     [
         (["--task", "nope"], "unknown task 'nope'"),
-        (["--task", "gsm8k", "--workers", "0"], "--workers must be at least 1"),
+        (["--task", "gsm8k", "--workers", "0"], "--grader-processes must be at least 1"),  # the former name
+        (["--task", "gsm8k", "--grader-processes", "0"], "--grader-processes must be at least 1"),
         (["--task", "gsm8k", "--out", "{tmp}"], "is a folder with other files in it"),
         (["--task", "gsm8k", "--out", "{tmp}/graded.jsonl"], "not a file name"),
         (["--task", "gsm8k", "--out", "{tmp}/s.jsonl/x"], "run folder"),

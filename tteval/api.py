@@ -44,12 +44,11 @@ def evaluate(**options: Any) -> dict[str, Any]:
     """Run what `tteval run` runs (keyword options as `tteval run`'s, RunConfig.of's flat names, e.g. task, n, limit, strategy) and return
     its metrics.json as a dict, with the run folder under "run_dir". Resumes like the CLI when re-run."""
     from tteval.config import RunConfig
-    from tteval.jsonl import read_json
+    from tteval.records import read_metrics
     from tteval.runner import execute
 
     run = execute(RunConfig.of(**options))  # an unknown option is one line naming the known ones
-    metrics = read_json(Path(run.path) / "metrics.json")
-    return {**metrics, "run_dir": str(run.path)}
+    return {**read_metrics(run.path).to_dict(), "run_dir": str(run.path)}
 
 
 def load_runs(paths: str | Path | Iterable[str | Path]) -> Any:

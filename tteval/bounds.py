@@ -50,7 +50,7 @@ RUN_BOUNDS: dict[str, Bound] = {
     "pf_iterations": Bound("--pf-iterations", 1, 1000),
     "until_successes": Bound("--until-successes", 1, MAX_SAMPLES),
     "round_size": Bound("--round-size", 1, MAX_SAMPLES),
-    "workers": Bound("--workers", 1, 256),
+    "workers": Bound("--grader-processes", 1, 256),
     "ray_actors": Bound("--ray-actors", 1, 4096),
     "tensor_parallel": Bound("--tensor-parallel", 1, 1024),
     "max_concurrency": Bound("--max-concurrency", 1, 4096),

@@ -17,7 +17,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from tteval.errors import TtevalError
-from tteval.options import given_flags, run_parameters, sweep_parameters, task_list, to_config, with_options
+from tteval.options import (given_flags, given_once, run_parameters, sweep_parameters, task_list, to_config,
+                            with_options)
 
 app = typer.Typer(
     help="tteval: measure how much test-time compute buys. Sample candidate pools, verify them, and score "
@@ -79,10 +80,10 @@ def run(ctx: typer.Context, **values: Any) -> None:
 
 def _print_run(config: Any, folder: Path) -> None:
     """A finished run's metrics table and folder, on stdout."""
+    from tteval.records import read_metrics
     from tteval.terminal import metrics_table
-    from tteval.jsonl import read_json
 
-    out.print(metrics_table(read_json(folder / "metrics.json"), title=f"{config.task} · {config.model} · n={config.sampling.n}"))
+    out.print(metrics_table(read_metrics(folder), title=f"{config.task} · {config.model} · n={config.sampling.n}"))
     out.print(f"results: [bold]{escape(str(folder))}[/]")
 
 
@@ -105,15 +106,18 @@ def score(
         "default: measured from verifier_tokens and num_tokens, else 1 (GenRM-Base, as the authors).",
     ),
     tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files."),
-    workers: int = typer.Option(2, "--workers", help="Parallel verifier processes."),
+    workers: int = typer.Option(2, "--grader-processes", help="Parallel processes of the oracle graders."),
+    old_workers: Optional[int] = typer.Option(None, "--workers", hidden=True),  # the former name of --grader-processes
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap intervals and Monte-Carlo estimates."),
 ) -> None:
     """Grade an external sample file against a task (or take a graded pool as it is), print its metrics, and
     write a run folder that `leaderboard`, `sweep` and `report` read."""
-    from tteval.terminal import metrics_table
+    from tteval.records import RunMetrics
     from tteval.results import RunDir
+    from tteval.terminal import metrics_table
     from tteval.score_file import check_out_dir, score_file
 
+    workers = given_once(workers, old_workers, 2, "--grader-processes", ("--workers",))
     if out_dir is None:
         metrics = score_file(samples, task, tasks_dir=tasks_dir, workers=workers, seed=seed, graded=graded, model=model,
                              classing=classes, genrm_lambda=genrm_lambda)  # fmt: skip
@@ -128,7 +132,7 @@ def score(
             if not existed:
                 RunDir(out_dir).remove_if_unused()  # bad input leaves no empty folder behind
             raise
-    out.print(metrics_table(metrics, title=f"{samples.name} · {metrics['task']}"))
+    out.print(metrics_table(RunMetrics.from_dict(metrics), title=f"{samples.name} · {metrics['task']}"))
     if out_dir is not None:
         out.print(f"results: [bold]{escape(str(out_dir))}[/]")
 

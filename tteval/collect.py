@@ -18,9 +18,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import pandas as pd
 
 from tteval.errors import TtevalError
-from tteval.jsonl import read_json
 from tteval.formatting import metric_kind
-from tteval.records import RunMeta, read_run_meta
+from tteval.records import RunMeta, read_metrics, read_run_meta
 
 # Parameter counts of models known by name (lower-case substrings, longest first wins).
 KNOWN_PARAMS: dict[str, float] = {
@@ -179,24 +178,20 @@ def run_rows(folder: Path, override: float | Mapping[str | None, float] | None =
     """The tidy rows of one run folder; raises ValueError/KeyError/TypeError/TtevalError when its files are bad."""
     run_meta = read_run_meta(folder)
     meta = run_meta.to_dict()
-    metrics = read_json(folder / "metrics.json")
-    if not isinstance(metrics, dict):
-        raise ValueError("metrics.json must hold a JSON object")
+    metrics = read_metrics(folder)
     config = meta.get("config") or {}
     if not isinstance(config, dict):
         raise ValueError("run.json 'config' is not an object")
     raw_model = str(config.get("model") or (meta.get("backend") or {}).get("model") or "?")
     model = display_model(raw_model)
-    task = str(metrics.get("task") or config.get("task") or "?")
+    task = str(metrics.task or config.get("task") or "?")
     params, source = resolve_params(run_meta, model, raw_model, override)
     settings = json.dumps(run_settings(config), sort_keys=True)
-    problems = _num(metrics.get("num_problems"))
-    curves = metrics.get("curves")
-    if not isinstance(curves, dict):
-        raise ValueError("metrics.json has no 'curves' object")
+    problems = _num(metrics.num_problems)
+    curves = metrics.curves
     base = {
         "model": model, "task": task, "params": params, "params_source": source,
-        "wall_s": _wall_seconds(meta.get("timings")), "n": _num(metrics.get("n", config.get("n"))),
+        "wall_s": _wall_seconds(meta.get("timings")), "n": _num(config.get("n") if metrics.n is None else metrics.n),
         "num_problems": problems, "run_strategy": str(config.get("strategy", "")), "settings": settings,
         "status": str(meta.get("status", "")), "finished": str(meta.get("finished", "")),
         "run_id": str(meta.get("run_id") or folder.name), "path": str(folder),

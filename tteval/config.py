@@ -191,7 +191,7 @@ class RunConfig:
         """Refuse, in one line, an unknown name, a value out of bounds or a combination that cannot run."""
         from tteval.backends.registry import backend_spec
         from tteval.bounds import RUN_BOUNDS, check_fields
-        from tteval.passthrough import check_gen_kwargs, check_model_args
+        from tteval.passthrough import check_passthrough
         from tteval.strategies.registry import strategy_for
         from tteval.tasks import PROMPT_FORMATS, check_limit
         from tteval.verifiers.registry import check_verifier
@@ -206,8 +206,8 @@ class RunConfig:
         check_verifier(self)
         if self.strategy.pf_iterations > 1 and self.sampling.n < 2:
             raise TtevalError("particle Gibbs (--pf-iterations > 1) needs -n of at least 2 (a reference plus a free particle)")
-        check_model_args(self.backend.name, self.backend.model_args)
-        check_gen_kwargs(self.backend.name, self.sampling.gen_kwargs)
+        check_passthrough("--model-args", self.backend.name, self.backend.model_args)
+        check_passthrough("--gen-kwargs", self.backend.name, self.sampling.gen_kwargs)
         spec.check(self)
 
     # ------------------------------------------------------------------ identity and run id

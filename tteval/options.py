@@ -22,8 +22,8 @@ from tteval.verifiers.genrm import MODES as GENRM_MODES
 from tteval.verifiers.prm import PRM_AGGREGATIONS
 from tteval.verifiers.registry import VERIFIERS
 
-TASK, SAMPLING, BACKEND, STRATEGY, VERIFIER, PF, OUTPUT = (
-    "Task", "Sampling", "Backend", "Strategy", "Verifier", "Particle filtering", "Output",
+TASK, SAMPLING, BACKEND, STRATEGY, VERIFIER, GRADING, PF, OUTPUT = (
+    "Task", "Sampling", "Backend", "Strategy", "Verifier", "Grading", "Particle filtering", "Output",
 )  # fmt: skip
 
 
@@ -67,6 +67,11 @@ class Option:
     panel: str
     convert: Callable[[Any], Any] = _value  # the parsed value -> the config's
     metavar: str | None = None
+    old_flags: tuple[str, ...] = ()  # former spellings: still accepted, not shown in --help
+
+    @property
+    def old_name(self) -> str:
+        return f"{self.key}__old"
 
     @property
     def section(self) -> str:
@@ -77,6 +82,28 @@ class Option:
         o = {**self.__dict__, **change}
         info = typer.Option(o["default"], *o["flags"], help=o["help"], rich_help_panel=o["panel"], metavar=o["metavar"])
         return inspect.Parameter(name or self.key, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=o["type"])
+
+    def parameters(self) -> list[inspect.Parameter]:
+        """This option's typer parameter, then a hidden one for its former spellings (`old_flags`), if any."""
+        if not self.old_flags:
+            return [self.parameter()]
+        old = typer.Option(None, *self.old_flags, hidden=True)
+        return [self.parameter(), inspect.Parameter(self.old_name, inspect.Parameter.KEYWORD_ONLY, default=old,
+                                                    annotation=Optional[self.type])]  # fmt: skip
+
+    def value(self, values: dict[str, Any]) -> Any:
+        """The parsed value of this option, given by its flag or by a former one (refused in one line if both
+        are given with different values)."""
+        return given_once(values[self.key], values.get(self.old_name), self.default, self.flags[0], self.old_flags)
+
+
+def given_once(value: Any, old: Any, default: Any, flag: str, old_flags: tuple[str, ...]) -> Any:
+    """An option's value from its flag (`value`) or a former spelling (`old`, None when not given)."""
+    if old is None:
+        return value
+    if value != default and value != old:
+        raise TtevalError(f"{flag} and {old_flags[0]} (its former name) give different values: give {flag} only")
+    return old
 
 
 
@@ -181,7 +208,9 @@ SHARED: tuple[Option, ...] = (
            "sampled verdict token, else the written verdict) | logprob | binary (the written Yes/No) | normalized "
            "(tteval 0.1: a forced verdict, p(Yes)/(p(Yes)+p(No)); the default for particle filtering's process "
            "reward).", VERIFIER),
-    Option("workers", ("--workers",), int, 2, "Parallel grading processes (answers, unit tests).", VERIFIER),
+    Option("workers", ("--grader-processes",), int, 2,
+           "Parallel processes of the oracle graders (math-verify checks, code sandboxes).", GRADING,
+           old_flags=("--workers",)),
     Option("pf_step_tokens", ("--pf-step-tokens",), int, 128, "Max tokens per step.", PF),
     Option("pf_max_steps", ("--pf-max-steps",), int, 40, "Max steps per particle.", PF),
     Option("pf_softmax_temp", ("--pf-softmax-temp",), float, 1.0, "Resampling temperature.", PF),
@@ -210,7 +239,7 @@ def run_parameters() -> list[inspect.Parameter]:
     """`tteval run`'s parameters: every run option, then --resume."""
     resume = typer.Option(None, "--resume", rich_help_panel=OUTPUT, help="Continue the run in this folder with its "
                           "recorded config (other options but --no-cache are ignored).")  # fmt: skip
-    return [o.parameter() for o in RUN_OPTIONS] + [
+    return [p for o in RUN_OPTIONS for p in o.parameters()] + [
         inspect.Parameter("resume", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path], default=resume)]
 
 
@@ -231,7 +260,7 @@ def sweep_parameters() -> list[inspect.Parameter]:
         OUT_OPT.parameter("runs_dir", flags=("--runs-dir",),
                           help="Grid: folder that receives the runs (re-running resumes them)."),
     ]  # fmt: skip
-    return axes + [o.parameter() for o in SHARED]
+    return axes + [p for o in SHARED for p in o.parameters()]
 
 
 def with_options(params: list[inspect.Parameter]) -> Callable[[Callable], Callable]:
@@ -248,7 +277,7 @@ def with_options(params: list[inspect.Parameter]) -> Callable[[Callable], Callab
 
 def to_config(values: dict[str, Any], **fixed: Any) -> RunConfig:
     """The RunConfig of parsed option values (table options only; `fixed`: flat values set by the command)."""
-    flat = {o.key: o.convert(values[o.key]) for o in RUN_OPTIONS if o.key in values}
+    flat = {o.key: o.convert(o.value(values)) for o in RUN_OPTIONS if o.key in values}
     return RunConfig.of(**{**flat, **fixed})
 
 

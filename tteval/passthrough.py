@@ -48,31 +48,23 @@ def _value(raw: str) -> Any:
     return raw
 
 
-def check_model_args(backend: str, args: dict[str, Any] | None) -> None:
-    """Refuse in one line a key the backend's engine constructor does not take."""
-    if not args:
-        return
-    own = sorted(k for k in args if k in OWN_MODEL_ARGS)
-    if own:
-        raise TtevalError(f"--model-args: {own[0]} is set by {OWN_MODEL_ARGS[own[0]]}")
-    known = backend_spec(backend).model_args
-    if isinstance(known, str):  # the backend takes none: why
-        raise TtevalError(f"--model-args: {known}")
-    unknown = sorted(set(args) - known())
-    if unknown:
-        raise TtevalError(f"--model-args: not {backend} engine arguments: {', '.join(unknown)}")
+# flag -> (keys tteval sets from its own options, the BackendSpec attribute of the keys taken, what they are)
+PASSTHROUGH = {"--model-args": (OWN_MODEL_ARGS, "model_args", "engine arguments"),
+               "--gen-kwargs": (OWN_GEN_KWARGS, "gen_kwargs", "sampling parameters")}  # fmt: skip
 
 
-def check_gen_kwargs(backend: str, kwargs: dict[str, Any] | None) -> None:
-    """Refuse in one line a sampling key the backend does not take (or one tteval sets from its own options)."""
-    if not kwargs:
+def check_passthrough(flag: str, backend: str, values: dict[str, Any] | None) -> None:
+    """Refuse in one line a `--model-args` / `--gen-kwargs` key the backend does not take (or one tteval sets from
+    its own options)."""
+    if not values:
         return
-    own = sorted(k for k in kwargs if k in OWN_GEN_KWARGS)
+    own_keys, attribute, what = PASSTHROUGH[flag]
+    own = sorted(k for k in values if k in own_keys)
     if own:
-        raise TtevalError(f"--gen-kwargs: {own[0]} is set by {OWN_GEN_KWARGS[own[0]]}")
-    known = backend_spec(backend).gen_kwargs
+        raise TtevalError(f"{flag}: {own[0]} is set by {own_keys[own[0]]}")
+    known = getattr(backend_spec(backend), attribute)
     if isinstance(known, str):  # the backend takes none: why
-        raise TtevalError(f"--gen-kwargs: {known}")
-    unknown = sorted(set(kwargs) - known())
+        raise TtevalError(f"{flag}: {known}")
+    unknown = sorted(set(values) - known())
     if unknown:
-        raise TtevalError(f"--gen-kwargs: not {backend} sampling parameters: {', '.join(unknown)}")
+        raise TtevalError(f"{flag}: not {backend} {what}: {', '.join(unknown)}")

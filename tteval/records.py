@@ -313,3 +313,49 @@ def read_run_meta(folder_or_file: Path, resumable: bool = False) -> RunMeta:
 
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+# ---------------------------------------------------------------------------------------------- metrics.json
+
+
+@dataclass(eq=False)
+class RunMetrics:
+    """metrics.json: the curves (name -> points {k, value, lower, upper, ...}) and the figures their readers show;
+    every other field (compute, summary, failed, ...) is kept as read in `extra`."""
+
+    curves: dict[str, list[dict[str, Any]]]
+    task: str | None = None
+    n: int | None = None
+    num_problems: int | None = None
+    mean_tokens_per_sample: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    _order: tuple[str, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "metrics.json") -> RunMetrics:
+        """A RunMetrics from a JSON object: 'curves' must be an object; a figure of the wrong shape stays in `extra`."""
+        if not isinstance(d.get("curves"), dict):
+            raise TtevalError(f"{where}: no 'curves' object")
+        fit = {k: v for k, v in d.items() if k in _METRICS_SHAPES and isinstance(v, _METRICS_SHAPES[k])
+               and not isinstance(v, bool)}  # fmt: skip
+        return cls(**fit, extra={k: v for k, v in d.items() if k not in fit}, _order=tuple(d.keys()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object, in the order it was read (figures set since then after it)."""
+        names = [f.name for f in fields(self) if f.name not in ("extra", "_order")]
+        keys = [*self._order, *(k for k in names if k not in self._order and getattr(self, k) is not None)]
+        return {k: self.extra[k] if k in self.extra else getattr(self, k) for k in keys}
+
+
+_METRICS_SHAPES: dict[str, type | tuple[type, ...]] = {
+    "curves": dict, "task": str, "n": int, "num_problems": int, "mean_tokens_per_sample": (int, float)}
+
+
+def read_metrics(folder: Path) -> RunMetrics:
+    """Read a run folder's metrics.json (the one reader); missing, malformed or without curves is a one-line
+    TtevalError naming the file."""
+    path = Path(folder) / "metrics.json"
+    metrics = read_json(path)
+    if not isinstance(metrics, dict):
+        raise TtevalError(f"{path}: not a tteval metrics record (a JSON {type(metrics).__name__}, not an object)")
+    return RunMetrics.from_dict(metrics, str(path))
