@@ -9,11 +9,12 @@ llama.cpp's figure is S_TG (text-generation tokens/s: decode only, greedy argmax
 generated tokens / (call wall time - prompt decoding), sampling in numpy, logprobs and bookkeeping included. A
 tteval sample can stop at EOS before 128 tokens, so its batch thins out at the end: `mean_live` says how many
 sequences a decode step held on average. Rounds interleave the two, best of rounds kept; load average recorded.
-Writes bench/results/limit.json.
+Writes bench/results/limit.json; with `--threads N`, limit-threads-N.json (1 thread: the particle filter bench's).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -115,9 +116,15 @@ def main() -> None:
     from tteval.backends.model_files import resolve_model_path
     from tteval.backends.threads import default_threads
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for both (default: tteval's, $TTEVAL_LLAMA_THREADS or one per CPU); writes "
+                             "limit-threads-N.json")  # fmt: skip
+    args = parser.parse_args()
     exe = build()
     model = resolve_model_path("smollm2")
-    threads = int(os.environ.get("TTEVAL_LLAMA_THREADS") or default_threads())
+    threads = args.threads or int(os.environ.get("TTEVAL_LLAMA_THREADS") or default_threads())
+    out = RESULT if args.threads is None else RESULT.with_name(f"limit-threads-{args.threads}.json")
     backend = LlamaCppBackend(n_threads=threads, max_parallel=max(PARALLEL))
     messages = gsm8k_prompt()
     pp = len(backend.tokenize(backend.apply_chat_template(messages)))
@@ -150,8 +157,8 @@ def main() -> None:
         "target": "tteval >= 0.9 x llama.cpp's S_TG at n = 8 and 16",
         "target_met": all(ratios[f"n={n}"] >= 0.9 for n in (8, 16)),
     }
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(ratios))
 
 

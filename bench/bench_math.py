@@ -121,6 +121,7 @@ def time_guard(limit_s: float = 30.0, deadline_s: float = 5.0) -> dict:
 
 
 def main() -> None:
+    load_before = os.getloadavg()[0]
     pool = make_pool(load_rows())
     distinct = [len(set(c)) for c, _ in pool]
     results = {
@@ -140,6 +141,7 @@ def main() -> None:
         "equivalence_classes": [time_classes(pool, workers=1), time_classes(pool, workers=1, cache=False)],
         "hang_guard": time_guard(),
     }
+    results["machine"]["load_average_1m_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

