@@ -19,4 +19,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 # transformers reads the GPU smoke test's GGUF with gguf and accelerate (its model-making step is tested here, on CPU)
 "$VENV_VLLM/bin/python" -c "import gguf, accelerate" 2>/dev/null || "$VENV_VLLM/bin/pip" install --quiet gguf accelerate
-exec "$VENV_VLLM/bin/python" -m pytest -q -m vllm tests/test_vllm_backend.py tests/test_prm.py tests/test_gpu_smoke_script.py tests/test_cli_ux.py "$@"
+# -n 0: one process (pyproject's addopts spread tests over xdist workers; each vLLM test builds an engine of its own)
+exec "$VENV_VLLM/bin/python" -m pytest -q -n 0 -m vllm tests/test_vllm_backend.py tests/test_prm.py tests/test_gpu_smoke_script.py tests/test_cli_ux.py "$@"

@@ -1,13 +1,40 @@
-"""Test-session setup: an isolated generation cache, so tests never read or write the user's cache; and the
-shared fixtures (the embedded CPU model, the scripted OpenAI-compatible servers). Shared helper functions are in
-helpers.py."""
+"""Test-session setup: an isolated generation cache, so tests never read or write the user's cache; the xdist
+worker count and test order; and the shared fixtures (the embedded CPU model, real runs that several tests read, the
+scripted OpenAI-compatible servers). Shared helper functions are in helpers.py."""
 
+import fcntl
+import hashlib
+import json
 import os
+import shutil
 import tempfile
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TTEVAL_CACHE_DIR", tempfile.mkdtemp(prefix="tteval-test-cache-"))
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # Each xdist worker's BLAS gets its share of the CPUs (set before numpy loads; a worker's subprocesses inherit
+    # it): OpenBLAS's idle threads spin-wait, and beside the other workers that spinning took the CPU from them
+    # (tests/test_rpc.py: 5x the CPU time with two threads per worker on two CPUs).
+    from tteval.backends.threads import default_threads
+
+    share = default_threads() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, share)))
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): one test worker per CPU this process may use (its affinity, as the llama.cpp
+    backend counts them), not the machine's count."""
+    from tteval.backends.threads import default_threads
+
+    return default_threads()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tests marked `slow` first (else in collection order): spread over xdist workers in this order, the long
+    ones start early and the last to start are short, so the workers finish together."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +45,38 @@ def cpu_backend():
     b = LlamaCppBackend()
     yield b
     b.close()
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    """A folder of this test session that every xdist worker shares (the workers' temporary folders' parent)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def cpu_run(session_dir):
+    """cpu_run(*args) -> the run folder of `tteval run *args` on the embedded CPU model, made once per test session
+    for each distinct args (by whichever xdist worker asks first; the others wait for it): for tests that only read
+    the run, never change it."""
+    from helpers import only_run_dir, tteval
+
+    runs = session_dir / "cpu-runs"
+    runs.mkdir(exist_ok=True)
+
+    def run(*args: str) -> Path:
+        key = hashlib.sha256(json.dumps(args).encode()).hexdigest()[:16]
+        out, done = runs / key, runs / f"{key}.done"
+        with open(runs / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not done.is_file():
+                shutil.rmtree(out, ignore_errors=True)  # a run that failed in another worker
+                r = tteval("run", *args, "--out", out)
+                assert r.returncode == 0, r.stderr
+                done.touch()
+        return only_run_dir(out)
+
+    return run
 
 
 @pytest.fixture

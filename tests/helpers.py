@@ -190,3 +190,15 @@ def run_args(url: str, out: Path, *more: str) -> list[str]:
 # A tiny local math task: its spec (tasks/t.yaml) and data (tasks/d.jsonl).
 TINY_DATA = b'{"q": "What is 2+3?", "a": "5"}\n{"q": "What is 7*6?", "a": "42"}\n'
 SPEC = "name: t\nkind: math\nsource: {local: d.jsonl}\nprompt: {user: '{q}'}\nmath: {gold: '{a}'}\n"
+
+
+# ---------------------------------------------------- real CPU-model runs that more than one test reads (`cpu_run`)
+SMALL_RUN = ("--task", "gsm8k", "--limit", "2", "--max-tokens", "12", "--no-cache", "--seed", "5")
+GENRM_RUN = ("-n", "2", "--verifier", "genrm", "-V", "2", "--verifier-max-tokens", "12")
+PF_RUN = ("-n", "2", "--strategy", "particle-filter", "--pf-step-tokens", "6", "--pf-max-steps", "2",
+          "--verifier-max-tokens", "6")  # fmt: skip
+
+
+def small_run_args(batch: int, extra: tuple[str, ...]) -> tuple[str, ...]:
+    """`tteval run` arguments: 2 GSM8K problems, 12 tokens, seed 5, `--batch-problems batch`, then `extra`."""
+    return (*SMALL_RUN, "--batch-problems", str(batch), *extra)

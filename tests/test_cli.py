@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import tteval
+from helpers import GENRM_RUN, PF_RUN, small_run_args, tteval
 
 def only_run_dir(out: Path) -> Path:
     dirs = [d for d in out.iterdir() if d.is_dir()]
@@ -44,6 +44,7 @@ def test_run_gsm8k_end_to_end(tmp_path):
     assert all(s["logprob"] < 0 for s in samples)
 
 
+@pytest.mark.slow
 def test_run_mbpp_end_to_end(tmp_path):
     r = tteval("run", "--task", "mbpp", "--limit", "2", "-n", "2", "--max-tokens", "96", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -123,11 +124,9 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     assert len([line for line in r.stderr.splitlines() if line.strip()]) == 1, r.stderr
 
 
-def test_particle_filter_run_end_to_end(tmp_path):
-    r = tteval("run", "--task", "gsm8k", "--limit", "2", "-n", "2", "--strategy", "particle-filter", "--pf-step-tokens",
-               "24", "--pf-max-steps", "2", "--verifier-max-tokens", "16", "--out", str(tmp_path))  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    run = only_run_dir(tmp_path)
+def test_particle_filter_run_end_to_end(cpu_run):
+    """The particle-filter run of tests/test_batch_invariance.py (2 problems, 2 particles, 2 steps of 6 tokens)."""
+    run = cpu_run(*small_run_args(1, PF_RUN))
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 and sum(s["selected"] for s in samples) == 2
     assert all(0 <= s["scores"]["prm"] <= 1 and s["problem_verifier_tokens"] > 0 for s in samples)
@@ -135,11 +134,9 @@ def test_particle_filter_run_end_to_end(tmp_path):
     assert set(curves) == {"pf@k", "pf-vote@k"} and curves["pf@k"][0]["k"] == 2
 
 
-def test_genrm_verifier_run_reports_the_sv_grid(tmp_path):
-    r = tteval("run", "--task", "gsm8k", "--limit", "2", "-n", "2", "--max-tokens", "32", "--verifier", "genrm", "-V", "2",
-               "--verifier-max-tokens", "16", "--out", str(tmp_path))  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    run = only_run_dir(tmp_path)
+def test_genrm_verifier_run_reports_the_sv_grid(cpu_run):
+    """The GenRM run of tests/test_batch_invariance.py (2 problems, 2 samples, 2 verification chains each)."""
+    run = cpu_run(*small_run_args(1, GENRM_RUN))
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert all(len(s["verifier_chain_scores"]) == 2 and 0 <= s["scores"]["genrm"] <= 1 for s in samples)
     metrics = json.loads((run / "metrics.json").read_text())

@@ -199,6 +199,7 @@ def has_close_elements(numbers, threshold):
 """
 
 
+@pytest.mark.slow
 def test_enamel_sample_that_catches_the_timer_is_a_timeout_where_it_was(problem0, cache, monkeypatch):
     """ENAMEL's evaluator would hang on it (their loader swaps two such samples by hand); here the sandbox's wall
     limit stops it and it counts as a timeout at the level it was in: passed, later levels 0."""

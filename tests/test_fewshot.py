@@ -74,6 +74,7 @@ def expected_chat(k: int) -> list[list[str]]:
     return chat + [["user", question]]
 
 
+@pytest.mark.slow
 def test_fewshot_prompts_in_chat_and_raw_format_on_the_cpu_model(tmp_path):
     runs = {}
     for label, more in (("zero", ()), ("chat", ("--num-fewshot", "2")), ("raw", ("--num-fewshot", "2", "--prompt-format", "raw"))):
@@ -130,6 +131,7 @@ def test_raw_fewshot_requests_stop_before_the_next_example():
     assert raw.prompt.count("```python\n") == 3 and p.row["text"] in raw.prompt.rsplit("```", 1)[1]
 
 
+@pytest.mark.slow
 def test_a_raw_fewshot_answer_ends_at_the_stop_string_on_the_cpu_model(tmp_path):
     r = tteval("run", "--task", "mbpp", "--limit", "1", "-n", "2", "--max-tokens", "160", "--num-fewshot", "3",
                "--prompt-format", "raw", "--out", str(tmp_path), "--no-cache", timeout=900)  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.resources
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import pytest
 from tteval.backends.base import Request
 from tteval.backends.chat_template import load_chat_template, render_chat_template
 from tteval.backends.http_retry import backoff_delay, parse_retry_after
+from tteval.backends.llama_glue import GOMP_SPINCOUNT, llama_cpp  # (imports llama_cpp with spinning bounded)
 from tteval.backends.openai import OpenAIBackend
 from tteval.backends.openai_wire import normalize_base_url, parse_response, request_body
 from tteval.errors import TtevalError
@@ -51,7 +53,10 @@ def llama_server():
     log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log", delete=False)
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", smollm2_gguf(), "--host", "127.0.0.1",
            "--port", str(port), "--n_ctx", "2048", "--verbose", "false"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    env = dict(os.environ)
+    if not any(k in env for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")):  # libgomp's spinning bounded, as tteval's
+        env["GOMP_SPINCOUNT"] = GOMP_SPINCOUNT  # llamacpp backend does (beside busy processes: 10x the CPU time)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 120
     while True:
@@ -139,9 +144,7 @@ def test_server_4xx_message_surfaces(backend):
 
 
 def test_chat_template_renders_raw_prompts_the_server_would(llama_server, backend):
-    import llama_cpp
-
-    template = llama_cpp.Llama(smollm2_gguf(), vocab_only=True, verbose=False).metadata["tokenizer.chat_template"]
+    template = llama_cpp().Llama(smollm2_gguf(), vocab_only=True, verbose=False).metadata["tokenizer.chat_template"]
     with pytest.raises(TtevalError, match="--chat-template"):
         backend.apply_chat_template(CHAT)
     templated = OpenAIBackend(llama_server, "smollm2", chat_template=template)
@@ -367,16 +370,15 @@ def test_base_url_forms():
         normalize_base_url("h:8000")
 
 
+@pytest.mark.slow
 def test_tteval_run_passes_chat_template_concurrency_and_timeout_to_the_server(llama_server, tmp_path):
     """Particle filtering continues raw prompts, so over HTTP it needs --chat-template; the run records the knobs."""
     import json
 
-    import llama_cpp
-
-    template = llama_cpp.Llama(smollm2_gguf(), vocab_only=True, verbose=False).metadata["tokenizer.chat_template"]
+    template = llama_cpp().Llama(smollm2_gguf(), vocab_only=True, verbose=False).metadata["tokenizer.chat_template"]
     (tmp_path / "smollm2.jinja").write_text(template)
     args = ["run", "--backend", "openai", "--base-url", llama_server, "--model", "smollm2", "--task", "gsm8k",
-            "--limit", "1", "-n", "2", "--strategy", "particle-filter", "--pf-step-tokens", "12", "--pf-max-steps", "2",
+            "--limit", "1", "-n", "2", "--strategy", "particle-filter", "--pf-step-tokens", "6", "--pf-max-steps", "2",
             "--verifier-max-tokens", "8", "--max-concurrency", "2", "--timeout", "120", "--no-cache",
             "--out", str(tmp_path / "out")]  # fmt: skip
     r = subprocess.run([sys.executable, "-m", "tteval.cli", *args], capture_output=True, text=True, timeout=600)

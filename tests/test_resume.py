@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-ARGS = ["run", "--task", "gsm8k", "--limit", "5", "-n", "2", "--max-tokens", "40", "--batch-problems", "1", "--no-cache"]
+import pytest
+
+ARGS = ["run", "--task", "gsm8k", "--limit", "6", "-n", "2", "--max-tokens", "16", "--batch-problems", "1", "--no-cache"]
 
 
 def start(out: Path, args=ARGS) -> subprocess.Popen:
@@ -33,6 +35,7 @@ def wait_for_lines(out: Path, lines: int, proc: subprocess.Popen, timeout: float
     raise AssertionError("the run did not produce samples in time")
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
     full = tmp_path / "full"
     p = start(full)
@@ -44,7 +47,7 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     partial = samples_of(cut)
-    assert 4 <= len(partial) < 10
+    assert 4 <= len(partial) < 12
     r = subprocess.run([sys.executable, "-m", "tteval.cli", *ARGS, "--out", str(cut)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "resuming" in r.stderr
@@ -56,7 +59,7 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path):
 
 
 def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path, fake_backend):
-    args = [a if a != "5" else "12" for a in ARGS]  # long enough that Ctrl-C lands mid-run: 12 calls of 0.5 s
+    args = [a if a != "6" else "12" for a in ARGS]  # long enough that Ctrl-C lands mid-run: 12 calls of 0.5 s
     args += ["--backend", fake_backend, "--model-args", "delay_s=0.5"]  # the interrupt is tteval's, not the model's
     p = start(tmp_path, args)
     wait_for_lines(tmp_path, 2, p)

@@ -46,6 +46,7 @@ def expected_texts(i: int) -> list[str]:
     return [raw_json_string(RAW_BAD % GOLD[i].encode()), raw_json_string(RAW_CUT)] if isinstance(texts, bytes) else texts
 
 
+@pytest.mark.slow
 def test_model_output_of_any_content_is_recorded_judged_and_reported(server, tmp_path):
     def answer(question, body):
         texts = any_content_texts(QUESTION_INDEX[question])

@@ -54,7 +54,8 @@ def run(source: str, limits: Limits = FAST, stdin: str | None = None) -> ExecRes
 
 def sandbox_processes() -> list[int]:
     """Host pids of processes running under a sandbox uid from this interpreter (there must be none once a run
-    returned; other checkouts' sandboxes running beside this suite start from their own interpreters)."""
+    returned; other checkouts' sandboxes running beside this suite start from their own interpreters, and those of
+    the other xdist workers of this session descend from those workers)."""
     found = []
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
@@ -65,7 +66,37 @@ def sandbox_processes() -> list[int]:
                 continue
             if uid >= SANDBOX_UID_MIN and argv0 == sys.executable:
                 found.append(int(entry.name))
-    return found
+    others = other_xdist_workers()
+    return [pid for pid in found if not others or not descends_from(pid, others)]
+
+
+def parent_pid(pid: int) -> int | None:
+    """The parent of `pid`, or None when it has gone."""
+    try:
+        return int(Path(f"/proc/{pid}/status").read_text().split("\nPPid:")[1].split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def other_xdist_workers() -> set[int]:
+    """The pids of this session's other xdist workers (the other children of our parent, the controller)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return set()
+    me, controller = os.getpid(), os.getppid()
+    return {int(e.name) for e in os.scandir("/proc") if e.name.isdigit() and int(e.name) != me
+            and parent_pid(int(e.name)) == controller}  # fmt: skip
+
+
+def descends_from(pid: int, ancestors: set[int]) -> bool:
+    """Whether `pid` descends from one of `ancestors` (a process gone meanwhile counts as one: it left no trace)."""
+    while pid > 1:
+        if pid in ancestors:
+            return True
+        parent = parent_pid(pid)
+        if parent is None:
+            return True
+        pid = parent
+    return False
 
 
 def harness_alive() -> None:

@@ -13,7 +13,8 @@ from tteval.config import RunConfig
 from tteval.sweep import grid_configs, parse_budgets
 
 GRID = ["sweep", "--task", "gsm8k", "--limit", "1", "--budgets", "1,2", "-s", "sample", "-s", "particle-filter",
-        "--max-tokens", "16", "--pf-step-tokens", "12", "--pf-max-steps", "2", "--no-plots", "--no-cache"]  # fmt: skip
+        "--max-tokens", "16", "--pf-step-tokens", "12", "--pf-max-steps", "2", "--verifier-max-tokens", "8", "--no-plots",
+        "--no-cache"]  # fmt: skip
 
 
 tteval = partial(helpers.tteval, timeout=900)  # a sweep runs several tteval runs
@@ -33,6 +34,7 @@ def test_bad_budgets_are_one_line_errors(text):
         parse_budgets(text)
 
 
+@pytest.mark.slow
 def test_sweep_grid_runs_resumes_and_shares_one_engine(tmp_path):
     runs, out = tmp_path / "runs", tmp_path / "sweep"
     r = tteval(*GRID, "--runs-dir", str(runs), "--out", str(out))
