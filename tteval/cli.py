@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from tteval.errors import TtevalError
-from tteval.options import (given_flags, given_once, run_parameters, sweep_parameters, task_list, to_config,
+from tteval.options import (GRADER_PROCESSES_OPT, given_flags, run_parameters, sweep_parameters, task_list, to_config,
                             with_options)
 
 app = typer.Typer(
@@ -106,8 +106,9 @@ def score(
         "default: measured from verifier_tokens and num_tokens, else 1 (GenRM-Base, as the authors).",
     ),
     tasks_dir: Optional[Path] = typer.Option(None, "--tasks-dir", help="Extra folder of task YAML files."),
-    workers: int = typer.Option(2, "--grader-processes", help="Parallel processes of the oracle graders."),
-    old_workers: Optional[int] = typer.Option(None, "--workers", hidden=True),  # the former name of --grader-processes
+    workers: int = typer.Option(GRADER_PROCESSES_OPT.default, *GRADER_PROCESSES_OPT.flags,
+                                help="Parallel processes of the oracle graders."),
+    old_workers: Optional[int] = typer.Option(None, *GRADER_PROCESSES_OPT.old_flags, hidden=True),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap intervals and Monte-Carlo estimates."),
 ) -> None:
     """Grade an external sample file against a task (or take a graded pool as it is), print its metrics, and
@@ -117,7 +118,7 @@ def score(
     from tteval.terminal import metrics_table
     from tteval.score_file import check_out_dir, score_file
 
-    workers = given_once(workers, old_workers, 2, "--grader-processes", ("--workers",))
+    workers = GRADER_PROCESSES_OPT.value({"workers": workers, GRADER_PROCESSES_OPT.old_name: old_workers})
     if out_dir is None:
         metrics = score_file(samples, task, tasks_dir=tasks_dir, workers=workers, seed=seed, graded=graded, model=model,
                              classing=classes, genrm_lambda=genrm_lambda)  # fmt: skip

@@ -140,6 +140,11 @@ STRATEGY_OPT = Option(
 )  # fmt: skip
 
 # every other option of a run, shared by `run` and `sweep`, in --help order
+# also `tteval score`'s (cli.score reads it through `Option.value`)
+GRADER_PROCESSES_OPT = Option("workers", ("--grader-processes",), int, 2,
+                              "Parallel processes of the oracle graders (math-verify checks, code sandboxes).",
+                              GRADING, old_flags=("--workers",))  # fmt: skip
+
 SHARED: tuple[Option, ...] = (
     Option("limit", ("--limit", "-l"), Optional[str], None,
            "Only the first N problems, or a fraction in (0, 1) of the task (0.5 = the first half); default: all.",
@@ -208,9 +213,7 @@ SHARED: tuple[Option, ...] = (
            "sampled verdict token, else the written verdict) | logprob | binary (the written Yes/No) | normalized "
            "(tteval 0.1: a forced verdict, p(Yes)/(p(Yes)+p(No)); the default for particle filtering's process "
            "reward).", VERIFIER),
-    Option("workers", ("--grader-processes",), int, 2,
-           "Parallel processes of the oracle graders (math-verify checks, code sandboxes).", GRADING,
-           old_flags=("--workers",)),
+    GRADER_PROCESSES_OPT,
     Option("pf_step_tokens", ("--pf-step-tokens",), int, 128, "Max tokens per step.", PF),
     Option("pf_max_steps", ("--pf-max-steps",), int, 40, "Max steps per particle.", PF),
     Option("pf_softmax_temp", ("--pf-softmax-temp",), float, 1.0, "Resampling temperature.", PF),
