@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+import warm_cli
 from tteval.tasks import load_problems, load_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,15 +25,18 @@ TTEVAL = [sys.executable, "-m", "tteval.cli"]
 
 
 def tteval(*args: Any, cwd: Path | str | None = None, timeout: float = 600, env: dict | None = None,
-           columns: int = 200) -> subprocess.CompletedProcess:
+           columns: int = 200, fresh: bool = False) -> subprocess.CompletedProcess:
     """Run the `tteval` CLI from this checkout as a subprocess: text output captured, a wide terminal, and
-    TTEVAL_DEBUG unset (errors are one line) unless `env` sets it."""
+    TTEVAL_DEBUG unset (errors are one line) unless `env` sets it. The process is forked from a server that has the
+    third-party libraries imported (tests/warm_cli.py); `fresh=True` starts a new interpreter instead."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     full_env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": path}
     full_env.pop("TTEVAL_DEBUG", None)
     full_env.update(env or {})
-    return subprocess.run([*TTEVAL, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout,
-                          env=full_env)
+    cmd = [*TTEVAL, *map(str, args)]
+    if not fresh and warm_cli.enabled():
+        return warm_cli.run(cmd[len(TTEVAL):], cmd, None if cwd is None else str(cwd), full_env, timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=timeout, env=full_env)
 
 
 def error_lines(stderr: str) -> list[str]:
