@@ -3,14 +3,13 @@ authors' own evaluation gives (When To Solve, When To Verify; data/genrm_gpqa/PR
 
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import genrm_authors_eval as authors
+from helpers import tteval
 from tteval import estimators as est
 from tteval.score_file import answer_classes
 
@@ -32,8 +31,7 @@ def problems() -> list[list[dict]]:
 @pytest.fixture(scope="module")
 def metrics(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpqa") / "run"
-    r = subprocess.run([sys.executable, "-m", "tteval.cli", "score", str(POOL), "--graded", "--model",
-                        "Llama-3.3-70B-Instruct", "--out", str(out)], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    r = tteval("score", str(POOL), "--graded", "--model", "Llama-3.3-70B-Instruct", "--out", str(out), cwd=ROOT)
     assert r.returncode == 0, r.stderr
     return json.loads((out / "metrics.json").read_text())
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import tteval
 
 from tteval.backends.base import Request
 from tteval.backends.chat_template import load_chat_template, render_chat_template
@@ -381,10 +382,10 @@ def test_tteval_run_passes_chat_template_concurrency_and_timeout_to_the_server(l
             "--limit", "1", "-n", "2", "--strategy", "particle-filter", "--pf-step-tokens", "6", "--pf-max-steps", "2",
             "--verifier-max-tokens", "8", "--max-concurrency", "2", "--timeout", "120", "--no-cache",
             "--out", str(tmp_path / "out")]  # fmt: skip
-    r = subprocess.run([sys.executable, "-m", "tteval.cli", *args], capture_output=True, text=True, timeout=600)
+    r = tteval(*args)
     assert r.returncode == 2 and "--chat-template" in r.stderr  # without a template: one line saying what to pass
     args += ["--chat-template", str(tmp_path / "smollm2.jinja")]
-    r = subprocess.run([sys.executable, "-m", "tteval.cli", *args], capture_output=True, text=True, timeout=600)
+    r = tteval(*args)
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = [d for d in (tmp_path / "out").iterdir() if d.is_dir() and (d / "metrics.json").exists()]
     meta = json.loads((run / "run.json").read_text())

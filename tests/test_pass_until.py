@@ -1,11 +1,10 @@
 """`tteval run --strategy pass-until`: rounds until r successes or the cap, its metrics, and resume by whole rounds."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import tteval
 
 from tteval.metrics import compute_metrics
 from tteval.config import RunConfig
@@ -86,7 +85,7 @@ def run_pass_until(tasks_dir: Path, out: Path, backend: str):
     args = ["run", "--backend", backend, "--task", "say_four", "--tasks-dir", str(tasks_dir), "--strategy", "pass-until", "-n", "6",
             "--round-size", "2", "--until-successes", "2", "--max-tokens", "8", "--batch-problems", "1", "--limit", "3",
             "--out", str(out), "--no-cache"]  # fmt: skip
-    r = subprocess.run([sys.executable, "-m", "tteval.cli", *args], capture_output=True, text=True, timeout=600)
+    r = tteval(*args)
     assert r.returncode == 0, r.stderr[-2000:]
     (run,) = [d for d in out.iterdir() if d.is_dir()]
     return run, r

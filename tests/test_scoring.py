@@ -87,8 +87,7 @@ def test_score_humaneval_evalplus_solutions_and_human_eval_completions(tmp_path)
 def test_malformed_sample_files_give_one_line_with_file_and_line(tmp_path, content, message):
     path = tmp_path / "s.jsonl"
     path.write_bytes(content)
-    r = subprocess.run([sys.executable, "-m", "tteval.cli", "score", str(path), "--task", "gsm8k"],
-                       capture_output=True, text=True)  # fmt: skip
+    r = tteval("score", str(path), "--task", "gsm8k")
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
@@ -125,15 +124,14 @@ def test_score_accepts_a_byte_order_mark_and_hostile_completions(tmp_path):
 def test_bad_score_options_give_one_line(tmp_path, args, message):
     path = write_jsonl(tmp_path / "s.jsonl", [{"task_id": "gsm8k/0", "completion": "1"}])
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    r = subprocess.run([sys.executable, "-m", "tteval.cli", "score", str(path), *args], capture_output=True, text=True)
+    r = tteval("score", str(path), *args)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_score_on_a_folder_says_so(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "tteval.cli", "score", str(tmp_path), "--task", "gsm8k"],
-                       capture_output=True, text=True)  # fmt: skip
+    r = tteval("score", str(tmp_path), "--task", "gsm8k")
     assert r.returncode == 2 and "is a folder, not a sample file" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
