@@ -38,7 +38,7 @@ def test_the_call_has_its_own_directory_path_argv_and_environment(tmp_path):
 
 def test_a_call_past_its_timeout_is_killed(tmp_path, fake_backend):
     with pytest.raises(subprocess.TimeoutExpired):
-        tteval("run", "--backend", fake_backend, "--model-args", "delay_s=5", "--limit", "2", "--out", tmp_path,
-               timeout=2)  # fmt: skip
+        tteval("run", "--backend", fake_backend, "--model-args", "delay_s=5", "--limit", "2", "--no-cache",
+               "--out", tmp_path, timeout=2)  # fmt: skip
     again = tteval("run", "--task", "nope")  # the server still serves
     assert again.returncode != 0 and "unknown task 'nope'" in again.stderr

@@ -27,10 +27,11 @@ import sys
 import threading
 import time
 
+# What `run`, `score` and `leaderboard` import beyond the standard library's core.
 PRELOAD = ("numpy", "scipy.special", "scipy.stats", "pandas", "pandas.core.methods.to_dict", "pyarrow.pandas_compat",
            "typer", "typer._adapters", "typer._click.decorators", "rich.console", "rich.table", "rich.progress",
-           "rich._emoji_codes", "pydantic", "pydantic.main", "pydantic.type_adapter", "yaml", "multiprocessing.connection",
-           "sqlite3", "shlex", "html.entities", "email.parser")  # what `run`, `score` and `leaderboard` import; fmt: skip
+           "rich._emoji_codes", "pydantic", "pydantic.main", "pydantic.type_adapter", "yaml",
+           "multiprocessing.connection", "sqlite3", "shlex", "html.entities", "email.parser")  # fmt: skip
 
 
 def enabled() -> bool:
@@ -166,7 +167,8 @@ def _server() -> _Server:
         return _SERVER[0]
 
 
-def run(argv: list[str], cmd: list[str], cwd: str | None, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+def run(argv: list[str], cmd: list[str], cwd: str | None, env: dict[str, str],
+        timeout: float) -> subprocess.CompletedProcess:
     """`subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)` for `cmd` = `python -m
     tteval.cli *argv`, served by a fork of the warm server."""
     out_r, out_w = os.pipe()
