@@ -119,3 +119,22 @@ def fake_backend(monkeypatch):
     here = os.path.dirname(os.path.abspath(__file__))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p))
     return "fake_backend:make"
+
+
+@pytest.fixture
+def closes_openai_backends(monkeypatch):
+    """Close every OpenAIBackend the test made: its httpx client keeps keep-alive sockets open, and one collected
+    later, during another test, fails that test with a ResourceWarning."""
+    from tteval.backends.openai import OpenAIBackend
+
+    made, init = [], OpenAIBackend.__init__
+
+    def recording_init(self, *args, **kwargs):
+        made.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(OpenAIBackend, "__init__", recording_init)
+    yield
+    for backend in made:
+        if hasattr(backend, "_client"):  # its constructor may have failed before the client existed
+            backend.close()

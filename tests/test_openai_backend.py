@@ -32,6 +32,8 @@ from tteval.backends.openai import OpenAIBackend
 from tteval.backends.openai_wire import normalize_base_url, parse_response, request_body
 from tteval.errors import TtevalError
 
+pytestmark = pytest.mark.usefixtures("closes_openai_backends")  # tests/conftest.py
+
 CHAT = (("user", "Say hello."),)
 COUNT = "1, 2, 3, 4, 5,"
 

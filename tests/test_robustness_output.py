@@ -9,6 +9,9 @@ import json
 import pytest
 from helpers import GOLD, PROBLEMS, QUESTION_INDEX, chat_completion, only_run_dir, read_samples, run_args, tteval
 
+pytestmark = pytest.mark.usefixtures("closes_openai_backends")  # tests/conftest.py
+
+
 def raw_json_string(raw: bytes) -> str:
     """What a JSON string literal of raw (possibly invalid UTF-8) bytes should be recorded as."""
     return json.loads('"' + raw.decode("utf-8", "replace") + '"', strict=False)
