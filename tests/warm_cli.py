@@ -104,10 +104,11 @@ def _child(call: dict, fds: list[int], base_path: list[str]) -> None:
     code = 0
     try:
         runpy.run_module("tteval.cli", run_name="__main__", alter_sys=True)
-    except SystemExit as exc:  # what the interpreter makes of it
-        code = exc.code if exc.code is None or isinstance(exc.code, int) else 1
-        if not (exc.code is None or isinstance(exc.code, int)):
-            print(exc.code, file=sys.stderr)
+    except SystemExit as exc:  # what the interpreter makes of it: an int (None: 0) is the status, else printed, 1
+        code = exc.code
+        if not (code is None or isinstance(code, int)):
+            print(code, file=sys.stderr)
+            code = 1
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
@@ -143,12 +144,9 @@ class _Server:
             theirs.close()
 
     def close(self) -> None:
-        self.control.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        from tteval.graders.sandbox_zygote import end_zygote  # here: the server must not import tteval
+
+        end_zygote(self.control, self.proc)  # EOF on the control socket, then a kill if it lingers
 
 
 _SERVER: list[_Server] = []

@@ -118,7 +118,7 @@ def score(
     from tteval.terminal import metrics_table
     from tteval.score_file import check_out_dir, score_file
 
-    workers = GRADER_PROCESSES_OPT.value({"workers": workers, GRADER_PROCESSES_OPT.old_name: old_workers})
+    workers = GRADER_PROCESSES_OPT.value({GRADER_PROCESSES_OPT.key: workers, GRADER_PROCESSES_OPT.old_name: old_workers})
     if out_dir is None:
         metrics = score_file(samples, task, tasks_dir=tasks_dir, workers=workers, seed=seed, graded=graded, model=model,
                              classing=classes, genrm_lambda=genrm_lambda)  # fmt: skip
