@@ -248,7 +248,7 @@ def test_oracle_decoder_is_strict():
                 {"t": "complex", "v": ["1", 2]}, {"t": "ref", "id": "1", "type": "x"}):
         with pytest.raises((ValueError, TypeError)):
             oracle_wire.decode(bad, channel)
-    assert json.dumps(oracle_wire.encode((1, {2: frozenset([3])}, b"x")))  # what goes out is plain JSON too
+    assert json.dumps(oracle_wire.encode((1, {2: frozenset([3])}, b"x")))  # what goes out is plain data too
 
 
 def test_in_process_mode_is_kept_only_for_tests_that_reach_the_namespace():

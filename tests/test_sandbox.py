@@ -517,6 +517,23 @@ def test_legit_programs_pass_and_fail_with_the_failing_assertion():
     assert raising.status == "failed" and raising.failed_test == 0 and "IndexError" in raising.detail
 
 
+def test_values_cross_the_wire_both_ways_unchanged():
+    """Requests travel in marshal form and replies through the C JSON encoder: what a test sends and gets back is the
+    value itself (NaN, infinities, lone surrogates, big ints, nested containers), and the candidate's start imports
+    neither `json` nor `re` (6 ms of each ~35 ms check)."""
+    program = ("import sys\nLOADED = [m for m in ('json', 're') if m in sys.modules]\n"
+               "def loaded():\n    return LOADED\n"
+               "def echo(x):\n    return x\n")
+    tests = ("import math\nassert loaded() == []\n"
+             "assert math.isnan(echo(float('nan'))) and echo(float('-inf')) == float('-inf')\n"
+             "assert echo('a\\ud800\\u00e9\\x00\"') == 'a\\ud800\\u00e9\\x00\"'\n"
+             "assert echo(10 ** 400) == 10 ** 400 and echo(-2 ** 70) == -2 ** 70\n"
+             "value = (1, {2: frozenset([3]), 'k': [b'\\xff', bytearray(b'x'), 1 + 2j, None, True]}, {4.5})\n"
+             "assert echo(value) == value and type(echo(value)[1]['k'][1]) is bytearray\n")
+    verdict = check(program, tests)
+    assert verdict.passed, verdict.detail
+
+
 def test_failing_assert_inside_a_check_function_is_located():
     tests = "def check(candidate):\n    assert candidate(1, 1) == 2\n    assert candidate(2, 5) == 7\n\ncheck(add)\n"
     verdict = check("def add(a, b):\n    return 2 if a == 1 else 0\n", tests)

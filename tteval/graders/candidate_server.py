@@ -2,19 +2,35 @@
 
 This file runs inside the sandbox as the head of its `main.py` (standard library only; `tteval` is not importable
 there). It receives only the arguments of each call, never the tests or the expected values; it returns the raw
-value as plain tagged JSON (see `tteval.verifiers.wire`) or the exception's type and a short message. Nothing it
-sends is trusted: the oracle decodes it strictly and does every comparison itself.
+value as plain tagged JSON (see `oracle_wire.py`) or the exception's type and a short message. Nothing it sends is
+trusted: the oracle decodes it strictly and does every comparison itself. Requests arrive in `marshal` form (built in,
+trusted sender); replies go out through `_json`'s C encoder, so the program's start does not import `json` and `re`.
 """
+
+
+def json_dumps():
+    """`json.dumps` with its defaults (ASCII, NaN allowed), built from the C encoder `json` itself uses."""
+    try:
+        from _json import encode_basestring_ascii, make_encoder
+
+        def unencodable(obj):
+            raise TypeError("%s is not JSON serializable" % type(obj).__name__)
+
+        encoder = make_encoder(None, unencodable, encode_basestring_ascii, None, ": ", ", ", False, False, True)
+        return lambda obj: "".join(encoder(obj, 0))
+    except BaseException:  # an interpreter without the accelerator, or with another signature
+        import json
+        return json.dumps
 
 
 def serve(program, fd):
     """Run `program` as a module, report how that went, then answer one request per message until EOF on `fd`."""
     import builtins
-    import json
+    import marshal
     import os
 
     read, write, exit_ = os.read, os.write, os._exit
-    dumps, loads = json.dumps, json.loads
+    dumps, loads = json_dumps(), marshal.loads
     BaseExc, type_, str_, isinstance_, len_ = BaseException, type, str, isinstance, len
     int_, float_, str_t, bool_, list_, tuple_, dict_, set_, frozenset_, complex_, bytes_, bytearray_ = (
         int, float, str, bool, list, tuple, dict, set, frozenset, complex, bytes, bytearray)
@@ -163,7 +179,7 @@ def serve(program, fd):
         size = int_.from_bytes(recv_exact(4), "big")
         if size > MAX:
             exit_(3)
-        request = loads(recv_exact(size).decode("utf-8", "surrogatepass"))
+        request = loads(recv_exact(size))
         seq = request.get("seq")
         try:
             target = lookup(request["target"])

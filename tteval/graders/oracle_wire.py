@@ -1,11 +1,13 @@
 """The oracle's end of the wire to the sandboxed program: one request at a time over a socket (`Channel`), values
 decoded strictly into plain builtins (`decode`), and objects that are not plain data kept in the sandbox as
-`Remote` handles; what goes out is plain tagged JSON (`encode`). The other end is `candidate_server.py`."""
+`Remote` handles; what goes out is plain tagged data (`encode`, sent in `marshal` form, which the sandbox reads
+without importing `json`). The other end is `candidate_server.py`."""
 
 from __future__ import annotations
 
 import builtins
 import json
+import marshal
 import os
 from typing import Any
 
@@ -90,7 +92,10 @@ class Channel:
         return reply
 
     def send(self, obj: dict) -> None:
-        data = json.dumps(obj).encode("utf-8", "surrogatepass")
+        try:
+            data = marshal.dumps(obj)
+        except ValueError as exc:  # cannot happen for what `encode` makes; a clear fault if it ever does
+            raise self._fail(f"a request could not be encoded: {exc}") from None
         data = len(data).to_bytes(4, "big") + data
         view = memoryview(data)
         try:
