@@ -53,3 +53,29 @@ def test_evaluate_runs_a_real_model_and_load_runs_reads_it(tmp_path):
     rows = load_runs(out)
     assert len(rows) > 0 and set(rows["task"]) == {"gsm8k"}
     assert evaluate(task="gsm8k", limit=1, n=2, max_tokens=16, out=str(out))["run_dir"] == metrics["run_dir"]  # resumes
+
+
+def test_a_large_files_hash_is_remembered_until_the_file_changes(tmp_path, monkeypatch):
+    """A model file is hashed once (keyed on path and stat), not every run; any rewrite, even one that puts the
+    old size and mtime back, changes ctime and so is hashed again."""
+    import os
+    import time
+
+    from tteval.provenance import REMEMBER_HASH_BYTES, file_sha256
+
+    monkeypatch.setenv("TTEVAL_CACHE_DIR", str(tmp_path / "cache"))
+    model, data = tmp_path / "model.gguf", b"x" * REMEMBER_HASH_BYTES
+    model.write_bytes(data)
+    assert file_sha256(model) == hashlib.sha256(data).hexdigest()
+    (entry,) = (tmp_path / "cache" / "file-sha256").iterdir()
+    entry.write_text("0" * 64)  # what is remembered is what is returned (no re-hash)
+    assert file_sha256(model) == "0" * 64
+    before = model.stat()
+    time.sleep(0.05)  # past the kernel's coarse timestamp tick, so the rewrite's ctime differs
+    model.write_bytes(b"y" + data[1:])
+    os.utime(model, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert file_sha256(model) == hashlib.sha256(b"y" + data[1:]).hexdigest()
+    small = tmp_path / "data.jsonl"
+    small.write_bytes(b"{}\n")
+    assert file_sha256(small) == hashlib.sha256(b"{}\n").hexdigest()
+    assert len(list((tmp_path / "cache" / "file-sha256").iterdir())) == 2  # small files are not remembered

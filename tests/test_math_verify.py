@@ -246,6 +246,21 @@ def test_worker_killed_while_idle_is_replaced_without_losing_a_verdict():
         assert g.stats.worker_restarts == 1 and g.stats.errors == 0
 
 
+def test_started_workers_are_the_ones_that_check_and_exit_cleanly_when_closed():
+    """`start` spawns the workers ahead (an engine host does it before loading its model); the first check uses
+    them rather than spawning its own, and `close` ends each with status 0 (it exits without module teardown)."""
+    g = MathGrader(timeout_s=5.0, workers=2)
+    g.start()
+    workers = list(g._pool)
+    assert len(workers) == 2 and all(w.alive() for w in workers)
+    assert g.grade([("\\frac{1}{2}", "0.5"), ("2", "3")]) == [True, False]
+    assert g._pool == workers
+    g.close()
+    assert [w.proc.returncode for w in workers] == [0, 0]
+    with pytest.raises(TtevalError):
+        g.start()
+
+
 def test_mv50_grading_works_off_the_main_thread(grader):
     """math-verify #50/#55: SIGALRM timeouts raise 'signal only works in main thread'; our workers do not."""
     out: list = []

@@ -103,28 +103,22 @@ def _child(call: dict, fds: list[int], base_path: list[str]) -> None:
     sys.argv[:] = ["-m", *call["argv"]]
     code = 0
     try:
-        runpy.run_module("tteval.cli", run_name="__main__", alter_sys=True)
-    except SystemExit as exc:  # what the interpreter makes of it: an int (None: 0) is the status, else printed, 1
-        code = exc.code
-        if not (code is None or isinstance(code, int)):
-            print(code, file=sys.stderr)
-            code = 1
+        runpy.run_module("tteval.cli", run_name="__main__", alter_sys=True)  # tteval.cli.main exits by itself
+    except SystemExit as exc:  # only when something exits before main (an import-time error)
+        from tteval.fast_exit import exit_code
+
+        code = exit_code(exc.code)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     except BaseException:
         sys.excepthook(*sys.exc_info())
         code = 1
-    # The interpreter's exit without its finalization: tearing down every module of the server would write to (and
-    # so copy) each page the fork shares with it, which costs more than the imports saved.
-    threading._shutdown()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            code = code or 120  # as Python exits when it cannot flush
-    os._exit(code or 0)
+    # The interpreter's exit without its finalization, as tteval's own: tearing down every module of the server would
+    # write to (and so copy) each page the fork shares with it.
+    from tteval.fast_exit import exit_now
+
+    exit_now(code)
 
 
 # ------------------------------------------------------------------------------------------------ client side

@@ -13,10 +13,15 @@ from typing import Sequence
 from tteval.backends.base import Backend, Completion, Request
 
 
+def cache_root() -> Path:
+    """Where tteval keeps what it can recompute (generations, ENAMEL tests, file hashes): `$TTEVAL_CACHE_DIR`, else
+    `~/.cache/tteval/`."""
+    return Path(os.environ.get("TTEVAL_CACHE_DIR") or Path.home() / ".cache" / "tteval")
+
+
 def default_cache_path() -> Path:
-    """`$TTEVAL_CACHE_DIR/generations.sqlite`, else under `~/.cache/tteval/`."""
-    root = os.environ.get("TTEVAL_CACHE_DIR") or Path.home() / ".cache" / "tteval"
-    return Path(root) / "generations.sqlite"
+    """The generation cache: `generations.sqlite` under `cache_root()`."""
+    return cache_root() / "generations.sqlite"
 
 
 def request_key(backend: str, model: str, request: Request) -> str:

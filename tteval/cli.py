@@ -335,7 +335,19 @@ def _warn_line(message: str) -> None:
 
 
 def main() -> None:
-    """Entry point: run the typer app, turning user errors into one line on stderr and a non-zero exit."""
+    """Entry point: `run_app`, then the process exits without tearing down its modules (`tteval.fast_exit`)."""
+    from tteval.fast_exit import exit_code, exit_now
+
+    try:
+        run_app()
+        code = 0
+    except SystemExit as exc:
+        code = exit_code(exc.code)
+    exit_now(code)
+
+
+def run_app() -> None:
+    """Run the typer app, turning user errors into one line on stderr and a non-zero exit (SystemExit)."""
     # Shells start background jobs with SIGINT ignored, and Python keeps that: restore Ctrl-C -> KeyboardInterrupt
     # so an interrupted run always saves, says so, and prints the command that resumes it.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -42,8 +42,13 @@ class EngineHost:
 
     def __init__(self, config: RunConfig):
         self.key = engine_key(config)
-        self.backend: Backend = make_backend(config)
         self._graders: dict[tuple, tuple[Task, Grader]] = {}  # a task's spec and grader, loaded once
+        self._grader(config)[1].start()  # its worker imports math-verify while the backend loads the model
+        try:
+            self.backend: Backend = make_backend(config)
+        except BaseException:
+            self._graders.pop(next(iter(self._graders)))[1].close()
+            raise
         self._scorers: dict[tuple, Any] = {}  # a PRM holds an engine of its own: load it once too
         # names this loaded engine in run.json, so one can check which runs of a sweep shared it
         self.engine_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -57,13 +62,7 @@ class EngineHost:
         """Generate, grade and score one chunk; return its records, timings and the backend usage it cost."""
         if engine_key(config) != self.key:
             raise ValueError("an EngineHost only serves runs with its own engine key")
-        ex = config.execution
-        gkey = (config.task, ex.tasks_dir, ex.workers, config.num_fewshot, config.data_source)
-        if gkey not in self._graders:
-            tasks_dir = Path(ex.tasks_dir) if ex.tasks_dir else None
-            task = with_fewshot(load_task(config.task, tasks_dir), config.num_fewshot, config.data_source, tasks_dir)
-            self._graders[gkey] = (task, Grader(task, workers=ex.workers))
-        task, grader = self._graders[gkey]
+        task, grader = self._grader(config)
         u = self.backend.usage
         before = (u.prompt_tokens, u.completion_tokens, u.calls)
         timings = {"generation_s": 0.0, "grading_s": 0.0}
@@ -75,6 +74,16 @@ class EngineHost:
         usage = {"prompt_tokens": u.prompt_tokens - before[0], "completion_tokens": u.completion_tokens - before[1],
                  "calls": u.calls - before[2]}  # fmt: skip
         return records, timings, usage
+
+    def _grader(self, config: RunConfig) -> tuple[Task, Grader]:
+        """The task's spec and grader for `config`, loaded once per (task, data, workers, few-shot)."""
+        ex = config.execution
+        gkey = (config.task, ex.tasks_dir, ex.workers, config.num_fewshot, config.data_source)
+        if gkey not in self._graders:
+            tasks_dir = Path(ex.tasks_dir) if ex.tasks_dir else None
+            task = with_fewshot(load_task(config.task, tasks_dir), config.num_fewshot, config.data_source, tasks_dir)
+            self._graders[gkey] = (task, Grader(task, workers=ex.workers))
+        return self._graders[gkey]
 
     def close(self) -> list[str]:
         """Release graders, scorers and the backend; the log lines of those that have one (GPU memory back?)."""

@@ -4,6 +4,7 @@ revision, and content hashes of the model file and the task's data, so a publish
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import subprocess
 import sys
@@ -14,8 +15,35 @@ from typing import Any
 _SOURCE = Path(__file__).resolve().parent.parent
 
 
+REMEMBER_HASH_BYTES = 16 << 20  # files this large have their hash remembered (a 4 GB GGUF takes ~8 s to hash)
+
+
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks (a 100 MB GGUF takes well under a second)."""
+    """sha256 of a file's bytes. A file of 16 MiB or more has it remembered under the cache folder, keyed on the
+    file's path and stat (device, inode, size, mtime, ctime: any write changes ctime), so a model is hashed once."""
+    stat = os.stat(path)
+    if stat.st_size < REMEMBER_HASH_BYTES:
+        return _sha256(path)
+    from tteval.cache import cache_root
+    from tteval.results import write_atomic
+
+    identity = (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+    entry = cache_root() / "file-sha256" / hashlib.sha256(repr(identity).encode()).hexdigest()
+    try:
+        known = entry.read_text(encoding="ascii").strip()
+        if len(known) == 64 and all(c in "0123456789abcdef" for c in known):
+            return known
+    except (OSError, ValueError):
+        pass
+    digest = _sha256(path)
+    try:
+        write_atomic({entry: digest.encode()})
+    except Exception:  # a read-only cache folder costs the next run a re-hash, nothing else
+        pass
+    return digest
+
+
+def _sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

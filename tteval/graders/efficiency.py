@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import tteval.estimators as est
+from tteval.cache import cache_root
 from tteval.errors import TtevalError
 from tteval.paths import shipped_dir
 from tteval.graders.result_line import find_result
@@ -139,9 +140,8 @@ class SampleEfficiency:
 
 
 def tests_cache_dir() -> Path:
-    """`$TTEVAL_CACHE_DIR/enamel-tests/`, else `~/.cache/tteval/enamel-tests/`."""
-    root = os.environ.get("TTEVAL_CACHE_DIR") or Path.home() / ".cache" / "tteval"
-    return Path(root) / "enamel-tests"
+    """`enamel-tests/` under `tteval.cache.cache_root()`."""
+    return cache_root() / "enamel-tests"
 
 
 def tests_key(problem: EnamelProblem, protocol: Protocol) -> str:

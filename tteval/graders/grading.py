@@ -53,6 +53,11 @@ class Grader:
 
             self._math = MathGrader(timeout_s=math_timeout_s, workers=1)
 
+    def start(self) -> None:
+        """Start the math workers now (not at the first check), so their imports overlap the engine's loading."""
+        if self._math is not None:
+            self._math.start()
+
     def grade(self, problems: Sequence[Problem], completions: Sequence[Sequence[str]]) -> list[list[Verdict]]:
         """Grade every problem's completions; code candidates of all problems share one worker pool."""
         if self.task.kind == "math":

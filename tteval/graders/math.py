@@ -148,6 +148,15 @@ class MathGrader:
             out.append(ids.setdefault(root, len(ids)))
         return out
 
+    def start(self) -> None:
+        """Start the workers now, without waiting for them: their imports (sympy, ~0.35 s) then overlap the caller's
+        own start-up (a backend loading its model) instead of the first check's wait."""
+        with self._lock:
+            if self._closed:
+                raise TtevalError("this MathGrader was closed; create a new one")
+            while len(self._pool) < self.workers:
+                self._pool.append(MathVerifyProcess(self.memory_limit_mb))
+
     def close(self) -> None:
         """Stop the worker processes (idempotent)."""
         with self._lock:

@@ -130,9 +130,9 @@ def serve(fd: int, memory_limit_mb: str = "0") -> None:
         try:
             job = conn.recv()
         except (EOFError, OSError, KeyboardInterrupt):
-            return
-        if job is None:
-            return
+            job = None
+        if job is None:  # done: exit without tearing down sympy's modules (~0.1 s the parent would wait for)
+            os._exit(0)
         try:
             pred, gold = job
             conn.send(("ok", bool(verify(parsed_answer(gold), parsed_answer(pred), timeout_seconds=None))))
