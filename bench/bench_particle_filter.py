@@ -15,7 +15,8 @@ sequences (problems x particles) sampled in one call, STEP_TOKENS x MAX_STEPS to
 filter's per-step barriers and resampling are compared with. Every mode runs on one backend with a fixed thread
 count (BENCH_THREADS, default 1, as bench_limit): the automatic count follows the load of the moment, which on a
 shared machine differed between modes and made the ratios compare thread counts rather than modes. `sequences_per_step`
-is the mean number of sequences per llama_decode call (of 16): what the step barriers cost. Writes
+is the mean number of sequences per llama_decode call (of 16): what the step barriers cost; `passes_per_step` the
+mean number of compute passes llama.cpp splits such a call into (one per run of consecutive sequence ids). Writes
 bench/results/particle_filter.json. `--profile` instead runs the filter (batched) and plain sampling under cProfile
 and writes the functions with the most own time to bench/results/particle_filter_profile.json.
 """
@@ -108,6 +109,7 @@ def main() -> None:
         decoded0 = backend.usage.extra.get("prompt_tokens_decoded", 0)
         steps0, rows0 = backend.usage.extra.get("decode_steps", 0), backend.usage.extra.get("decode_rows", 0)
         copies0, prefill_s0 = backend.usage.extra.get("kv_stream_copies", 0), backend.prompt_decode_s
+        passes0 = backend.usage.extra.get("decode_passes", 0)
         t0 = time.perf_counter()
         results = fn()
         wall = time.perf_counter() - t0
@@ -117,9 +119,11 @@ def main() -> None:
         steps = backend.usage.extra.get("decode_steps", 0) - steps0
         rows = backend.usage.extra.get("decode_rows", 0) - rows0
         copies = backend.usage.extra.get("kv_stream_copies", 0) - copies0
+        passes = backend.usage.extra.get("decode_passes", 0) - passes0
         return results, {"wall_s": round(wall, 2), "tokens": tokens, "tokens_per_s": round(tokens / wall, 1),
                          "prefill_per_generated": round(decoded / tokens, 3), "decode_steps": steps,
-                         "sequences_per_step": round(rows / max(steps, 1), 2), "kv_stream_copies": copies,
+                         "sequences_per_step": round(rows / max(steps, 1), 2),
+                         "passes_per_step": round(passes / max(steps, 1), 2), "kv_stream_copies": copies,
                          "prompt_decode_s": round(backend.prompt_decode_s - prefill_s0, 2), "loadavg_1m": round(os.getloadavg()[0], 2)}
 
     def chunked(be, n):

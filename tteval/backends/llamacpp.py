@@ -330,12 +330,15 @@ class LlamaCppBackend:
         self.usage.extra[key] = self.usage.extra.get(key, 0) + n
 
     def _step(self, live: list[Sample]) -> list[tuple[Sample, np.ndarray, RowStats]]:
-        """Feed every live sequence its last sampled token in one llama_decode; return each one's next logits."""
-        n_prompt = [len(s.prompt.tokens) for s in live]
+        """Feed every live sequence its last sampled token in one llama_decode; return each one's next logits. `live`
+        goes in sequence order: llama.cpp decodes KV streams in passes of consecutive ids (`decode_passes`)."""
+        live.sort(key=lambda s: s.seq_id)
+        ids = [s.seq_id for s in live]
+        self._count("decode_passes", 1 + sum(b != a + 1 for a, b in zip(ids, ids[1:])))
         self._batch.fill(
             [s.token_ids[-1] for s in live],
-            [n + len(s.token_ids) - 1 for n, s in zip(n_prompt, live)],
-            [s.seq_id for s in live],
+            [len(s.prompt.tokens) + len(s.token_ids) - 1 for s in live],
+            ids,
             np.ones(len(live), dtype=np.int8),
         )
         t0 = time.perf_counter()
