@@ -487,3 +487,40 @@ def test_libgomp_barrier_spinning_is_bounded_unless_the_user_chose():
     assert run({}) == [GOMP_SPINCOUNT, "None"]
     assert run({"OMP_WAIT_POLICY": "active"}) == ["None", "active"]
     assert run({"GOMP_SPINCOUNT": "5"}) == ["5", "None"]
+
+
+def test_step_rows_order_sequences_and_pad_one_id_gaps():
+    """A decode step's rows go in sequence order; a one-id gap gets a dummy row at its stream's next position unless
+    that stream is full; wider gaps stay (a pass costs about two rows); `passes` counts runs of consecutive ids."""
+    from types import SimpleNamespace
+
+    from tteval.backends.kv_slots import step_rows
+
+    def sample(seq, n_prompt, fed):
+        return SimpleNamespace(seq_id=seq, token_ids=list(range(7, 7 + fed)),
+                               prompt=SimpleNamespace(tokens=[1] * n_prompt))
+
+    live = [sample(7, 10, 2), sample(0, 4, 1), sample(2, 6, 3), sample(4, 5, 1), sample(1, 4, 2)]
+    rows, pads, passes = step_rows(live, {3: 20}.__getitem__, 64)  # 5 and 6 form a two-id gap: not padded
+    assert [r[0] for r in rows] == [0, 1, 2, 3, 4, 7] and pads == {3: 20} and passes == 2
+    assert rows[0] == (0, 7, 4, True) and rows[2] == (2, 9, 8, True) and rows[3] == (3, 0, 20, False)
+    rows, pads, passes = step_rows([live[1], live[2]], {1: 64}.__getitem__, 64)  # stream 1 is full: the gap stays
+    assert pads == {} and [r[0] for r in rows] == [0, 2] and passes == 2
+
+
+def test_a_padded_gap_leaves_its_stream_as_it_was():
+    """A sample that ends between two live ones leaves a one-id gap, filled by a dummy row each step; its stream
+    then holds exactly its prompt and fed token, and what the call samples is what each request samples alone."""
+    with LlamaCppBackend(max_parallel=3, n_threads=1) as b:
+        prompts = sorted((b.apply_chat_template([("user", q)]) for q in ("Name a fruit.", "Name a colour.",
+                          "Name a city.")), key=b.tokenize)  # fmt: skip
+        reqs = [Request(prompt=p, temperature=0.8, max_tokens=2 if i == 1 else 20, seed=i)
+                for i, p in enumerate(prompts)]  # fmt: skip
+        together = b.generate(reqs)
+        assert together[1][0].num_tokens == 2 and min(together[0][0].num_tokens, together[2][0].num_tokens) > 4
+        assert b.usage.extra["decode_pad_rows"] >= 2
+        assert b._kv.seq_pos_max(1) == len(b.tokenize(prompts[1]))  # its prompt and one fed token: no dummy cell
+    for r, (got,) in zip(reqs, together):
+        with LlamaCppBackend(max_parallel=3, n_threads=1) as alone:
+            (want,) = alone.generate([r])[0]
+        assert (got.text, got.token_logprobs) == (want.text, want.token_logprobs)

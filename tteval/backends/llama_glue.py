@@ -43,6 +43,7 @@ class KvOps:
     clear: Callable[[], None]
     seq_cp: Callable[[int, int, int, int], None]
     seq_rm: Callable[[int, int, int], bool]
+    seq_pos_max: Callable[[int], int]  # a sequence's last position (-1: empty)
 
 
 def kv_ops(lc: Any, ctx: Any) -> KvOps:
@@ -53,14 +54,16 @@ def kv_ops(lc: Any, ctx: Any) -> KvOps:
             clear=lambda: lc.llama_memory_clear(mem, False),  # metadata only (zeroing the buffers costs ~40 ms)
             seq_cp=lambda src, dst, p0, p1: lc.llama_memory_seq_cp(mem, src, dst, p0, p1),
             seq_rm=lambda seq, p0, p1: lc.llama_memory_seq_rm(mem, seq, p0, p1),
+            seq_pos_max=lambda seq: lc.llama_memory_seq_pos_max(mem, seq),
         )
     for prefix in ("llama_kv_self_", "llama_kv_cache_"):  # older llama-cpp-python releases
         if hasattr(lc, prefix + "seq_cp"):
-            clear, cp, rm = (getattr(lc, prefix + name) for name in ("clear", "seq_cp", "seq_rm"))
+            clear, cp, rm, pmax = (getattr(lc, prefix + name) for name in ("clear", "seq_cp", "seq_rm", "seq_pos_max"))
             return KvOps(
                 clear=lambda: clear(ctx),
                 seq_cp=lambda src, dst, p0, p1: cp(ctx, src, dst, p0, p1),
                 seq_rm=lambda seq, p0, p1: rm(ctx, seq, p0, p1),
+                seq_pos_max=lambda seq: pmax(ctx, seq),
             )
     raise TtevalError("this llama-cpp-python has no KV-cache sequence API; upgrade llama-cpp-python")
 

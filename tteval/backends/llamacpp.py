@@ -50,7 +50,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tteval.backends.base import Completion, Request, Usage, validate_request
-from tteval.backends.kv_slots import MIN_REUSE, Slot, Slots
+from tteval.backends.kv_slots import MIN_REUSE, Slot, Slots, step_rows
 from tteval.backends.llama_glue import LOG_TAIL, KvOps, LlamaBatch, Vocab, init_backend, kv_ops, llama_cpp, log_hint
 from tteval.backends.llama_glue import set_log
 from tteval.backends.model_files import DEFAULT_MODEL, resolve_model_path
@@ -330,26 +330,25 @@ class LlamaCppBackend:
         self.usage.extra[key] = self.usage.extra.get(key, 0) + n
 
     def _step(self, live: list[Sample]) -> list[tuple[Sample, np.ndarray, RowStats]]:
-        """Feed every live sequence its last sampled token in one llama_decode; return each one's next logits. `live`
-        goes in sequence order: llama.cpp decodes KV streams in passes of consecutive ids (`decode_passes`)."""
+        """Feed every live sequence its last sampled token in one llama_decode; return each one's next logits. The
+        rows go in sequence order, one-id gaps filled by dummy rows whose cells are removed after (`step_rows`)."""
         live.sort(key=lambda s: s.seq_id)
-        ids = [s.seq_id for s in live]
-        self._count("decode_passes", 1 + sum(b != a + 1 for a, b in zip(ids, ids[1:])))
-        self._batch.fill(
-            [s.token_ids[-1] for s in live],
-            [len(s.prompt.tokens) + len(s.token_ids) - 1 for s in live],
-            ids,
-            np.ones(len(live), dtype=np.int8),
-        )
+        rows, pads, passes = step_rows(live, lambda seq: self._kv.seq_pos_max(seq) + 1, self.n_ctx_seq)
+        self._batch.fill([r[1] for r in rows], [r[2] for r in rows], [r[0] for r in rows],
+                         np.array([r[3] for r in rows], dtype=np.int8))  # fmt: skip
         t0 = time.perf_counter()
         self._decode()
         self._retune(len(live), time.perf_counter() - t0)
+        for seq, pos in pads.items():
+            self._kv.seq_rm(seq, pos, -1)
         self._count("decode_steps", 1)
         self._count("decode_rows", len(live))  # sequences per step: decode_rows / decode_steps is the occupancy
+        self._count("decode_passes", passes)
+        self._count("decode_pad_rows", len(pads))
         if self.usage.extra["decode_steps"] % _RETUNE_STEPS == 0:
             self._retune()
         out = []
-        for i, s in enumerate(live):
+        for i, s in zip([i for i, r in enumerate(rows) if r[3]], live):
             row = self._logits_row(i)
             out.append((s, row, row_stats(row)))
         return out
