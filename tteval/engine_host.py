@@ -47,7 +47,8 @@ class EngineHost:
         try:
             self.backend: Backend = make_backend(config)
         except BaseException:
-            self._graders.pop(next(iter(self._graders)))[1].close()
+            for _, grader in self._graders.values():  # the worker started above
+                grader.close()
             raise
         self._scorers: dict[tuple, Any] = {}  # a PRM holds an engine of its own: load it once too
         # names this loaded engine in run.json, so one can check which runs of a sweep shared it

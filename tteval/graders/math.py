@@ -152,10 +152,14 @@ class MathGrader:
         """Start the workers now, without waiting for them: their imports (sympy, ~0.35 s) then overlap the caller's
         own start-up (a backend loading its model) instead of the first check's wait."""
         with self._lock:
-            if self._closed:
-                raise TtevalError("this MathGrader was closed; create a new one")
-            while len(self._pool) < self.workers:
-                self._pool.append(MathVerifyProcess(self.memory_limit_mb))
+            self._grow(self.workers)
+
+    def _grow(self, n: int) -> None:
+        """Have at least `n` workers (started, not waited for); a closed grader refuses."""
+        if self._closed:
+            raise TtevalError("this MathGrader was closed; create a new one")
+        while len(self._pool) < n:
+            self._pool.append(MathVerifyProcess(self.memory_limit_mb))
 
     def close(self) -> None:
         """Stop the worker processes (idempotent)."""
@@ -224,10 +228,7 @@ class MathGrader:
 
     def _run(self, jobs: list[tuple[str, str]]) -> list[CheckResult]:
         """Run checks on the worker pool; a check past its deadline has its worker killed and replaced."""
-        if self._closed:
-            raise TtevalError("this MathGrader was closed; create a new one")
-        while len(self._pool) < min(self.workers, len(jobs)):
-            self._pool.append(MathVerifyProcess(self.memory_limit_mb))
+        self._grow(min(self.workers, len(jobs)))
         results: list[CheckResult | None] = [None] * len(jobs)
         # Jobs queue at the worker chosen by their gold, so each worker's parse memo sees the same golds; an idle
         # worker with an empty queue takes work from the longest other queue.
